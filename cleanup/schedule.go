@@ -1,0 +1,174 @@
+package cleanup
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/snapsweep/snapsweep/events"
+	"github.com/snapsweep/snapsweep/store"
+)
+
+// SnapshotStore is what scheduling needs from the registry.
+type SnapshotStore interface {
+	UpdateSnapshot(ctx context.Context, key store.Key, task store.TaskKey, fn store.SnapshotFunc) (*store.Snapshot, error)
+	ListSnapshots(ctx context.Context, q store.Query) (store.Page, error)
+}
+
+// Publisher sends cleanup messages.
+type Publisher interface {
+	Publish(ctx context.Context, m events.CleanupMessage) error
+}
+
+// Scheduler moves eligible snapshots to cleanup_pending and publishes one
+// cleanup message for each. Claim first, then publish, and roll the claim
+// back when the publish fails: the registry never claims a message that was
+// never sent. (A crash between the two leaves a cleanup_pending record
+// without a message; the sweep re-drives those after a lease.)
+type Scheduler struct {
+	Store       SnapshotStore
+	Publisher   Publisher
+	Policy      Policy
+	Now         func() time.Time
+	Concurrency int
+}
+
+// Now returns the scheduler clock's time at the registry's precision.
+func now(clock func() time.Time) time.Time {
+	if clock == nil {
+		clock = time.Now
+	}
+	return clock().UTC().Truncate(time.Microsecond)
+}
+
+// claimable are the states a cleanup may start from. Failed records are
+// re-claimed only by an explicit (manual) request.
+func claimable(s store.State, reason events.CleanupReason) bool {
+	switch s {
+	case store.Active, store.Retained:
+		return true
+	case store.Failed:
+		return reason == events.ReasonManual
+	}
+	return false
+}
+
+// ScheduleTask schedules the cleanup of every live snapshot of a task that
+// the policy allows (for a succeeded task: all of them). Snapshots already
+// cleanup_pending get their message again: the event may be a redelivery
+// after a crash that lost the first one, and a duplicate message is cheap.
+func (s *Scheduler) ScheduleTask(ctx context.Context, tk store.TaskKey, reason events.CleanupReason) (RunResult, error) {
+	var snaps []store.Snapshot
+	q := store.Query{SessionID: tk.SessionID, TaskID: tk.TaskID,
+		States: []store.State{store.Active, store.Retained, store.CleanupPending}, Limit: 500}
+	for {
+		page, err := s.Store.ListSnapshots(ctx, q)
+		if err != nil {
+			return RunResult{}, fmt.Errorf("list snapshots of task %s: %w", tk.TaskID, err)
+		}
+		snaps = append(snaps, page.Snapshots...)
+		if page.Next == "" {
+			break
+		}
+		q.After = page.Next
+	}
+	return s.Schedule(ctx, snaps, reason)
+}
+
+// Schedule claims and publishes each snapshot the policy allows. It returns
+// an error when any publish failed (after rolling that claim back), so that
+// the caller nacks and the work is redone.
+func (s *Scheduler) Schedule(ctx context.Context, snaps []store.Snapshot, reason events.CleanupReason) (RunResult, error) {
+	units := make([]Unit, 0, len(snaps))
+	for _, sn := range snaps {
+		units = append(units, &scheduleUnit{s: s, key: sn.Key(), reason: reason})
+	}
+	return Executor{Concurrency: s.Concurrency}.Run(ctx, units)
+}
+
+// scheduleUnit claims one snapshot and publishes its cleanup message.
+type scheduleUnit struct {
+	s      *Scheduler
+	key    store.Key
+	reason events.CleanupReason
+
+	claimedAt time.Time // zero unless Execute changed the record
+	skipped   string
+}
+
+func (u *scheduleUnit) Name() string { return "schedule cleanup of " + u.key.String() }
+
+func (u *scheduleUnit) Execute(ctx context.Context) error {
+	at := now(u.s.Now)
+	var msg *events.CleanupMessage
+	u.claimedAt, u.skipped = time.Time{}, ""
+	rec, err := u.s.Store.UpdateSnapshot(ctx, u.key, store.TaskKey{}, func(cur *store.Snapshot, t *store.Task) (*store.Snapshot, error) {
+		msg, u.claimedAt, u.skipped = nil, time.Time{}, ""
+		if cur == nil {
+			u.skipped = "not registered"
+			return nil, nil
+		}
+		m := events.CleanupMessage{Project: cur.Project, Name: cur.Name, SessionID: cur.SessionID,
+			TaskID: cur.TaskID, Reason: u.reason, RequestedAt: at}
+		if cur.State == store.CleanupPending {
+			msg = &m // republish, no change
+			return nil, nil
+		}
+		if !claimable(cur.State, u.reason) {
+			u.skipped = "state " + string(cur.State)
+			return nil, nil
+		}
+		if d := u.s.Policy.Eligible(cur, t, at); !d.Eligible {
+			u.skipped = d.Why
+			return nil, nil
+		}
+		next := *cur
+		next.PrevState = cur.State
+		next.State = store.CleanupPending
+		next.CleanupReason = string(u.reason)
+		next.CleanupRequestedAt = at
+		next.UpdatedAt = at
+		msg, u.claimedAt = &m, at
+		return &next, nil
+	})
+	if err != nil {
+		return fmt.Errorf("claim: %w", err)
+	}
+	_ = rec
+	if msg == nil {
+		return nil
+	}
+	if err := u.s.Publisher.Publish(ctx, *msg); err != nil {
+		return err
+	}
+	return nil
+}
+
+// Rollback undoes this unit's claim, and only its own: if anything else
+// changed the record since, it is left alone.
+func (u *scheduleUnit) Rollback(ctx context.Context) error {
+	if u.claimedAt.IsZero() {
+		return nil
+	}
+	at := now(u.s.Now)
+	_, err := u.s.Store.UpdateSnapshot(ctx, u.key, store.TaskKey{}, func(cur *store.Snapshot, _ *store.Task) (*store.Snapshot, error) {
+		if cur == nil || cur.State != store.CleanupPending || !cur.CleanupRequestedAt.Equal(u.claimedAt) {
+			return nil, nil
+		}
+		next := *cur
+		next.State = cur.PrevState
+		if !slices.Contains(store.LiveStates(), next.State) {
+			next.State = store.Active
+		}
+		next.PrevState = ""
+		next.CleanupReason = ""
+		next.CleanupRequestedAt = time.Time{}
+		next.UpdatedAt = at
+		return &next, nil
+	})
+	if err != nil {
+		return fmt.Errorf("roll back claim of %s: %w", u.key, err)
+	}
+	return nil
+}

@@ -1,0 +1,249 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"cloud.google.com/go/firestore"
+	"cloud.google.com/go/pubsub/v2"
+	"cloud.google.com/go/pubsub/v2/apiv1/pubsubpb"
+	"github.com/spf13/cobra"
+	"github.com/sethvargo/go-envconfig"
+	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
+	"google.golang.org/api/option"
+
+	"github.com/snapsweep/snapsweep/bus"
+	"github.com/snapsweep/snapsweep/cleanup"
+	"github.com/snapsweep/snapsweep/config"
+	"github.com/snapsweep/snapsweep/events"
+	"github.com/snapsweep/snapsweep/gce"
+	"github.com/snapsweep/snapsweep/handlers"
+	"github.com/snapsweep/snapsweep/ingest"
+	"github.com/snapsweep/snapsweep/store"
+	"github.com/snapsweep/snapsweep/telemetry"
+)
+
+func serveCommand() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the snapsweep service (Cloud Run): push endpoints, sweep, probes",
+		Example: `  GOOGLE_CLOUD_PROJECT=my-proj snapsweep serve
+  snapsweep serve --project my-proj --projects my-proj,other-proj --delete-rate 20`,
+		Args: cobra.NoArgs,
+	}
+	flags := config.Flags(cmd.Flags())
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		cfg, err := config.Load(cmd.Context(), flags, envconfig.OsLookuper())
+		if err != nil {
+			return &configError{err}
+		}
+		log := newLogger(os.Stdout, cfg)
+		ctx := telemetry.WithLogger(cmd.Context(), log)
+		srv, err := NewService(ctx, cfg, ServiceOptions{Logger: log})
+		if err != nil {
+			return err
+		}
+		defer srv.Close()
+		return srv.Run(ctx)
+	}
+	return cmd
+}
+
+func newLogger(w io.Writer, cfg *config.Config) *slog.Logger {
+	var lvl slog.Level
+	_ = lvl.UnmarshalText([]byte(cfg.LogLevel))
+	return telemetry.NewLogger(w, lvl, cfg.Project)
+}
+
+// ServiceOptions carries what tests and the demo inject.
+type ServiceOptions struct {
+	Logger *slog.Logger
+	// Listener, when set, is used instead of listening on cfg.Port.
+	Listener net.Listener
+	// ComputeHTTP, when set, is the HTTP client of the Compute API.
+	ComputeHTTP *http.Client
+	// Now is the clock (default time.Now).
+	Now func() time.Time
+}
+
+// Service is an unstarted snapsweep service with everything it owns.
+type Service struct {
+	cfg     *config.Config
+	log     *slog.Logger
+	lis     net.Listener
+	handler http.Handler
+	closers []func() error
+
+	Store  *store.Firestore
+	Engine *cleanup.Engine
+}
+
+// NewService builds the service from cfg: clients, registry, engine and
+// handlers. It listens (so that a test can read the address) but does not
+// serve until Run.
+func NewService(ctx context.Context, cfg *config.Config, opts ServiceOptions) (_ *Service, err error) {
+	s := &Service{cfg: cfg, log: opts.Logger}
+	if s.log == nil {
+		s.log = slog.Default()
+	}
+	defer func() {
+		if err != nil {
+			s.Close()
+		}
+	}()
+	fs, err := firestore.NewClientWithDatabase(ctx, cfg.Project, cfg.FirestoreDatabase)
+	if err != nil {
+		return nil, fmt.Errorf("firestore client: %w", err)
+	}
+	s.closers = append(s.closers, fs.Close)
+	ps, err := pubsub.NewClient(ctx, cfg.Project)
+	if err != nil {
+		return nil, fmt.Errorf("pubsub client: %w", err)
+	}
+	s.closers = append(s.closers, ps.Close)
+	var gopts []option.ClientOption
+	if opts.ComputeHTTP != nil {
+		gopts = append(gopts, option.WithHTTPClient(opts.ComputeHTTP))
+	}
+	compute, err := gce.New(ctx, gce.Config{Endpoint: cfg.ComputeEndpoint}, gopts...)
+	if err != nil {
+		return nil, fmt.Errorf("compute client: %w", err)
+	}
+	s.closers = append(s.closers, compute.Close)
+
+	reg := store.NewFirestore(fs)
+	s.Store = reg
+	pub := bus.NewPublisher(ps, cfg.CleanupTopic)
+	s.closers = append(s.closers, func() error { pub.Stop(); return nil })
+	policy := cleanup.Policy{TTL: cfg.SnapshotTTL, FailedRetention: cfg.FailedRetention}
+	judge := &cleanup.Judge{Store: reg, Tolerance: cfg.FailureTolerance, Now: opts.Now}
+	sched := &cleanup.Scheduler{Store: reg, Publisher: pub, Policy: policy, Now: opts.Now}
+	proc := &ingest.Processor{Store: reg, Scheduler: sched, Policy: policy, Judge: judge, Now: opts.Now}
+	hostname, _ := os.Hostname()
+	s.Engine = cleanup.NewEngine(cleanup.EngineConfig{
+		Store: reg, Compute: compute, Policy: policy, SessionLabel: cfg.SessionLabel, DryRun: cfg.DryRun,
+		Rate: cfg.DeleteRate, Concurrency: cfg.DeleteConcurrency, Judge: judge, Now: opts.Now,
+		Owner: fmt.Sprintf("%s-%d", hostname, os.Getpid()),
+		OnBreakerChange: func(from, to string) {
+			s.log.Warn("compute circuit breaker changed state", "from", from, "to", to)
+		},
+	})
+	topic := cfg.CleanupTopic
+	if !strings.HasPrefix(topic, "projects/") {
+		topic = "projects/" + cfg.Project + "/topics/" + topic
+	}
+	srv, err := handlers.New(handlers.Config{
+		Events: proc, Cleanup: s.Engine, Rejects: reg, Projects: events.NewAllowlist(cfg.Projects),
+		Logger: s.log, Now: opts.Now,
+		Ready: []handlers.Check{
+			{Name: "firestore", Run: reg.Ping},
+			{Name: "pubsub", Run: func(ctx context.Context) error {
+				_, err := ps.TopicAdminClient.GetTopic(ctx, &pubsubpb.GetTopicRequest{Topic: topic})
+				return err
+			}},
+			{Name: "compute", Run: func(ctx context.Context) error {
+				var errs []error
+				for _, p := range cfg.Projects {
+					if err := compute.Ping(ctx, p); err != nil {
+						errs = append(errs, fmt.Errorf("%s: %w", p, err))
+					}
+				}
+				return errors.Join(errs...)
+			}},
+		},
+		Status: func(ctx context.Context) (any, error) { return s.status(ctx) },
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.handler = withLogger(s.log, otelhttp.NewHandler(srv.Routes(), "snapsweep",
+		otelhttp.WithSpanNameFormatter(func(_ string, r *http.Request) string { return r.Method + " " + r.URL.Path })))
+	s.lis = opts.Listener
+	if s.lis == nil {
+		s.lis, err = net.Listen("tcp", fmt.Sprintf(":%d", cfg.Port))
+		if err != nil {
+			return nil, fmt.Errorf("listen: %w", err)
+		}
+	}
+	return s, nil
+}
+
+// withLogger puts the logger in every request's context.
+func withLogger(log *slog.Logger, h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h.ServeHTTP(w, r.WithContext(telemetry.WithLogger(r.Context(), log)))
+	})
+}
+
+// Addr is the address the service listens on.
+func (s *Service) Addr() string { return s.lis.Addr().String() }
+
+// Handler is the service's HTTP handler (for in-process tests).
+func (s *Service) Handler() http.Handler { return s.handler }
+
+// Run serves until ctx ends, then stops accepting, lets in-flight requests
+// finish, and returns within Cloud Run's 10 s grace period.
+func (s *Service) Run(ctx context.Context) error {
+	hs := &http.Server{
+		Handler:           s.handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- hs.Serve(s.lis) }()
+	s.log.Info("snapsweep serving", "addr", s.Addr(), "version", version, "dryRun", s.cfg.DryRun,
+		"projects", s.cfg.Projects)
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	s.log.Info("shutting down: draining in-flight requests")
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 8*time.Second)
+	defer cancel()
+	if err := hs.Shutdown(shutdownCtx); err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	return nil
+}
+
+// Close releases the clients (in reverse order of creation).
+func (s *Service) Close() {
+	for i := len(s.closers) - 1; i >= 0; i-- {
+		_ = s.closers[i]()
+	}
+	s.closers = nil
+}
+
+type statusReport struct {
+	Counts   map[store.State]int64 `json:"counts"`
+	Sessions []store.Session       `json:"sessions"`
+	Breaker  string                `json:"breaker"`
+	DryRun   bool                  `json:"dryRun"`
+	Health   *store.HealthRecord   `json:"lastHealth,omitempty"`
+	Version  string                `json:"version"`
+}
+
+func (s *Service) status(ctx context.Context) (statusReport, error) {
+	counts, err := s.Store.CountByState(ctx)
+	if err != nil {
+		return statusReport{}, err
+	}
+	sessions, err := s.Store.ListSessions(ctx, 50)
+	if err != nil {
+		return statusReport{}, err
+	}
+	rep := statusReport{Counts: counts, Sessions: sessions, Breaker: s.Engine.BreakerState(), DryRun: s.cfg.DryRun, Version: version}
+	if h, err := s.Store.LatestHealth(ctx, 1); err == nil && len(h) > 0 {
+		rep.Health = &h[0]
+	}
+	return rep, nil
+}

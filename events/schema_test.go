@@ -1,0 +1,251 @@
+package events
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/santhosh-tekuri/jsonschema/v6"
+)
+
+// compileSchemas compiles both embedded schemas with format assertion on
+// (draft 2020-12 treats "format" as an annotation unless asked). Compiling
+// also checks each schema against the draft's meta-schema.
+func compileSchemas(t *testing.T) (event, cleanup *jsonschema.Schema) {
+	t.Helper()
+	c := jsonschema.NewCompiler()
+	c.DefaultDraft(jsonschema.Draft2020)
+	c.AssertFormat()
+	for url, data := range map[string][]byte{SchemaURL: Schema(), CleanupSchemaURL: CleanupSchema()} {
+		doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(data))
+		if err != nil {
+			t.Fatalf("parse schema %s: %v", url, err)
+		}
+		if err := c.AddResource(url, doc); err != nil {
+			t.Fatalf("add schema %s: %v", url, err)
+		}
+	}
+	event, err := c.Compile(SchemaURL)
+	if err != nil {
+		t.Fatalf("compile %s: %v", SchemaURL, err)
+	}
+	cleanup, err = c.Compile(CleanupSchemaURL)
+	if err != nil {
+		t.Fatalf("compile %s: %v", CleanupSchemaURL, err)
+	}
+	return event, cleanup
+}
+
+// schemaAccepts reports whether data is JSON that sch accepts, and why not.
+func schemaAccepts(sch *jsonschema.Schema, data []byte) (bool, string) {
+	inst, err := jsonschema.UnmarshalJSON(bytes.NewReader(data))
+	if err != nil {
+		return false, "not JSON: " + err.Error()
+	}
+	if err := sch.Validate(inst); err != nil {
+		return false, err.Error()
+	}
+	return true, ""
+}
+
+// exampleRejections is what Decode must say about each invalid example;
+// every invalid example is listed, so a new one states its rule here.
+var exampleRejections = map[string]rejection{
+	"invalid-missing-id.json":                          {ReasonMissingField, "id"},
+	"invalid-id-too-long.json":                         {ReasonInvalidField, "id"},
+	"invalid-id-control-character.json":                {ReasonInvalidField, "id"},
+	"invalid-id-wrong-type.json":                       {ReasonInvalidField, "id"},
+	"invalid-missing-type.json":                        {ReasonMissingField, "type"},
+	"invalid-unknown-type.json":                        {ReasonUnknownType, "type"},
+	"invalid-missing-time.json":                        {ReasonMissingField, "time"},
+	"invalid-time-not-rfc3339.json":                    {ReasonInvalidField, "time"},
+	"invalid-time-lowercase-t.json":                    {ReasonInvalidField, "time"},
+	"invalid-time-wrong-type.json":                     {ReasonInvalidField, "time"},
+	"invalid-time-no-such-date.json":                   {ReasonInvalidField, "time"},
+	"invalid-time-leap-second.json":                    {ReasonInvalidField, "time"},
+	"invalid-time-zero.json":                           {ReasonMissingField, "time"},
+	"invalid-missing-session-id.json":                  {ReasonMissingField, "sessionId"},
+	"invalid-session-id-null.json":                     {ReasonMissingField, "sessionId"},
+	"invalid-session-id-uppercase.json":                {ReasonInvalidField, "sessionId"},
+	"invalid-session-id-too-long.json":                 {ReasonInvalidField, "sessionId"},
+	"invalid-task-id-missing.json":                     {ReasonMissingField, "taskId"},
+	"invalid-task-id-too-long.json":                    {ReasonInvalidField, "taskId"},
+	"invalid-task-id-not-printable.json":               {ReasonInvalidField, "taskId"},
+	"invalid-snapshot-missing.json":                    {ReasonMissingField, "snapshot"},
+	"invalid-snapshot-not-object.json":                 {ReasonInvalidField, "snapshot"},
+	"invalid-snapshot-project-missing.json":            {ReasonMissingField, "snapshot.project"},
+	"invalid-snapshot-project-format.json":             {ReasonInvalidField, "snapshot.project"},
+	"invalid-snapshot-project-domain-without-dot.json": {ReasonInvalidField, "snapshot.project"},
+	"invalid-snapshot-name-missing.json":               {ReasonMissingField, "snapshot.name"},
+	"invalid-snapshot-name-format.json":                {ReasonInvalidField, "snapshot.name"},
+	"invalid-snapshot-name-too-long.json":              {ReasonInvalidField, "snapshot.name"},
+	"invalid-source-disk-too-long.json":                {ReasonInvalidField, "snapshot.sourceDisk"},
+	"invalid-retention-syntax.json":                    {ReasonInvalidField, "snapshot.retention"},
+	"invalid-retention-zero.json":                      {ReasonInvalidField, "snapshot.retention"},
+	"invalid-retention-negative.json":                  {ReasonInvalidField, "snapshot.retention"},
+	"invalid-retention-wrong-type.json":                {ReasonInvalidField, "snapshot.retention"},
+	"invalid-error-too-long.json":                      {ReasonInvalidField, "error"},
+	"invalid-error-wrong-type.json":                    {ReasonInvalidField, "error"},
+	"invalid-not-an-object.json":                       {ReasonBadJSON, ""},
+}
+
+var cleanupExampleRejections = map[string]rejection{
+	"invalid-missing-project.json":   {ReasonMissingField, "project"},
+	"invalid-name-format.json":       {ReasonInvalidField, "name"},
+	"invalid-session-id-format.json": {ReasonInvalidField, "sessionId"},
+	"invalid-unknown-reason.json":    {ReasonInvalidField, "reason"},
+	"invalid-task-required.json":     {ReasonMissingField, "taskId"},
+	"invalid-task-empty.json":        {ReasonMissingField, "taskId"},
+	"invalid-requested-at.json":      {ReasonInvalidField, "requestedAt"},
+	"invalid-dry-run-type.json":      {ReasonInvalidField, "dryRun"},
+}
+
+// TestExamplesAgree runs the shared examples through the JSON Schema and
+// through the Go decoder and requires both to give the verdict the file's
+// name promises.
+func TestExamplesAgree(t *testing.T) {
+	t.Parallel()
+	eventSchema, cleanupSchema := compileSchemas(t)
+	cases := []struct {
+		dir    string
+		schema *jsonschema.Schema
+		decode func([]byte) error
+		want   map[string]rejection
+		min    int
+	}{
+		{"testdata/examples", eventSchema, func(b []byte) error { _, err := Decode(b); return err }, exampleRejections, 30},
+		{"testdata/examples/cleanup", cleanupSchema, func(b []byte) error { _, err := DecodeCleanup(b); return err }, cleanupExampleRejections, 10},
+	}
+	for _, tc := range cases {
+		t.Run(tc.dir, func(t *testing.T) {
+			t.Parallel()
+			files, err := filepath.Glob(filepath.Join(tc.dir, "*.json"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(files) < tc.min {
+				t.Fatalf("%d examples in %s, want at least %d", len(files), tc.dir, tc.min)
+			}
+			var invalid []string
+			for _, path := range files {
+				name := filepath.Base(path)
+				wantValid := strings.HasPrefix(name, "valid-")
+				if !wantValid && !strings.HasPrefix(name, "invalid-") {
+					t.Errorf("%s: name must start with valid- or invalid-", name)
+					continue
+				}
+				data, err := os.ReadFile(path)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if ok, why := schemaAccepts(tc.schema, data); ok != wantValid {
+					t.Errorf("%s: schema accepts = %v, want %v: %s", name, ok, wantValid, why)
+				}
+				err = tc.decode(data)
+				if wantValid {
+					if err != nil {
+						t.Errorf("%s: decode: %v", name, err)
+					}
+					continue
+				}
+				invalid = append(invalid, name)
+				want, listed := tc.want[name]
+				if !listed {
+					t.Errorf("%s: not listed with its expected rejection", name)
+					continue
+				}
+				if diff := cmp.Diff(&want, rejectionOf(t, err)); diff != "" {
+					t.Errorf("%s: decode rejection (-want +got):\n%s\nerror: %v", name, diff, err)
+				}
+			}
+			for name := range tc.want {
+				if !slices.Contains(invalid, name) {
+					t.Errorf("%s is listed but missing from %s", name, tc.dir)
+				}
+			}
+		})
+	}
+}
+
+// TestSchemaLooserThanDecode pins down where the schema, which cannot
+// express them, accepts what Decode refuses. A producer validating against
+// the schema can still send these; the contract's rules are the Go ones.
+func TestSchemaLooserThanDecode(t *testing.T) {
+	t.Parallel()
+	eventSchema, _ := compileSchemas(t)
+	cases := []struct {
+		name string
+		data []byte
+		want rejection
+	}{
+		{"retention over 10 years", with("snapshot.retention", "87601h"), rejection{ReasonInvalidField, "snapshot.retention"}},
+		{"retention overflows int64", with("snapshot.retention", "9999999999999h"), rejection{ReasonInvalidField, "snapshot.retention"}},
+		{"retention rounds to zero", with("snapshot.retention", "0.1ns"), rejection{ReasonInvalidField, "snapshot.retention"}},
+		{"zero time with an offset", with("time", "0001-01-01T01:00:00+01:00"), rejection{ReasonMissingField, "time"}},
+		// encoding/json and the validator both replace invalid UTF-8.
+		{"invalid UTF-8", []byte("{\"id\":\"\xff\",\"type\":\"session.started\",\"time\":\"2024-05-01T12:00:00Z\",\"sessionId\":\"s\"}"), rejection{ReasonBadJSON, ""}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			if ok, why := schemaAccepts(eventSchema, tc.data); !ok {
+				t.Errorf("schema refuses it now (%s): add it to the examples as invalid", why)
+			}
+			_, err := Decode(tc.data)
+			if diff := cmp.Diff(&tc.want, rejectionOf(t, err)); diff != "" {
+				t.Errorf("Decode rejection (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// TestSchemaPatternsMatchGo keeps the patterns in the schema and the Go
+// constants the same text, and the schema's "printable" pattern the same
+// set as unicode.IsPrint over every code point.
+func TestSchemaPatternsMatchGo(t *testing.T) {
+	t.Parallel()
+	var doc struct {
+		Defs map[string]struct {
+			Pattern string `json:"pattern"`
+		} `json:"$defs"`
+	}
+	if err := json.Unmarshal(Schema(), &doc); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for name, def := range doc.Defs {
+		if def.Pattern != "" {
+			got[name] = def.Pattern
+		}
+	}
+	want := map[string]string{
+		"sessionId":    sessionIDPattern,
+		"snapshotName": snapshotNamePattern,
+		"projectId":    projectIDPattern,
+		"time":         rfc3339Pattern,
+		"printable256": `^[\p{L}\p{M}\p{N}\p{P}\p{S} ]+$`,
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("schema patterns (-Go +schema):\n%s", diff)
+	}
+
+	printableRE := regexp.MustCompile(`^[\p{L}\p{M}\p{N}\p{P}\p{S} ]$`)
+	var buf [4]byte
+	for r := rune(0); r <= unicode.MaxRune; r++ {
+		if 0xd800 <= r && r <= 0xdfff {
+			continue // surrogates cannot appear in UTF-8
+		}
+		n := utf8.EncodeRune(buf[:], r)
+		if printableRE.Match(buf[:n]) != unicode.IsPrint(r) {
+			t.Errorf("U+%04X: schema pattern says %v, unicode.IsPrint %v", r, !unicode.IsPrint(r), unicode.IsPrint(r))
+		}
+	}
+}

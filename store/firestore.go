@@ -1,0 +1,555 @@
+package store
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"time"
+
+	"cloud.google.com/go/firestore"
+	"google.golang.org/api/iterator"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// SnapshotFunc computes the next version of a snapshot record from the
+// current one (nil when absent) and its task (nil when unknown). Returning
+// nil, nil writes nothing. It runs inside a transaction and may run more than
+// once: it must not have side effects.
+type SnapshotFunc func(cur *Snapshot, task *Task) (*Snapshot, error)
+
+// TaskFunc computes the next version of a task record (nil when absent);
+// nil, nil writes nothing. Pure, like SnapshotFunc.
+type TaskFunc func(cur *Task) (*Task, error)
+
+// SessionFunc computes the next version of a session record; nil, nil
+// writes nothing. Pure, like SnapshotFunc.
+type SessionFunc func(cur *Session) (*Session, error)
+
+// HealthRecord is one stored health report (the report itself is JSON).
+type HealthRecord struct {
+	ID       string    `firestore:"id"`
+	At       time.Time `firestore:"at"`
+	Status   string    `firestore:"status"`
+	Report   string    `firestore:"report"`
+	ExpireAt time.Time `firestore:"expireAt"`
+}
+
+// Firestore is the registry on Cloud Firestore (native mode).
+type Firestore struct {
+	client *firestore.Client
+}
+
+// NewFirestore returns a store on client; the caller owns and closes it.
+func NewFirestore(client *firestore.Client) *Firestore {
+	return &Firestore{client: client}
+}
+
+func (f *Firestore) col(name string) *firestore.CollectionRef { return f.client.Collection(name) }
+
+// classify wraps err so that callers can tell transient trouble (answer
+// 5xx, let Pub/Sub redeliver) from everything else.
+func classify(op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, ErrNotFound) {
+		return err
+	}
+	switch status.Code(err) {
+	case codes.NotFound:
+		return fmt.Errorf("%s: %w", op, ErrNotFound)
+	case codes.Unavailable, codes.DeadlineExceeded, codes.Aborted, codes.ResourceExhausted,
+		codes.Internal, codes.Canceled, codes.Unknown:
+		return fmt.Errorf("%s: %w: %w", op, ErrUnavailable, err)
+	}
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+		return fmt.Errorf("%s: %w: %w", op, ErrUnavailable, err)
+	}
+	return fmt.Errorf("%s: %w", op, err)
+}
+
+func isNotFound(err error) bool { return status.Code(err) == codes.NotFound }
+
+// Ping reads one document: it proves the database answers.
+func (f *Firestore) Ping(ctx context.Context) error {
+	_, err := f.col(CollectionLeases).Doc("ping").Get(ctx)
+	if err != nil && !isNotFound(err) {
+		return classify("ping firestore", err)
+	}
+	return nil
+}
+
+// GetSnapshot returns the snapshot record, or ErrNotFound.
+func (f *Firestore) GetSnapshot(ctx context.Context, key Key) (*Snapshot, error) {
+	doc, err := f.col(CollectionSnapshots).Doc(key.ID()).Get(ctx)
+	if err != nil {
+		return nil, classify("get snapshot "+key.String(), err)
+	}
+	var s Snapshot
+	if err := doc.DataTo(&s); err != nil {
+		return nil, fmt.Errorf("decode snapshot %s: %w", key, err)
+	}
+	return &s, nil
+}
+
+// UpdateSnapshot runs fn in a transaction on the snapshot record and its
+// task. The task is task when given, else the one the current record names.
+// It returns the record as written (or as read, when fn wrote nothing).
+func (f *Firestore) UpdateSnapshot(ctx context.Context, key Key, task TaskKey, fn SnapshotFunc) (*Snapshot, error) {
+	ref := f.col(CollectionSnapshots).Doc(key.ID())
+	var out *Snapshot
+	err := f.client.RunTransaction(ctx, func(ctx context.Context, tx *firestore.Transaction) error {
+		out = nil
+		var cur *Snapshot
+		doc, err := tx.Get(ref)
+		switch {
+		case isNotFound(err):
+		case err != nil:
+			return err
+		default:
+			cur = new(Snapshot)
+			if err := doc.DataTo(cur); err != nil {
+				return fmt.Errorf("decode snapshot: %w", err)
+			}
+		}
+		tk := task
+		if tk.TaskID == "" && cur != nil {
+			tk = cur.TaskKey()
+		}
+		var t *Task
+		if tk.TaskID != "" {
+			tdoc, err := tx.Get(f.col(CollectionTasks).Doc(tk.ID()))
+			switch {
+			case isNotFound(err):
+			case err != nil:
+				return err
+			default:
+				t = new(Task)
+				if err := tdoc.DataTo(t); err != nil {
+					return fmt.Errorf("decode task: %w", err)
+				}
+			}
+		}
+		next, err := fn(cur, t)
+		if err != nil {
+			return err
+		}
+		if next == nil {
+			out = cur
+			return nil
+		}
+		next.Project, next.Name = key.Project, key.Name
+		out = next
+		return tx.Set(ref, next)
+	})
+	if err != nil {
+		return nil, classify("update snapshot "+key.String(), err)
+	}
+	return out, nil
+}
+
+// PutSnapshot writes a record as is, outside any transaction. It is meant
+// for seeding (tests, benchmarks, adoption of orphans uses UpdateSnapshot).
+func (f *Firestore) PutSnapshot(ctx context.Context, s *Snapshot) error {
+	_, err := f.col(CollectionSnapshots).Doc(s.Key().ID()).Set(ctx, s)
+	return classify("put snapshot "+s.Key().String(), err)
+}
+
+// ListSnapshots runs one page of q.
+func (f *Firestore) ListSnapshots(ctx context.Context, q Query) (Page, error) {
+	if _, err := q.Shape(); err != nil {
+		return Page{}, err
+	}
+	fq, field, err := f.snapshotQuery(q)
+	if err != nil {
+		return Page{}, err
+	}
+	limit := q.Limit
+	if limit <= 0 || limit > 1000 {
+		limit = 500
+	}
+	if q.After != "" {
+		c, err := decodeCursor(q.After)
+		if err != nil {
+			return Page{}, err
+		}
+		if field != "" {
+			fq = fq.StartAfter(c.T, c.ID)
+		} else {
+			fq = fq.StartAfter(c.ID)
+		}
+	}
+	fq = fq.Limit(limit)
+	docs, err := fq.Documents(ctx).GetAll()
+	if err != nil {
+		return Page{}, classify("list snapshots", err)
+	}
+	page := Page{Reads: len(docs)}
+	if len(docs) == 0 {
+		page.Reads = 1 // a query that returns nothing still bills one read
+	}
+	for _, d := range docs {
+		var s Snapshot
+		if err := d.DataTo(&s); err != nil {
+			return Page{}, fmt.Errorf("decode snapshot %s: %w", d.Ref.ID, err)
+		}
+		page.Snapshots = append(page.Snapshots, s)
+	}
+	if len(docs) == limit {
+		last := docs[len(docs)-1]
+		page.Next = encodeCursor(cursor{T: orderValue(field, &page.Snapshots[len(page.Snapshots)-1]), ID: last.Ref.ID})
+	}
+	return page, nil
+}
+
+func (f *Firestore) snapshotQuery(q Query) (firestore.Query, string, error) {
+	fq := f.col(CollectionSnapshots).Query
+	if q.SessionID != "" {
+		fq = fq.Where("sessionId", "==", q.SessionID)
+	}
+	if q.TaskID != "" {
+		fq = fq.Where("taskId", "==", q.TaskID)
+	}
+	switch len(q.States) {
+	case 0:
+	case 1:
+		fq = fq.Where("state", "==", string(q.States[0]))
+	default:
+		states := make([]string, len(q.States))
+		for i, s := range q.States {
+			states[i] = string(s)
+		}
+		fq = fq.Where("state", "in", states)
+	}
+	field, bound, err := q.rangeField()
+	if err != nil {
+		return fq, "", err
+	}
+	if field != "" {
+		if !bound.IsZero() {
+			fq = fq.Where(field, "<=", bound)
+		}
+		fq = fq.OrderBy(field, firestore.Asc)
+	}
+	fq = fq.OrderBy(firestore.DocumentID, firestore.Asc)
+	return fq, field, nil
+}
+
+// CountSnapshots counts the records q selects with an aggregation query
+// (billed as one read per 1,000 entries, not one per document).
+func (f *Firestore) CountSnapshots(ctx context.Context, q Query) (int64, error) {
+	if _, err := q.Shape(); err != nil {
+		return 0, err
+	}
+	fq, _, err := f.snapshotQuery(q)
+	if err != nil {
+		return 0, err
+	}
+	res, err := fq.NewAggregationQuery().WithCount("n").Get(ctx)
+	if err != nil {
+		return 0, classify("count snapshots", err)
+	}
+	return aggregateInt(res["n"])
+}
+
+func aggregateInt(v any) (int64, error) {
+	switch n := v.(type) {
+	case int64:
+		return n, nil
+	case interface{ GetIntegerValue() int64 }:
+		return n.GetIntegerValue(), nil
+	}
+	return 0, fmt.Errorf("unexpected count type %T", v)
+}
+
+// CountByState counts snapshots in every state.
+func (f *Firestore) CountByState(ctx context.Context) (map[State]int64, error) {
+	out := make(map[State]int64)
+	for _, s := range States() {
+		n, err := f.CountSnapshots(ctx, Query{States: []State{s}})
+		if err != nil {
+			return nil, err
+		}
+		out[s] = n
+	}
+	return out, nil
+}
+
+// GetTask returns the task record, or ErrNotFound.
+func (f *Firestore) GetTask(ctx context.Context, key TaskKey) (*Task, error) {
+	doc, err := f.col(CollectionTasks).Doc(key.ID()).Get(ctx)
+	if err != nil {
+		return nil, classify("get task", err)
+	}
+	var t Task
+	if err := doc.DataTo(&t); err != nil {
+		return nil, fmt.Errorf("decode task: %w", err)
+	}
+	return &t, nil
+}
+
+// UpdateTask runs fn in a transaction on the task record.
+func (f *Firestore) UpdateTask(ctx context.Context, key TaskKey, fn TaskFunc) (*Task, error) {
+	ref := f.col(CollectionTasks).Doc(key.ID())
+	var out *Task
+	err := f.client.RunTransaction(ctx, func(ctx context.Context, tx *firestore.Transaction) error {
+		out = nil
+		var cur *Task
+		doc, err := tx.Get(ref)
+		switch {
+		case isNotFound(err):
+		case err != nil:
+			return err
+		default:
+			cur = new(Task)
+			if err := doc.DataTo(cur); err != nil {
+				return fmt.Errorf("decode task: %w", err)
+			}
+		}
+		next, err := fn(cur)
+		if err != nil {
+			return err
+		}
+		if next == nil {
+			out = cur
+			return nil
+		}
+		next.SessionID, next.TaskID = key.SessionID, key.TaskID
+		out = next
+		return tx.Set(ref, next)
+	})
+	if err != nil {
+		return nil, classify("update task", err)
+	}
+	return out, nil
+}
+
+// ListTasks returns the tasks of a session in a state, all pages.
+func (f *Firestore) ListTasks(ctx context.Context, sessionID string, state TaskState) ([]Task, error) {
+	it := f.col(CollectionTasks).Where("sessionId", "==", sessionID).Where("state", "==", string(state)).Documents(ctx)
+	defer it.Stop()
+	var out []Task
+	for {
+		doc, err := it.Next()
+		if errors.Is(err, iterator.Done) {
+			return out, nil
+		}
+		if err != nil {
+			return nil, classify("list tasks", err)
+		}
+		var t Task
+		if err := doc.DataTo(&t); err != nil {
+			return nil, fmt.Errorf("decode task: %w", err)
+		}
+		out = append(out, t)
+	}
+}
+
+// GetSession returns the session record, or ErrNotFound.
+func (f *Firestore) GetSession(ctx context.Context, id string) (*Session, error) {
+	doc, err := f.col(CollectionSessions).Doc(id).Get(ctx)
+	if err != nil {
+		return nil, classify("get session", err)
+	}
+	var s Session
+	if err := doc.DataTo(&s); err != nil {
+		return nil, fmt.Errorf("decode session: %w", err)
+	}
+	return &s, nil
+}
+
+// UpdateSession runs fn in a transaction on the session record.
+func (f *Firestore) UpdateSession(ctx context.Context, id string, fn SessionFunc) (*Session, error) {
+	ref := f.col(CollectionSessions).Doc(id)
+	var out *Session
+	err := f.client.RunTransaction(ctx, func(ctx context.Context, tx *firestore.Transaction) error {
+		out = nil
+		var cur *Session
+		doc, err := tx.Get(ref)
+		switch {
+		case isNotFound(err):
+		case err != nil:
+			return err
+		default:
+			cur = new(Session)
+			if err := doc.DataTo(cur); err != nil {
+				return fmt.Errorf("decode session: %w", err)
+			}
+		}
+		next, err := fn(cur)
+		if err != nil {
+			return err
+		}
+		if next == nil {
+			out = cur
+			return nil
+		}
+		next.SessionID = id
+		out = next
+		return tx.Set(ref, next)
+	})
+	if err != nil {
+		return nil, classify("update session", err)
+	}
+	return out, nil
+}
+
+// ListSessions returns the most recently started sessions.
+func (f *Firestore) ListSessions(ctx context.Context, limit int) ([]Session, error) {
+	if limit <= 0 {
+		limit = 100
+	}
+	docs, err := f.col(CollectionSessions).OrderBy("startedAt", firestore.Desc).Limit(limit).Documents(ctx).GetAll()
+	if err != nil {
+		return nil, classify("list sessions", err)
+	}
+	out := make([]Session, 0, len(docs))
+	for _, d := range docs {
+		var s Session
+		if err := d.DataTo(&s); err != nil {
+			return nil, fmt.Errorf("decode session: %w", err)
+		}
+		out = append(out, s)
+	}
+	return out, nil
+}
+
+// AddRejected records a message that can never be processed. Recording the
+// same message twice keeps the first record.
+func (f *Firestore) AddRejected(ctx context.Context, r Rejected) error {
+	_, err := f.col(CollectionRejected).Doc(r.ID).Create(ctx, r)
+	if status.Code(err) == codes.AlreadyExists {
+		return nil
+	}
+	return classify("record rejected message", err)
+}
+
+// ListRejected returns the most recent rejected messages.
+func (f *Firestore) ListRejected(ctx context.Context, limit int) ([]Rejected, error) {
+	if limit <= 0 {
+		limit = 100
+	}
+	docs, err := f.col(CollectionRejected).OrderBy("receivedAt", firestore.Desc).Limit(limit).Documents(ctx).GetAll()
+	if err != nil {
+		return nil, classify("list rejected", err)
+	}
+	out := make([]Rejected, 0, len(docs))
+	for _, d := range docs {
+		var r Rejected
+		if err := d.DataTo(&r); err != nil {
+			return nil, fmt.Errorf("decode rejected: %w", err)
+		}
+		out = append(out, r)
+	}
+	return out, nil
+}
+
+// processedID maps an event id (any printable text) to a document id.
+func processedID(eventID string) string {
+	sum := sha256.Sum256([]byte(eventID))
+	return hex.EncodeToString(sum[:])
+}
+
+// MarkProcessed records that an event was fully applied, so that a
+// redelivery can be acknowledged without work. It expires at expireAt.
+func (f *Firestore) MarkProcessed(ctx context.Context, eventID string, at, expireAt time.Time) error {
+	_, err := f.col(CollectionProcessed).Doc(processedID(eventID)).Set(ctx, map[string]any{
+		"eventId": eventID, "at": at, TTLField: expireAt,
+	})
+	return classify("mark event processed", err)
+}
+
+// IsProcessed reports whether an event was fully applied before.
+func (f *Firestore) IsProcessed(ctx context.Context, eventID string) (bool, error) {
+	_, err := f.col(CollectionProcessed).Doc(processedID(eventID)).Get(ctx)
+	if isNotFound(err) {
+		return false, nil
+	}
+	if err != nil {
+		return false, classify("read processed marker", err)
+	}
+	return true, nil
+}
+
+type lease struct {
+	Holder string    `firestore:"holder"`
+	Until  time.Time `firestore:"until"`
+}
+
+// AcquireLease takes the named lease for holder until now+ttl, if it is free,
+// expired or already the holder's. It reports whether holder has it.
+func (f *Firestore) AcquireLease(ctx context.Context, name, holder string, now time.Time, ttl time.Duration) (bool, error) {
+	ref := f.col(CollectionLeases).Doc(name)
+	got := false
+	err := f.client.RunTransaction(ctx, func(ctx context.Context, tx *firestore.Transaction) error {
+		got = false
+		doc, err := tx.Get(ref)
+		if err != nil && !isNotFound(err) {
+			return err
+		}
+		if err == nil {
+			var l lease
+			if err := doc.DataTo(&l); err != nil {
+				return fmt.Errorf("decode lease: %w", err)
+			}
+			if l.Holder != holder && l.Until.After(now) {
+				return nil
+			}
+		}
+		got = true
+		return tx.Set(ref, lease{Holder: holder, Until: now.Add(ttl)})
+	})
+	if err != nil {
+		return false, classify("acquire lease "+name, err)
+	}
+	return got, nil
+}
+
+// ReleaseLease frees the named lease if holder has it.
+func (f *Firestore) ReleaseLease(ctx context.Context, name, holder string) error {
+	ref := f.col(CollectionLeases).Doc(name)
+	err := f.client.RunTransaction(ctx, func(ctx context.Context, tx *firestore.Transaction) error {
+		doc, err := tx.Get(ref)
+		if isNotFound(err) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		var l lease
+		if err := doc.DataTo(&l); err != nil {
+			return fmt.Errorf("decode lease: %w", err)
+		}
+		if l.Holder != holder {
+			return nil
+		}
+		return tx.Delete(ref)
+	})
+	return classify("release lease "+name, err)
+}
+
+// SaveHealth stores a health report.
+func (f *Firestore) SaveHealth(ctx context.Context, h HealthRecord) error {
+	_, err := f.col(CollectionHealth).Doc(h.ID).Set(ctx, h)
+	return classify("save health report", err)
+}
+
+// LatestHealth returns the n most recent health reports, newest first.
+func (f *Firestore) LatestHealth(ctx context.Context, n int) ([]HealthRecord, error) {
+	docs, err := f.col(CollectionHealth).OrderBy("at", firestore.Desc).Limit(n).Documents(ctx).GetAll()
+	if err != nil {
+		return nil, classify("read health reports", err)
+	}
+	out := make([]HealthRecord, 0, len(docs))
+	for _, d := range docs {
+		var h HealthRecord
+		if err := d.DataTo(&h); err != nil {
+			return nil, fmt.Errorf("decode health report: %w", err)
+		}
+		out = append(out, h)
+	}
+	return out, nil
+}

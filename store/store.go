@@ -1,0 +1,265 @@
+// Package store is snapsweep's registry: which snapshots exist, for which
+// session and task, and in what state. Firestore holds it in production
+// (Firestore); Memory is the embedded store of the local demo. Both pass the
+// same contract suite (store/storetest).
+//
+// The store knows records and transactions, not policy: callers pass a
+// function that computes the next record from the current one, and the store
+// runs it inside a transaction (which may run it more than once, so it must
+// be pure).
+package store
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"time"
+)
+
+// ErrNotFound is returned when a record does not exist.
+var ErrNotFound = errors.New("not found")
+
+// ErrUnavailable wraps errors of the backing database that a retry may fix
+// (unavailable, deadline exceeded, aborted). Handlers answer 5xx on it.
+var ErrUnavailable = errors.New("registry unavailable")
+
+// State is the lifecycle state of a registered snapshot. docs/state-machine.md
+// lists the allowed transitions.
+type State string
+
+// Snapshot states.
+const (
+	// Active: registered, its task has not finished (or it is an orphan).
+	Active State = "active"
+	// Retained: its task failed; kept as the rollback path until ExpiresAt.
+	Retained State = "retained"
+	// CleanupPending: a cleanup message was (or is being) published.
+	CleanupPending State = "cleanup_pending"
+	// Deleting: a cleanup handler holds the lease and is deleting it.
+	Deleting State = "deleting"
+	// Deleted: gone (deleted by snapsweep, by the job, or found missing).
+	Deleted State = "deleted"
+	// Failed: the delete failed permanently; an operator must look.
+	Failed State = "failed"
+	// Refused: the ownership check failed; never deleted by snapsweep.
+	Refused State = "refused"
+	// Held: an operator put it on hold; nothing deletes it until released.
+	Held State = "held"
+)
+
+// States lists every snapshot state in lifecycle order.
+func States() []State {
+	return []State{Active, Retained, CleanupPending, Deleting, Deleted, Failed, Refused, Held}
+}
+
+// LiveStates are the states of a snapshot that still exists (or may).
+func LiveStates() []State {
+	return []State{Active, Retained, CleanupPending, Deleting, Failed, Refused, Held}
+}
+
+// Live reports whether a snapshot in state s may still exist.
+func (s State) Live() bool { return s != Deleted && s != "" }
+
+// Key identifies a snapshot: a name is unique only within its project.
+type Key struct {
+	Project string
+	Name    string
+}
+
+// String renders the key as project/name for logs and errors.
+func (k Key) String() string { return k.Project + "/" + k.Name }
+
+// ID is the Firestore document id of the snapshot. The full project and name
+// make it collision-free ("~" is legal in neither); the short hash in front
+// spreads ids of snapshots named in sequence across the key space so that a
+// burst of registrations does not hot-spot one tablet.
+func (k Key) ID() string { return shortHash(k.Project+"/"+k.Name) + "~" + k.Project + "~" + k.Name }
+
+// TaskKey identifies a task within its session.
+type TaskKey struct {
+	SessionID string
+	TaskID    string
+}
+
+// ID is the Firestore document id of the task. Task ids may contain any
+// printable character, "/" included, so the id is a hash of both parts
+// (the readable values are fields of the document).
+func (k TaskKey) ID() string {
+	sum := sha256.Sum256([]byte(k.SessionID + "\x00" + k.TaskID))
+	return k.SessionID + "~" + hex.EncodeToString(sum[:16])
+}
+
+func shortHash(s string) string {
+	sum := sha256.Sum256([]byte(s))
+	return hex.EncodeToString(sum[:4])
+}
+
+// Snapshot is the registry record of one Compute Engine snapshot.
+type Snapshot struct {
+	Project    string `firestore:"project"`
+	Name       string `firestore:"name"`
+	SessionID  string `firestore:"sessionId"`
+	TaskID     string `firestore:"taskId"`
+	SourceDisk string `firestore:"sourceDisk,omitempty"`
+	State      State  `firestore:"state"`
+	// PrevState is the state before the last claim or hold, so that a
+	// rollback or a release can put the record back.
+	PrevState State `firestore:"prevState,omitempty"`
+	// Retention overrides the default TTL for this snapshot (Go duration).
+	Retention string `firestore:"retention,omitempty"`
+	// Orphan marks a snapshot adopted by the sweep, not reported by a job.
+	Orphan bool `firestore:"orphan,omitempty"`
+
+	CreatedAt    time.Time `firestore:"createdAt"`    // event time of snapshot.created
+	RegisteredAt time.Time `firestore:"registeredAt"` // when snapsweep first saw it
+	// ExpiresAt is when the sweep may clean it without a task outcome:
+	// created + TTL while active, failed + retention while retained.
+	ExpiresAt time.Time `firestore:"expiresAt"`
+	UpdatedAt time.Time `firestore:"updatedAt"`
+
+	CleanupReason      string    `firestore:"cleanupReason,omitempty"`
+	CleanupRequestedAt time.Time `firestore:"cleanupRequestedAt,omitempty"`
+	// Attempt is the delete generation: it grows with every claim, and the
+	// Compute request id derives from it, so a retried call within one claim
+	// is deduplicated by Compute and a new claim is a new request.
+	Attempt    int       `firestore:"attempt,omitempty"`
+	LeaseUntil time.Time `firestore:"leaseUntil,omitempty"`
+	LeaseOwner string    `firestore:"leaseOwner,omitempty"`
+	Operation  string    `firestore:"operation,omitempty"`
+	DeletedAt  time.Time `firestore:"deletedAt,omitempty"`
+	DeletedBy  string    `firestore:"deletedBy,omitempty"` // snapsweep, job, vanished
+
+	Error      string `firestore:"error,omitempty"`
+	ErrorClass string `firestore:"errorClass,omitempty"`
+	Retries    int    `firestore:"retries,omitempty"`
+	HeldBy     string `firestore:"heldBy,omitempty"`
+	HoldReason string `firestore:"holdReason,omitempty"`
+}
+
+// Key returns the snapshot's key.
+func (s *Snapshot) Key() Key { return Key{Project: s.Project, Name: s.Name} }
+
+// TaskKey returns the key of the snapshot's task.
+func (s *Snapshot) TaskKey() TaskKey { return TaskKey{SessionID: s.SessionID, TaskID: s.TaskID} }
+
+// TaskState is the outcome of a migration task as far as events tell.
+type TaskState string
+
+// Task states.
+const (
+	TaskRunning   TaskState = "running"
+	TaskSucceeded TaskState = "succeeded"
+	TaskFailed    TaskState = "failed"
+)
+
+// Rank orders task states reported at the same instant, so that applying
+// events in any order converges: a later event wins, and at equal times a
+// success outranks a failure, which outranks a start.
+func (s TaskState) Rank() int {
+	switch s {
+	case TaskSucceeded:
+		return 3
+	case TaskFailed:
+		return 2
+	case TaskRunning:
+		return 1
+	}
+	return 0
+}
+
+// Task is the registry record of one migration task.
+type Task struct {
+	SessionID string    `firestore:"sessionId"`
+	TaskID    string    `firestore:"taskId"`
+	State     TaskState `firestore:"state"`
+	// StateTime is the source time of the event that set State.
+	StateTime    time.Time `firestore:"stateTime"`
+	StateEventID string    `firestore:"stateEventId"`
+	StartedAt    time.Time `firestore:"startedAt,omitempty"`
+	FinishedAt   time.Time `firestore:"finishedAt,omitempty"`
+	Error        string    `firestore:"error,omitempty"`
+	UpdatedAt    time.Time `firestore:"updatedAt"`
+}
+
+// Key returns the task's key.
+func (t *Task) Key() TaskKey { return TaskKey{SessionID: t.SessionID, TaskID: t.TaskID} }
+
+// SessionState is the state of a migration session.
+type SessionState string
+
+// Session states.
+const (
+	SessionRunning   SessionState = "running"
+	SessionCompleted SessionState = "completed"
+)
+
+// Outcome is a session's cleanup outcome, judged against the failure tolerance.
+type Outcome string
+
+// Session cleanup outcomes.
+const (
+	OutcomePending           Outcome = "pending"
+	OutcomeCleaned           Outcome = "cleaned"
+	OutcomeCleanedWithErrors Outcome = "cleaned_with_errors"
+	OutcomeCleanupFailed     Outcome = "cleanup_failed"
+)
+
+// Session is the registry record of one migration session.
+type Session struct {
+	SessionID   string       `firestore:"sessionId"`
+	State       SessionState `firestore:"state"`
+	StartedAt   time.Time    `firestore:"startedAt"`
+	CompletedAt time.Time    `firestore:"completedAt,omitempty"`
+	Outcome     Outcome      `firestore:"outcome,omitempty"`
+	OutcomeAt   time.Time    `firestore:"outcomeAt,omitempty"`
+	// Deleted and Failed are the counts the outcome was judged on.
+	Deleted   int64     `firestore:"deleted,omitempty"`
+	Failed    int64     `firestore:"failed,omitempty"`
+	UpdatedAt time.Time `firestore:"updatedAt"`
+}
+
+// Rejected is a message that can never be processed, kept for operators.
+type Rejected struct {
+	ID          string    `firestore:"id"` // document id: the message id, or a hash of the payload
+	MessageID   string    `firestore:"messageId"`
+	Endpoint    string    `firestore:"endpoint"`
+	Reason      string    `firestore:"reason"`
+	Field       string    `firestore:"field,omitempty"`
+	Detail      string    `firestore:"detail"`
+	Payload     string    `firestore:"payload"` // truncated to MaxRejectedPayload bytes
+	Truncated   bool      `firestore:"truncated,omitempty"`
+	Size        int       `firestore:"size"`
+	ReceivedAt  time.Time `firestore:"receivedAt"`
+	ExpireAt    time.Time `firestore:"expireAt"`
+	Subscription string   `firestore:"subscription,omitempty"`
+}
+
+// MaxRejectedPayload bounds the raw payload kept with a rejected message.
+const MaxRejectedPayload = 16 << 10
+
+// Query selects snapshots. Its fields choose one of the shapes in
+// QueryShapes; any other combination is refused.
+type Query struct {
+	SessionID string
+	TaskID    string
+	States    []State
+	// At most one range: ExpiresBefore (orders by expiresAt), UpdatedBefore
+	// (orders by updatedAt) or CreatedBefore (orders by createdAt).
+	ExpiresBefore time.Time
+	UpdatedBefore time.Time
+	CreatedBefore time.Time
+	// OrderByCreated orders by creation time without a range.
+	OrderByCreated bool
+	Limit          int
+	// After is the cursor returned by the previous page.
+	After string
+}
+
+// Page is one page of a snapshot query.
+type Page struct {
+	Snapshots []Snapshot
+	// Next is the cursor of the next page, empty on the last one.
+	Next string
+	// Reads counts the documents the page read (for cost accounting).
+	Reads int
+}
