@@ -90,6 +90,9 @@ type EngineConfig struct {
 	Now func() time.Time
 	// Sleep waits (default a timer honouring ctx); tests may drive it.
 	Sleep func(ctx context.Context, d time.Duration) error
+	// QuotaRefill returns when a spent Compute quota refills after now
+	// (default gce.RetryAt: the next whole minute, as Compute does).
+	QuotaRefill func(now time.Time) time.Time
 	// Judge is told when a snapshot reached a final state, so that the
 	// session's outcome can be judged (optional).
 	Judge SessionJudge
@@ -158,6 +161,9 @@ func NewEngine(cfg EngineConfig) *Engine {
 	}
 	if cfg.Sleep == nil {
 		cfg.Sleep = sleep
+	}
+	if cfg.QuotaRefill == nil {
+		cfg.QuotaRefill = gce.RetryAt
 	}
 	e := &Engine{
 		cfg:     cfg,
@@ -341,11 +347,9 @@ func (e *Engine) retryable(ctx context.Context, op string, attempts *int, fn fun
 		}
 		d, stop := b.Next()
 		if class == gce.ClassRateLimited {
-			var ge *gce.Error
-			if errors.As(err, &ge) && !ge.RetryAfter.IsZero() {
-				e.quotaUntil.Store(ge.RetryAfter.UnixNano())
-				d = max(d, ge.RetryAfter.Sub(e.cfg.Now()))
-			}
+			refill := e.cfg.QuotaRefill(e.cfg.Now())
+			e.quotaUntil.Store(refill.UnixNano())
+			d = max(d, refill.Sub(e.cfg.Now()))
 		}
 		if dl, ok := ctx.Deadline(); stop || (ok && e.cfg.Now().Add(d).After(dl)) {
 			return fmt.Errorf("%s: giving up for now after %d attempts: %w: %w", op, *attempts, ErrRetryLater, err)

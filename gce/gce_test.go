@@ -249,30 +249,53 @@ func TestWaitTimeout(t *testing.T) {
 func TestFaultClasses(t *testing.T) {
 	t.Parallel()
 
-	type call func(ctx context.Context, c *gce.Client) error
-	get := func(ctx context.Context, c *gce.Client) error {
+	// Every case runs against a fake on its own test clock, passed to the call so that a
+	// case can let operations finish.
+	type call func(ctx context.Context, c *gce.Client, clk *clock) error
+	get := func(ctx context.Context, c *gce.Client, _ *clock) error {
 		_, err := c.Get(ctx, project, "snap")
 		return err
 	}
-	del := func(ctx context.Context, c *gce.Client) error {
+	del := func(ctx context.Context, c *gce.Client, _ *clock) error {
 		_, err := c.Delete(ctx, project, "snap", gce.RequestID(project, "snap", 1))
 		return err
 	}
-	list := func(ctx context.Context, c *gce.Client) error {
+	list := func(ctx context.Context, c *gce.Client, _ *clock) error {
 		return c.ListByLabel(ctx, project, "k", func(gce.Snapshot) error { return nil })
 	}
-	ping := func(ctx context.Context, c *gce.Client) error { return c.Ping(ctx, project) }
-	deleteAndWait := func(ctx context.Context, c *gce.Client) error {
+	ping := func(ctx context.Context, c *gce.Client, _ *clock) error { return c.Ping(ctx, project) }
+	// deleteAndWait lets the operation run for a minute, so that its failure is seen by
+	// WaitOperation rather than in the delete's answer. Use it with Latency: time.Minute.
+	deleteAndWait := func(ctx context.Context, c *gce.Client, clk *clock) error {
 		op, err := c.Delete(ctx, project, "snap", gce.RequestID(project, "snap", 1))
 		if err != nil {
 			return fmt.Errorf("delete returned %w before the operation ran", err)
 		}
+		clk.Advance(time.Minute)
 		done, err := c.WaitOperation(ctx, project, op, 5*time.Second)
-		if !done && err == nil {
-			return errors.New("operation not done")
+		if !done {
+			return fmt.Errorf("operation not done (%w)", err)
 		}
 		return err
 	}
+	withTimeout := func(next call) call {
+		return func(ctx context.Context, c *gce.Client, clk *clock) error {
+			ctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+			defer cancel()
+			return next(ctx, c, clk)
+		}
+	}
+	// deleteFirst starts a delete of name with another request id than the case's own.
+	deleteFirst := func(t *testing.T, f *gcefake.Fake, name string) {
+		t.Helper()
+		srv := httptest.NewServer(f)
+		defer srv.Close()
+		c := newClient(t, srv.URL)
+		if _, err := c.Delete(t.Context(), project, name, gce.RequestID(project, name, 99)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	slow := gcefake.Options{Latency: time.Minute}
 
 	cases := []struct {
 		name  string
@@ -290,19 +313,13 @@ func TestFaultClasses(t *testing.T) {
 			f.FailNext(project, "snap", 1, 403, "CONCURRENT_OPERATIONS_QUOTA_EXCEEDED")
 		}, del, gce.ClassRateLimited},
 		{"delete 429", gcefake.Options{}, func(t *testing.T, f *gcefake.Fake) { f.FailNext(project, "snap", 1, 429, "") }, del, gce.ClassRateLimited},
-		{"delete over quota", gcefake.Options{QuotaPerSecond: 1, Now: newClock().Now}, func(t *testing.T, f *gcefake.Fake) {
+		{"delete over quota", gcefake.Options{QuotaPerSecond: 1}, func(t *testing.T, f *gcefake.Fake) {
 			f.AddSnapshot(project, "other", nil)
-			if _, err := gceDelete(f, "other"); err != nil {
-				t.Fatal(err)
-			}
+			deleteFirst(t, f, "other")
 		}, del, gce.ClassRateLimited},
 		{"delete in use", gcefake.Options{}, func(t *testing.T, f *gcefake.Fake) { f.InUse(project, "snap", 1) }, del, gce.ClassInUse},
 		{"delete not ready", gcefake.Options{}, func(t *testing.T, f *gcefake.Fake) { f.FailNext(project, "snap", 1, 400, "resourceNotReady") }, del, gce.ClassInUse},
-		{"delete while deleting", gcefake.Options{Latency: time.Hour}, func(t *testing.T, f *gcefake.Fake) {
-			if _, err := gceDelete(f, "snap"); err != nil {
-				t.Fatal(err)
-			}
-		}, del, gce.ClassInUse},
+		{"delete while deleting", slow, func(t *testing.T, f *gcefake.Fake) { deleteFirst(t, f, "snap") }, del, gce.ClassInUse},
 		{"get 403 forbidden", gcefake.Options{}, func(t *testing.T, f *gcefake.Fake) { f.FailNext(project, "snap", 1, 403, "forbidden") }, get, gce.ClassPermanent},
 		{"delete 400 invalid", gcefake.Options{}, func(t *testing.T, f *gcefake.Fake) { f.FailNext(project, "snap", 1, 400, "invalid") }, del, gce.ClassPermanent},
 		{"delete 409", gcefake.Options{}, func(t *testing.T, f *gcefake.Fake) { f.FailNext(project, "snap", 1, 409, "conflict") }, del, gce.ClassPermanent},
@@ -311,43 +328,41 @@ func TestFaultClasses(t *testing.T) {
 		{"list outage", gcefake.Options{}, func(t *testing.T, f *gcefake.Fake) { f.Outage(true) }, list, gce.ClassTransient},
 		{"ping outage", gcefake.Options{}, func(t *testing.T, f *gcefake.Fake) { f.Outage(true) }, ping, gce.ClassTransient},
 		{"get random 503", gcefake.Options{}, func(t *testing.T, f *gcefake.Fake) { f.SetFailureRate(503, "backendError", 1) }, get, gce.ClassTransient},
-		{"operation in use with HTTP status", gcefake.Options{}, func(t *testing.T, f *gcefake.Fake) {
+		{"operation in use with HTTP status", slow, func(t *testing.T, f *gcefake.Fake) {
 			f.FailOperation(project, "snap", 400, "RESOURCE_IN_USE_BY_ANOTHER_RESOURCE", true)
 		}, deleteAndWait, gce.ClassInUse},
-		{"operation in use without HTTP status", gcefake.Options{}, func(t *testing.T, f *gcefake.Fake) {
+		{"operation in use without HTTP status", slow, func(t *testing.T, f *gcefake.Fake) {
 			f.FailOperation(project, "snap", 400, "RESOURCE_IN_USE_BY_ANOTHER_RESOURCE", false)
 		}, deleteAndWait, gce.ClassInUse},
-		{"operation quota without HTTP status", gcefake.Options{}, func(t *testing.T, f *gcefake.Fake) {
+		{"operation rate limited without HTTP status", slow, func(t *testing.T, f *gcefake.Fake) {
 			f.FailOperation(project, "snap", 403, "RATE_LIMIT_EXCEEDED", false)
 		}, deleteAndWait, gce.ClassRateLimited},
-		{"operation not found", gcefake.Options{}, func(t *testing.T, f *gcefake.Fake) {
+		{"operation not found", slow, func(t *testing.T, f *gcefake.Fake) {
 			f.FailOperation(project, "snap", 404, "RESOURCE_NOT_FOUND", true)
 		}, deleteAndWait, gce.ClassNotFound},
-		{"operation internal error without HTTP status", gcefake.Options{}, func(t *testing.T, f *gcefake.Fake) {
+		{"operation internal error without HTTP status", slow, func(t *testing.T, f *gcefake.Fake) {
 			f.FailOperation(project, "snap", 500, "INTERNAL_ERROR", false)
 		}, deleteAndWait, gce.ClassTransient},
-		{"operation unknown error without HTTP status", gcefake.Options{}, func(t *testing.T, f *gcefake.Fake) {
+		{"operation unknown error without HTTP status", slow, func(t *testing.T, f *gcefake.Fake) {
 			f.FailOperation(project, "snap", 400, "SOMETHING_NEW", false)
 		}, deleteAndWait, gce.ClassPermanent},
-		{"call deadline", gcefake.Options{CallLatency: 5 * time.Second}, func(*testing.T, *gcefake.Fake) {}, func(ctx context.Context, c *gce.Client) error {
-			ctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
-			defer cancel()
-			return get(ctx, c)
-		}, gce.ClassTransient},
-		{"ping deadline", gcefake.Options{CallLatency: 5 * time.Second}, func(*testing.T, *gcefake.Fake) {}, func(ctx context.Context, c *gce.Client) error {
-			ctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
-			defer cancel()
-			return ping(ctx, c)
-		}, gce.ClassTransient},
+		{"operation failed in the delete's answer", gcefake.Options{}, func(t *testing.T, f *gcefake.Fake) {
+			f.FailOperation(project, "snap", 400, "RESOURCE_IN_USE_BY_ANOTHER_RESOURCE", false)
+		}, del, gce.ClassInUse},
+		{"call deadline", gcefake.Options{CallLatency: 5 * time.Second}, func(*testing.T, *gcefake.Fake) {}, withTimeout(get), gce.ClassTransient},
+		{"ping deadline", gcefake.Options{CallLatency: 5 * time.Second}, func(*testing.T, *gcefake.Fake) {}, withTimeout(ping), gce.ClassTransient},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			c, fake := setup(t, tc.opts)
+			clk := newClock()
+			opts := tc.opts
+			opts.Now = clk.Now
+			c, fake := setup(t, opts)
 			fake.AddSnapshot(project, "snap", map[string]string{"k": "v"})
 			tc.setup(t, fake)
 
-			err := tc.call(t.Context(), c)
+			err := tc.call(t.Context(), c, clk)
 			if got := gce.Classify(err); got != tc.want {
 				t.Fatalf("class %q, want %q (err %v)", got, tc.want, err)
 			}
@@ -363,18 +378,6 @@ func TestFaultClasses(t *testing.T) {
 			}
 		})
 	}
-}
-
-// gceDelete issues a delete straight through a fresh client, for setting the fake up.
-func gceDelete(f *gcefake.Fake, name string) (string, error) {
-	srv := httptest.NewServer(f)
-	defer srv.Close()
-	c, err := gce.New(context.Background(), gce.Config{Endpoint: srv.URL}, option.WithHTTPClient(srv.Client()))
-	if err != nil {
-		return "", err
-	}
-	defer c.Close()
-	return c.Delete(context.Background(), project, name, gce.RequestID(project, name, 99))
 }
 
 func TestTransportErrors(t *testing.T) {

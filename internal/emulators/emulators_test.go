@@ -250,3 +250,28 @@ func do(t *testing.T, method, url, body string) (int, string) {
 	}
 	return resp.StatusCode, string(b)
 }
+
+// TestStartReportsEarlyExit checks that an emulator that dies at start
+// (here a gcloud that fails at once) is reported with its log right away,
+// not after the readiness timeout.
+func TestStartReportsEarlyExit(t *testing.T) {
+	// t.Setenv: not parallel.
+	dir := t.TempDir()
+	fake := "#!/bin/sh\necho 'ERROR: (gcloud.emulators.firestore.start) the port is taken' >&2\nexit 3\n"
+	if err := os.WriteFile(dir+"/gcloud", []byte(fake), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", dir+":"+os.Getenv("PATH"))
+	begin := time.Now()
+	e, err := start(Firestore)
+	if err == nil {
+		e.stop()
+		t.Fatal("start succeeded with a gcloud that fails")
+	}
+	if !strings.Contains(err.Error(), "the port is taken") {
+		t.Errorf("start error does not carry the emulator's log:\n%v", err)
+	}
+	if took := time.Since(begin); took > readyTimeout/2 {
+		t.Errorf("start took %s to notice that gcloud exited", took)
+	}
+}

@@ -1,0 +1,346 @@
+package cleanup_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/sethvargo/go-retry"
+	"google.golang.org/api/option"
+
+	"github.com/snapsweep/snapsweep/cleanup"
+	"github.com/snapsweep/snapsweep/events"
+	"github.com/snapsweep/snapsweep/gce"
+	"github.com/snapsweep/snapsweep/gce/gcefake"
+	"github.com/snapsweep/snapsweep/store"
+)
+
+const label = "migration-session"
+
+var t0 = time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)
+
+// handlerTransport serves requests from an http.Handler in-process: no
+// sockets, so tests can run inside a synctest bubble with fake time.
+type handlerTransport struct{ h http.Handler }
+
+func (t handlerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	rec := httptest.NewRecorder()
+	t.h.ServeHTTP(rec, r)
+	return rec.Result(), nil
+}
+
+type fixture struct {
+	fake   *gcefake.Fake
+	store  *store.Memory
+	engine *cleanup.Engine
+	now    time.Time
+}
+
+func newFixture(t *testing.T, fopts gcefake.Options, mod func(*cleanup.EngineConfig)) *fixture {
+	t.Helper()
+	f := &fixture{fake: gcefake.New(fopts), store: store.NewMemory(), now: t0.Add(time.Hour)}
+	client, err := gce.New(context.Background(), gce.Config{Endpoint: "http://compute.test"},
+		option.WithHTTPClient(&http.Client{Transport: handlerTransport{f.fake}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { client.Close() })
+	cfg := cleanup.EngineConfig{
+		Store: f.store, Compute: client, SessionLabel: label,
+		Policy: cleanup.Policy{TTL: 72 * time.Hour, FailedRetention: 168 * time.Hour},
+		Rate:   1000, Concurrency: 16, OpWait: 5 * time.Second, Owner: "test",
+		Now: func() time.Time { return f.now },
+	}
+	if mod != nil {
+		mod(&cfg)
+	}
+	f.engine = cleanup.NewEngine(cfg)
+	return f
+}
+
+// register puts a snapshot of a task in the given task state into the
+// registry and (unless labels is nil) into the fake Compute API.
+func (f *fixture) register(t *testing.T, project, name, session string, task store.TaskState, st store.State, labels map[string]string) events.CleanupMessage {
+	t.Helper()
+	ctx := context.Background()
+	tk := store.TaskKey{SessionID: session, TaskID: "task-" + name}
+	if task != "" {
+		if _, err := f.store.UpdateTask(ctx, tk, func(*store.Task) (*store.Task, error) {
+			return &store.Task{State: task, StateTime: t0}, nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rec := &store.Snapshot{Project: project, Name: name, SessionID: session, TaskID: tk.TaskID, State: st,
+		CreatedAt: t0, RegisteredAt: t0, UpdatedAt: t0, ExpiresAt: t0.Add(72 * time.Hour)}
+	if err := f.store.PutSnapshot(ctx, rec); err != nil {
+		t.Fatal(err)
+	}
+	if labels != nil {
+		f.fake.AddSnapshot(project, name, labels)
+	}
+	return events.CleanupMessage{Project: project, Name: name, SessionID: session, TaskID: tk.TaskID,
+		Reason: events.ReasonTaskCompleted, RequestedAt: t0}
+}
+
+func TestEngineOwnershipAndPolicy(t *testing.T) {
+	t.Parallel()
+	own := func(s string) map[string]string { return map[string]string{label: s} }
+	tests := []struct {
+		name      string
+		task      store.TaskState
+		state     store.State
+		labels    map[string]string
+		dryRun    bool
+		now       time.Duration // after t0
+		wantRes   cleanup.Result
+		wantState store.State
+		wantGone  bool
+		wantCalls int // Compute calls that touch the snapshot
+	}{
+		{name: "succeeded task is deleted", task: store.TaskSucceeded, state: store.CleanupPending, labels: own("s1"),
+			wantRes: cleanup.ResultDeleted, wantState: store.Deleted, wantGone: true, wantCalls: 2},
+		{name: "label missing is refused", task: store.TaskSucceeded, state: store.CleanupPending, labels: map[string]string{"other": "x"},
+			wantRes: cleanup.ResultRefused, wantState: store.Refused, wantCalls: 1},
+		{name: "label of another session is refused", task: store.TaskSucceeded, state: store.CleanupPending, labels: own("s2"),
+			wantRes: cleanup.ResultRefused, wantState: store.Refused, wantCalls: 1},
+		{name: "running task is kept", task: store.TaskRunning, state: store.CleanupPending, labels: own("s1"),
+			wantRes: cleanup.ResultSkipped, wantState: store.Active},
+		{name: "unknown task is kept until expiry", state: store.Active, labels: own("s1"),
+			wantRes: cleanup.ResultSkipped, wantState: store.Active},
+		{name: "running task past its TTL is deleted", task: store.TaskRunning, state: store.Active, labels: own("s1"), now: 73 * time.Hour,
+			wantRes: cleanup.ResultDeleted, wantState: store.Deleted, wantGone: true, wantCalls: 2},
+		{name: "failed task inside retention is kept", task: store.TaskFailed, state: store.Retained, labels: own("s1"), now: 100 * time.Hour,
+			wantRes: cleanup.ResultSkipped, wantState: store.Retained},
+		{name: "failed task after retention is deleted", task: store.TaskFailed, state: store.Retained, labels: own("s1"), now: 169 * time.Hour,
+			wantRes: cleanup.ResultDeleted, wantState: store.Deleted, wantGone: true, wantCalls: 2},
+		{name: "held is never deleted", task: store.TaskSucceeded, state: store.Held, labels: own("s1"),
+			wantRes: cleanup.ResultSkipped, wantState: store.Held},
+		{name: "refused stays refused", task: store.TaskSucceeded, state: store.Refused, labels: own("s1"),
+			wantRes: cleanup.ResultSkipped, wantState: store.Refused},
+		{name: "already gone counts as deleted", task: store.TaskSucceeded, state: store.CleanupPending,
+			wantRes: cleanup.ResultAlreadyGone, wantState: store.Deleted, wantGone: true, wantCalls: 1},
+		{name: "dry run deletes nothing", task: store.TaskSucceeded, state: store.CleanupPending, labels: own("s1"), dryRun: true,
+			wantRes: cleanup.ResultDryRun, wantState: store.Active, wantCalls: 1},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			f := newFixture(t, gcefake.Options{}, func(c *cleanup.EngineConfig) { c.DryRun = tc.dryRun })
+			f.now = t0.Add(tc.now)
+			msg := f.register(t, "proj-a", "snap-1", "s1", tc.task, tc.state, tc.labels)
+			out, err := f.engine.Handle(context.Background(), msg)
+			if err != nil {
+				t.Fatalf("Handle: %v", err)
+			}
+			if out.Result != tc.wantRes {
+				t.Errorf("result = %s (%s), want %s", out.Result, out.Why, tc.wantRes)
+			}
+			rec, err := f.store.GetSnapshot(context.Background(), store.Key{Project: "proj-a", Name: "snap-1"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if rec.State != tc.wantState {
+				t.Errorf("registry state = %s, want %s", rec.State, tc.wantState)
+			}
+			if tc.labels != nil && f.fake.Exists("proj-a", "snap-1") == tc.wantGone {
+				t.Errorf("snapshot exists = %v, want %v", !tc.wantGone, !tc.wantGone)
+			}
+			if got := len(f.fake.Calls()); got < tc.wantCalls || (tc.wantCalls == 0 && got != 0) {
+				t.Errorf("compute calls = %d, want %d", got, tc.wantCalls)
+			}
+			if !tc.wantGone && f.fake.DeleteCalls("proj-a", "snap-1") != 0 {
+				t.Errorf("a protected snapshot got %d delete calls", f.fake.DeleteCalls("proj-a", "snap-1"))
+			}
+		})
+	}
+}
+
+func TestEngineLabelChangedAfterRegistration(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, gcefake.Options{}, nil)
+	msg := f.register(t, "proj-a", "snap-1", "s1", store.TaskSucceeded, store.CleanupPending, map[string]string{label: "s1"})
+	f.fake.SetLabels("proj-a", "snap-1", map[string]string{label: "someone-else"})
+	out, err := f.engine.Handle(context.Background(), msg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out.Result != cleanup.ResultRefused || f.fake.DeleteCalls("proj-a", "snap-1") != 0 {
+		t.Errorf("result %s with %d delete calls; want refused and none", out.Result, f.fake.DeleteCalls("proj-a", "snap-1"))
+	}
+}
+
+func TestEngineSecondDeliveryWhileLeased(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, gcefake.Options{}, nil)
+	msg := f.register(t, "proj-a", "snap-1", "s1", store.TaskSucceeded, store.CleanupPending, map[string]string{label: "s1"})
+	// Another instance holds the lease.
+	if _, err := f.store.UpdateSnapshot(context.Background(), store.Key{Project: "proj-a", Name: "snap-1"}, store.TaskKey{},
+		func(cur *store.Snapshot, _ *store.Task) (*store.Snapshot, error) {
+			next := *cur
+			next.State, next.LeaseUntil, next.LeaseOwner, next.Attempt = store.Deleting, f.now.Add(time.Minute), "other", 1
+			return &next, nil
+		}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := f.engine.Handle(context.Background(), msg)
+	if !errors.Is(err, cleanup.ErrRetryLater) {
+		t.Fatalf("Handle during another's lease: got %v, want ErrRetryLater", err)
+	}
+	if n := len(f.fake.Calls()); n != 0 {
+		t.Errorf("compute calls during another's lease = %d, want 0", n)
+	}
+	// After the lease runs out the redelivery takes over and finishes.
+	f.now = f.now.Add(2 * time.Minute)
+	out, err := f.engine.Handle(context.Background(), msg)
+	if err != nil || out.Result != cleanup.ResultDeleted {
+		t.Fatalf("after lease expiry: %v, %v; want deleted", out, err)
+	}
+}
+
+func TestEnginePermanentFailureIsRecorded(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, gcefake.Options{}, nil)
+	msg := f.register(t, "proj-a", "snap-1", "s1", store.TaskSucceeded, store.CleanupPending, map[string]string{label: "s1"})
+	f.fake.FailNext("proj-a", "snap-1", 2, http.StatusForbidden, "forbidden")
+	out, err := f.engine.Handle(context.Background(), msg)
+	if err != nil {
+		t.Fatalf("a permanent failure is acknowledged, got %v", err)
+	}
+	rec, _ := f.store.GetSnapshot(context.Background(), store.Key{Project: msg.Project, Name: msg.Name})
+	if out.Result != cleanup.ResultFailed || rec.State != store.Failed || rec.ErrorClass != string(gce.ClassPermanent) {
+		t.Errorf("got result %s, state %s, class %q; want failed/failed/permanent", out.Result, rec.State, rec.ErrorClass)
+	}
+}
+
+// TestEngineUnderFaults drives many snapshots through 30 % 503s, a quota,
+// and in-use errors, redelivering every message the engine asks to retry
+// (as Pub/Sub does), and checks that every snapshot ends deleted with at
+// most one successful delete call each.
+func TestEngineUnderFaults(t *testing.T) {
+	t.Parallel()
+	const n = 120
+	f := newFixture(t, gcefake.Options{QuotaPerSecond: 40, Seed: 7}, func(c *cleanup.EngineConfig) {
+		c.Now = time.Now
+		c.Budget = 3 * time.Second
+		c.Backoff = func() retry.Backoff {
+			return retry.WithMaxRetries(6, retry.WithJitterPercent(20, retry.NewExponential(5*time.Millisecond)))
+		}
+		c.QuotaRefill = func(now time.Time) time.Time { return now.Truncate(time.Second).Add(time.Second) }
+		c.BreakerFailures = 1000 // this test is about retries, not the breaker
+	})
+	var msgs []events.CleanupMessage
+	for i := range n {
+		name := fmt.Sprintf("snap-%03d", i)
+		msgs = append(msgs, f.register(t, "proj-a", name, "s1", store.TaskSucceeded, store.CleanupPending, map[string]string{label: "s1"}))
+		if i%10 == 0 {
+			f.fake.InUse("proj-a", name, 2)
+		}
+	}
+	f.fake.SetFailureRate(http.StatusServiceUnavailable, "backendError", 0.3)
+
+	pending := msgs
+	retries := 0
+	for round := 0; len(pending) > 0; round++ {
+		if round > 200 {
+			t.Fatalf("%d snapshots still not deleted after 200 redelivery rounds", len(pending))
+		}
+		var mu sync.Mutex
+		var next []events.CleanupMessage
+		var wg sync.WaitGroup
+		for _, m := range pending {
+			wg.Go(func() {
+				out, err := f.engine.Handle(context.Background(), m)
+				mu.Lock()
+				defer mu.Unlock()
+				switch {
+				case errors.Is(err, cleanup.ErrRetryLater):
+					next = append(next, m)
+				case err != nil:
+					t.Errorf("%s: unexpected error %v", m.Name, err)
+				case out.Result == cleanup.ResultPending:
+					next = append(next, m)
+				case out.Result != cleanup.ResultDeleted && out.Result != cleanup.ResultAlreadyGone:
+					t.Errorf("%s: result %s (%s)", m.Name, out.Result, out.Why)
+				}
+			})
+		}
+		wg.Wait()
+		retries += len(next)
+		pending = next
+	}
+	for _, m := range msgs {
+		if f.fake.Exists(m.Project, m.Name) {
+			t.Errorf("%s still exists", m.Name)
+		}
+		if got := f.fake.SuccessfulDeletes(m.Project, m.Name); got > 1 {
+			t.Errorf("%s deleted %d times", m.Name, got)
+		}
+		rec, _ := f.store.GetSnapshot(context.Background(), store.Key{Project: m.Project, Name: m.Name})
+		if rec.State != store.Deleted {
+			t.Errorf("%s: registry state %s, want deleted", m.Name, rec.State)
+		}
+	}
+	st := f.fake.Stats()
+	t.Logf("redeliveries: %d; fake stats: %+v", retries, st)
+}
+
+// TestBreakerOpensAndCloses runs in a synctest bubble: the breaker's
+// timeout and the retry backoff pass in fake time, no wall-clock sleeps.
+func TestBreakerOpensAndCloses(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		var states []string
+		var mu sync.Mutex
+		f := newFixture(t, gcefake.Options{}, func(c *cleanup.EngineConfig) {
+			c.Now = time.Now
+			c.BreakerFailures = 3
+			c.BreakerTimeout = 30 * time.Second
+			c.Backoff = func() retry.Backoff { return retry.WithMaxRetries(1, retry.NewConstant(time.Second)) }
+			c.OnBreakerChange = func(from, to string) { mu.Lock(); states = append(states, to); mu.Unlock() }
+		})
+		f.fake.Outage(true)
+		var msgs []events.CleanupMessage
+		for i := range 4 {
+			msgs = append(msgs, f.register(t, "proj-a", fmt.Sprintf("snap-%d", i), "s1", store.TaskSucceeded, store.CleanupPending, map[string]string{label: "s1"}))
+		}
+		for _, m := range msgs[:2] {
+			if _, err := f.engine.Handle(context.Background(), m); !errors.Is(err, cleanup.ErrRetryLater) {
+				t.Fatalf("during outage: got %v, want ErrRetryLater", err)
+			}
+		}
+		if got := f.engine.BreakerState(); got != "open" {
+			t.Fatalf("breaker after a sustained outage = %s, want open", got)
+		}
+		calls := len(f.fake.Calls())
+		if _, err := f.engine.Handle(context.Background(), msgs[2]); !errors.Is(err, cleanup.ErrRetryLater) {
+			t.Fatalf("with the breaker open: got %v, want ErrRetryLater", err)
+		}
+		if got := len(f.fake.Calls()); got != calls {
+			t.Errorf("an open breaker made %d compute calls, want none", got-calls)
+		}
+		f.fake.Outage(false)
+		time.Sleep(31 * time.Second) // fake time: the breaker's timeout passes
+		for _, m := range msgs {
+			out, err := f.engine.Handle(context.Background(), m)
+			if err != nil || out.Result != cleanup.ResultDeleted {
+				t.Fatalf("after recovery %s: %v %v", m.Name, out, err)
+			}
+		}
+		if got := f.engine.BreakerState(); got != "closed" {
+			t.Errorf("breaker after recovery = %s, want closed", got)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if diff := cmp.Diff([]string{"open", "half-open", "closed"}, states); diff != "" {
+			t.Errorf("breaker transitions (-want +got):\n%s", diff)
+		}
+	})
+}

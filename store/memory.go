@@ -1,0 +1,369 @@
+package store
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"slices"
+	"sort"
+	"sync"
+	"time"
+)
+
+// Memory is the embedded registry of the local demo and of benchmarks: the
+// same contract as Firestore (store/storetest), in one process's memory. It
+// is not for production: Cloud Run instances share nothing in memory.
+type Memory struct {
+	mu        sync.Mutex
+	snapshots map[string]Snapshot
+	tasks     map[string]Task
+	sessions  map[string]Session
+	rejected  map[string]Rejected
+	processed map[string]time.Time
+	leases    map[string]lease
+	health    map[string]HealthRecord
+}
+
+// NewMemory returns an empty embedded registry.
+func NewMemory() *Memory {
+	return &Memory{
+		snapshots: map[string]Snapshot{}, tasks: map[string]Task{}, sessions: map[string]Session{},
+		rejected: map[string]Rejected{}, processed: map[string]time.Time{}, leases: map[string]lease{},
+		health: map[string]HealthRecord{},
+	}
+}
+
+// Ping always succeeds.
+func (m *Memory) Ping(context.Context) error { return nil }
+
+// GetSnapshot returns the snapshot record, or ErrNotFound.
+func (m *Memory) GetSnapshot(_ context.Context, key Key) (*Snapshot, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	s, ok := m.snapshots[key.ID()]
+	if !ok {
+		return nil, fmt.Errorf("get snapshot %s: %w", key, ErrNotFound)
+	}
+	return &s, nil
+}
+
+// UpdateSnapshot runs fn under the store's lock (the transaction).
+func (m *Memory) UpdateSnapshot(_ context.Context, key Key, task TaskKey, fn SnapshotFunc) (*Snapshot, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var cur *Snapshot
+	if s, ok := m.snapshots[key.ID()]; ok {
+		cur = &s
+	}
+	tk := task
+	if tk.TaskID == "" && cur != nil {
+		tk = cur.TaskKey()
+	}
+	var t *Task
+	if tk.TaskID != "" {
+		if x, ok := m.tasks[tk.ID()]; ok {
+			t = &x
+		}
+	}
+	var snapCopy *Snapshot
+	if cur != nil {
+		c := *cur
+		snapCopy = &c
+	}
+	next, err := fn(snapCopy, t)
+	if err != nil {
+		return nil, fmt.Errorf("update snapshot %s: %w", key, err)
+	}
+	if next == nil {
+		return cur, nil
+	}
+	next.Project, next.Name = key.Project, key.Name
+	m.snapshots[key.ID()] = *next
+	out := *next
+	return &out, nil
+}
+
+// PutSnapshot writes a record as is.
+func (m *Memory) PutSnapshot(_ context.Context, s *Snapshot) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.snapshots[s.Key().ID()] = *s
+	return nil
+}
+
+// ListSnapshots runs one page of q, in the same order as Firestore.
+func (m *Memory) ListSnapshots(_ context.Context, q Query) (Page, error) {
+	if _, err := q.Shape(); err != nil {
+		return Page{}, err
+	}
+	field, _, err := q.rangeField()
+	if err != nil {
+		return Page{}, err
+	}
+	limit := q.Limit
+	if limit <= 0 || limit > 1000 {
+		limit = 500
+	}
+	var after *cursor
+	if q.After != "" {
+		c, err := decodeCursor(q.After)
+		if err != nil {
+			return Page{}, err
+		}
+		after = &c
+	}
+	m.mu.Lock()
+	type row struct {
+		id string
+		s  Snapshot
+	}
+	var rows []row
+	for id, s := range m.snapshots {
+		if q.matches(&s) {
+			rows = append(rows, row{id, s})
+		}
+	}
+	m.mu.Unlock()
+	sort.Slice(rows, func(i, j int) bool {
+		if c := orderValue(field, &rows[i].s).Compare(orderValue(field, &rows[j].s)); c != 0 {
+			return c < 0
+		}
+		return rows[i].id < rows[j].id
+	})
+	if after != nil {
+		i := sort.Search(len(rows), func(i int) bool {
+			if c := orderValue(field, &rows[i].s).Compare(after.T); c != 0 {
+				return c > 0
+			}
+			return rows[i].id > after.ID
+		})
+		rows = rows[i:]
+	}
+	page := Page{}
+	for _, r := range rows {
+		if len(page.Snapshots) == limit {
+			break
+		}
+		page.Snapshots = append(page.Snapshots, r.s)
+	}
+	page.Reads = max(len(page.Snapshots), 1)
+	if len(page.Snapshots) == limit {
+		last := page.Snapshots[limit-1]
+		page.Next = encodeCursor(cursor{T: orderValue(field, &last), ID: last.Key().ID()})
+	}
+	return page, nil
+}
+
+// CountSnapshots counts the records q selects.
+func (m *Memory) CountSnapshots(_ context.Context, q Query) (int64, error) {
+	if _, err := q.Shape(); err != nil {
+		return 0, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var n int64
+	for _, s := range m.snapshots {
+		if q.matches(&s) {
+			n++
+		}
+	}
+	return n, nil
+}
+
+// CountByState counts snapshots in every state.
+func (m *Memory) CountByState(context.Context) (map[State]int64, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make(map[State]int64)
+	for _, s := range States() {
+		out[s] = 0
+	}
+	for _, s := range m.snapshots {
+		out[s.State]++
+	}
+	return out, nil
+}
+
+// GetTask returns the task record, or ErrNotFound.
+func (m *Memory) GetTask(_ context.Context, key TaskKey) (*Task, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	t, ok := m.tasks[key.ID()]
+	if !ok {
+		return nil, fmt.Errorf("get task: %w", ErrNotFound)
+	}
+	return &t, nil
+}
+
+// UpdateTask runs fn under the store's lock.
+func (m *Memory) UpdateTask(_ context.Context, key TaskKey, fn TaskFunc) (*Task, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var cur *Task
+	if t, ok := m.tasks[key.ID()]; ok {
+		cur = &t
+	}
+	next, err := fn(cur)
+	if err != nil {
+		return nil, fmt.Errorf("update task: %w", err)
+	}
+	if next == nil {
+		return cur, nil
+	}
+	next.SessionID, next.TaskID = key.SessionID, key.TaskID
+	m.tasks[key.ID()] = *next
+	out := *next
+	return &out, nil
+}
+
+// ListTasks returns the tasks of a session in a state.
+func (m *Memory) ListTasks(_ context.Context, sessionID string, state TaskState) ([]Task, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []Task
+	for _, t := range m.tasks {
+		if t.SessionID == sessionID && t.State == state {
+			out = append(out, t)
+		}
+	}
+	slices.SortFunc(out, func(a, b Task) int { return cmp.Compare(a.Key().ID(), b.Key().ID()) })
+	return out, nil
+}
+
+// GetSession returns the session record, or ErrNotFound.
+func (m *Memory) GetSession(_ context.Context, id string) (*Session, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	s, ok := m.sessions[id]
+	if !ok {
+		return nil, fmt.Errorf("get session: %w", ErrNotFound)
+	}
+	return &s, nil
+}
+
+// UpdateSession runs fn under the store's lock.
+func (m *Memory) UpdateSession(_ context.Context, id string, fn SessionFunc) (*Session, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var cur *Session
+	if s, ok := m.sessions[id]; ok {
+		cur = &s
+	}
+	next, err := fn(cur)
+	if err != nil {
+		return nil, fmt.Errorf("update session: %w", err)
+	}
+	if next == nil {
+		return cur, nil
+	}
+	next.SessionID = id
+	m.sessions[id] = *next
+	out := *next
+	return &out, nil
+}
+
+// ListSessions returns the most recently started sessions.
+func (m *Memory) ListSessions(_ context.Context, limit int) ([]Session, error) {
+	if limit <= 0 {
+		limit = 100
+	}
+	m.mu.Lock()
+	out := make([]Session, 0, len(m.sessions))
+	for _, s := range m.sessions {
+		out = append(out, s)
+	}
+	m.mu.Unlock()
+	slices.SortFunc(out, func(a, b Session) int { return b.StartedAt.Compare(a.StartedAt) })
+	if len(out) > limit {
+		out = out[:limit]
+	}
+	return out, nil
+}
+
+// AddRejected records a rejected message; the first record of an id stays.
+func (m *Memory) AddRejected(_ context.Context, r Rejected) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, ok := m.rejected[r.ID]; !ok {
+		m.rejected[r.ID] = r
+	}
+	return nil
+}
+
+// ListRejected returns the most recent rejected messages.
+func (m *Memory) ListRejected(_ context.Context, limit int) ([]Rejected, error) {
+	if limit <= 0 {
+		limit = 100
+	}
+	m.mu.Lock()
+	out := make([]Rejected, 0, len(m.rejected))
+	for _, r := range m.rejected {
+		out = append(out, r)
+	}
+	m.mu.Unlock()
+	slices.SortFunc(out, func(a, b Rejected) int { return b.ReceivedAt.Compare(a.ReceivedAt) })
+	if len(out) > limit {
+		out = out[:limit]
+	}
+	return out, nil
+}
+
+// MarkProcessed records that an event was applied.
+func (m *Memory) MarkProcessed(_ context.Context, eventID string, at, _ time.Time) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.processed[eventID] = at
+	return nil
+}
+
+// IsProcessed reports whether an event was applied before.
+func (m *Memory) IsProcessed(_ context.Context, eventID string) (bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	_, ok := m.processed[eventID]
+	return ok, nil
+}
+
+// AcquireLease takes the named lease if free, expired or already holder's.
+func (m *Memory) AcquireLease(_ context.Context, name, holder string, now time.Time, ttl time.Duration) (bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if l, ok := m.leases[name]; ok && l.Holder != holder && l.Until.After(now) {
+		return false, nil
+	}
+	m.leases[name] = lease{Holder: holder, Until: now.Add(ttl)}
+	return true, nil
+}
+
+// ReleaseLease frees the named lease if holder has it.
+func (m *Memory) ReleaseLease(_ context.Context, name, holder string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if l, ok := m.leases[name]; ok && l.Holder == holder {
+		delete(m.leases, name)
+	}
+	return nil
+}
+
+// SaveHealth stores a health report.
+func (m *Memory) SaveHealth(_ context.Context, h HealthRecord) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.health[h.ID] = h
+	return nil
+}
+
+// LatestHealth returns the n most recent health reports, newest first.
+func (m *Memory) LatestHealth(_ context.Context, n int) ([]HealthRecord, error) {
+	m.mu.Lock()
+	out := make([]HealthRecord, 0, len(m.health))
+	for _, h := range m.health {
+		out = append(out, h)
+	}
+	m.mu.Unlock()
+	slices.SortFunc(out, func(a, b HealthRecord) int { return b.At.Compare(a.At) })
+	if len(out) > n {
+		out = out[:n]
+	}
+	return out, nil
+}
