@@ -22,19 +22,19 @@ import (
 type Class string
 
 const (
-	// ClassNotFound: the snapshot (or operation) does not exist. For a delete this is
+	// ClassNotFound means the snapshot (or operation) does not exist. For a delete this is
 	// success: the snapshot is gone.
 	ClassNotFound Class = "not_found"
-	// ClassRateLimited: a Compute quota or rate limit said no. Retry after Error.RetryAfter,
+	// ClassRateLimited means a Compute quota or rate limit said no. Retry after Error.RetryAfter,
 	// and slow down.
 	ClassRateLimited Class = "rate_limited"
-	// ClassInUse: the snapshot is used by another resource (an image, a disk being created
+	// ClassInUse means the snapshot is used by another resource (an image, a disk being created
 	// from it) or is not ready (still CREATING or already DELETING). Retry later; retrying
 	// soon will not help.
 	ClassInUse Class = "in_use"
-	// ClassTransient: a server error, a timeout or a broken connection. Retry with backoff.
+	// ClassTransient means a server error, a timeout or a broken connection. Retry with backoff.
 	ClassTransient Class = "transient"
-	// ClassPermanent: the request is wrong or not allowed (permission, invalid argument,
+	// ClassPermanent means the request is wrong or not allowed (permission, invalid argument,
 	// any other 4xx). Retrying the same request will fail the same way.
 	ClassPermanent Class = "permanent"
 )

@@ -11,6 +11,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"net/url"
 	"regexp"
 	"strconv"
@@ -115,7 +116,8 @@ var noRetry = gax.WithRetry(nil)
 var pageRetry = gax.WithRetry(func() gax.Retryer {
 	return &boundedRetryer{
 		left: 3,
-		next: gax.OnHTTPCodes(gax.Backoff{Initial: 200 * time.Millisecond, Max: 2 * time.Second, Multiplier: 2}, 503, 504),
+		next: gax.OnHTTPCodes(gax.Backoff{Initial: 200 * time.Millisecond, Max: 2 * time.Second, Multiplier: 2},
+			http.StatusServiceUnavailable, http.StatusGatewayTimeout),
 	}
 })
 
@@ -191,8 +193,9 @@ func (c *Client) ListByLabel(ctx context.Context, project, labelKey string, fn f
 // operation name together with that classified error.
 func (c *Client) Delete(ctx context.Context, project, name, requestID string) (string, error) {
 	if id, err := uuid.Parse(requestID); err != nil || len(requestID) != 36 || id == uuid.Nil {
-		// Compute rejects anything but a canonical non-zero UUID with a 400; failing here
-		// saves the call and says why.
+		// Compute requires a valid UUID other than the zero UUID and answers anything else
+		// with a 400; failing here saves the call and says why. The canonical form is
+		// insisted on because it is the only one Compute documents.
 		return "", newError("delete snapshot", project, name, fmt.Errorf("request id %q is not a non-zero canonical UUID", requestID), c.now())
 	}
 	op, err := c.snapshots.Delete(ctx, &computepb.DeleteSnapshotRequest{
@@ -219,8 +222,8 @@ const (
 )
 
 // WaitOperation polls a global operation until it is DONE, maxWait has passed or ctx ends.
-// It returns done=false and a nil error when the operation is still running after maxWait;
-// the caller decides whether to wait more. For a DONE operation it returns done=true and, if
+// It returns done=false and a nil error when the operation is still running after maxWait
+// (at once if maxWait <= 0); the caller decides whether to wait more. For a DONE operation it returns done=true and, if
 // the operation failed, a classified error.
 //
 // It polls with GlobalOperations.Get rather than Operation.Wait because Wait returns nil for

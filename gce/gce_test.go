@@ -269,7 +269,7 @@ func TestFaultClasses(t *testing.T) {
 	deleteAndWait := func(ctx context.Context, c *gce.Client, clk *clock) error {
 		op, err := c.Delete(ctx, project, "snap", gce.RequestID(project, "snap", 1))
 		if err != nil {
-			return fmt.Errorf("delete returned %w before the operation ran", err)
+			return fmt.Errorf("delete failed before the operation ran: %v", err)
 		}
 		clk.Advance(time.Minute)
 		done, err := c.WaitOperation(ctx, project, op, 5*time.Second)

@@ -101,7 +101,8 @@ func DecodePush(r *http.Request) (PushMessage, error) {
 	}
 	if name, ok := cloudEventHeader(r.Header); ok {
 		msg.Format = FormatCloudEvent
-		return msg, envelopeError(strings.ToLower(name), "CloudEvents header without a supported ce-specversion (1.0)")
+		return msg, envelopeError("ce-specversion", fmt.Sprintf("header %s present, but ce-specversion %s is not a supported CloudEvents version (1.0 or 0.3)",
+			strings.ToLower(name), quoteShort(r.Header.Get("Ce-Specversion"))))
 	}
 	msg.Format = FormatPubSubPush
 	if err := decodeEnvelope(body, &msg); err != nil {
