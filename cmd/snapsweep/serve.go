@@ -70,6 +70,9 @@ type ServiceOptions struct {
 	Listener net.Listener
 	// ComputeHTTP, when set, is the HTTP client of the Compute API.
 	ComputeHTTP *http.Client
+	// FirestoreOptions are extra client options of the Firestore client
+	// (benchmarks count operations with a gRPC interceptor).
+	FirestoreOptions []option.ClientOption
 	// Now is the clock (default time.Now).
 	Now func() time.Time
 }
@@ -99,7 +102,7 @@ func NewService(ctx context.Context, cfg *config.Config, opts ServiceOptions) (_
 			s.Close()
 		}
 	}()
-	fs, err := firestore.NewClientWithDatabase(ctx, cfg.Project, cfg.FirestoreDatabase)
+	fs, err := firestore.NewClientWithDatabase(ctx, cfg.Project, cfg.FirestoreDatabase, opts.FirestoreOptions...)
 	if err != nil {
 		return nil, fmt.Errorf("firestore client: %w", err)
 	}
