@@ -1,0 +1,198 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"sync"
+	"testing"
+	"time"
+
+	"cloud.google.com/go/pubsub/v2"
+	"cloud.google.com/go/pubsub/v2/apiv1/pubsubpb"
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/snapsweep/snapsweep/events"
+	"github.com/snapsweep/snapsweep/store"
+)
+
+// genEvent is an event of a generated stream, with the project left open.
+type genEvent struct {
+	id, session, task string
+	typ               events.Type
+	at                time.Time
+	snap              string
+}
+
+func (g genEvent) data(project string) []byte {
+	var ref *events.SnapshotRef
+	if g.snap != "" {
+		ref = &events.SnapshotRef{Project: project, Name: g.snap}
+	}
+	return event(g.id, g.typ, g.session, g.task, g.at, ref)
+}
+
+// genStream builds a realistic stream: sessions of tasks that run, take
+// snapshots and then succeed, fail, fail and succeed on retry, or keep
+// running; some snapshots are deleted by the job itself.
+func genStream(r *rand.Rand) (stream []genEvent, succeeded map[string]bool) {
+	succeeded = map[string]bool{} // snapshot name -> its task succeeded
+	at := time.Now().UTC().Add(-time.Hour).Truncate(time.Second)
+	n := 0
+	next := func(session, task string, typ events.Type, snap string) {
+		n++
+		at = at.Add(time.Second)
+		stream = append(stream, genEvent{id: fmt.Sprintf("ev-%d", n), session: session, task: task, typ: typ, at: at, snap: snap})
+	}
+	for s := range 2 {
+		session := fmt.Sprintf("sess-%d", s)
+		next(session, "", events.SessionStarted, "")
+		for t := range 2 + r.IntN(3) {
+			task := fmt.Sprintf("vm-%d-%d", s, t)
+			next(session, task, events.TaskStarted, "")
+			var snaps []string
+			for k := range 1 + r.IntN(3) {
+				name := fmt.Sprintf("snap-%d-%d-%d", s, t, k)
+				snaps = append(snaps, name)
+				next(session, task, events.SnapshotCreated, name)
+			}
+			if r.IntN(5) == 0 {
+				next(session, task, events.SnapshotDeleted, snaps[0])
+				snaps = snaps[1:]
+			}
+			switch r.IntN(4) {
+			case 0:
+				next(session, task, events.TaskCompleted, "")
+			case 1:
+				next(session, task, events.TaskFailed, "")
+				continue
+			case 2:
+				next(session, task, events.TaskFailed, "")
+				next(session, task, events.TaskCompleted, "")
+			case 3:
+				continue // still running
+			}
+			for _, name := range snaps {
+				succeeded[name] = true
+			}
+		}
+		next(session, "", events.SessionCompleted, "")
+	}
+	return stream, succeeded
+}
+
+// registryState is what must match between the clean and the messy run.
+func registryState(t *testing.T, e *env, stream []genEvent) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	for _, g := range stream {
+		if g.snap != "" {
+			rec, err := e.svc.Store.GetSnapshot(context.Background(), store.Key{Project: e.project, Name: g.snap})
+			if err != nil {
+				t.Fatalf("snapshot %s: %v", g.snap, err)
+			}
+			out["snapshot "+g.snap] = string(rec.State)
+		}
+		if g.task != "" {
+			task, err := e.svc.Store.GetTask(context.Background(), store.TaskKey{SessionID: g.session, TaskID: g.task})
+			if err != nil {
+				t.Fatalf("task %s: %v", g.task, err)
+			}
+			out["task "+g.task] = string(task.State)
+		}
+	}
+	return out
+}
+
+// deliver posts each event until it is acknowledged, as Pub/Sub does,
+// with a few deliveries in flight at once.
+func deliver(t *testing.T, e *env, evs []genEvent) {
+	t.Helper()
+	h := e.svc.Handler()
+	sem := make(chan struct{}, 4)
+	var wg sync.WaitGroup
+	for i, g := range evs {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			for attempt := 0; ; attempt++ {
+				code := push(t, h, "/pubsub/migration-events", fmt.Sprintf("m-%d", i), g.data(e.project))
+				if code == http.StatusOK {
+					return
+				}
+				if attempt > 20 {
+					t.Errorf("event %s never acknowledged (last status %d)", g.id, code)
+					return
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// TestPropertyDuplicatedReorderedStreamsConverge: for random streams,
+// delivering each event 1–3 times in random order ends in the same registry
+// as the clean in-order stream, and every snapshot of a succeeded task got
+// at least one cleanup message.
+func TestPropertyDuplicatedReorderedStreamsConverge(t *testing.T) {
+	t.Parallel()
+	for seed := range uint64(3) {
+		t.Run(fmt.Sprintf("seed-%d", seed), func(t *testing.T) {
+			t.Parallel()
+			r := rand.New(rand.NewPCG(seed, 42))
+			stream, succeeded := genStream(r)
+
+			clean := startEnv(t, nil)
+			for _, g := range stream {
+				deliver(t, clean, []genEvent{g})
+			}
+
+			messy := startEnv(t, nil)
+			sub := "projects/" + messy.project + "/subscriptions/cleanup-pull"
+			if _, err := messy.ps.SubscriptionAdminClient.CreateSubscription(context.Background(), &pubsubpb.Subscription{
+				Name: sub, Topic: messy.topic("snapshot-cleanup"), AckDeadlineSeconds: 60,
+			}); err != nil {
+				t.Fatal(err)
+			}
+			var shuffled []genEvent
+			for _, g := range stream {
+				for range 1 + r.IntN(3) {
+					shuffled = append(shuffled, g)
+				}
+			}
+			r.Shuffle(len(shuffled), func(i, j int) { shuffled[i], shuffled[j] = shuffled[j], shuffled[i] })
+			deliver(t, messy, shuffled)
+
+			want, got := registryState(t, clean, stream), registryState(t, messy, stream)
+			if diff := cmp.Diff(want, got); diff != "" {
+				t.Errorf("registry after duplicated, reordered delivery differs from the clean run (-clean +messy):\n%s", diff)
+			}
+
+			cleaned := map[string]bool{}
+			var mu sync.Mutex
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			err := messy.ps.Subscriber(sub).Receive(ctx, func(_ context.Context, m *pubsub.Message) {
+				msg, err := events.DecodeCleanup(m.Data)
+				if err != nil {
+					t.Errorf("bad cleanup message: %v", err)
+				}
+				mu.Lock()
+				cleaned[msg.Name] = true
+				mu.Unlock()
+				m.Ack()
+			})
+			if err != nil && ctx.Err() == nil {
+				t.Fatal(err)
+			}
+			for name := range succeeded {
+				if !cleaned[name] {
+					t.Errorf("snapshot %s of a succeeded task got no cleanup message", name)
+				}
+			}
+			t.Logf("%d events, %d deliveries, %d snapshots of succeeded tasks, %d cleaned", len(stream), len(shuffled), len(succeeded), len(cleaned))
+		})
+	}
+}
