@@ -72,8 +72,9 @@ type Config struct {
 	Projects events.Allowlist
 	// Ready lists the dependency checks of /ready.
 	Ready []Check
-	// Status renders /status (JSON-encodable).
-	Status func(ctx context.Context) (any, error)
+	// Status renders /status (JSON-encodable); session is the optional
+	// ?session= filter (one session's record and counts).
+	Status func(ctx context.Context, session string) (any, error)
 	// Auth, when set, guards the push and scheduler endpoints.
 	Auth func(http.Handler) http.Handler
 	// Logger is the base logger (default slog.Default()).
@@ -372,7 +373,11 @@ func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{})
 		return
 	}
-	st, err := s.cfg.Status(r.Context())
+	st, err := s.cfg.Status(r.Context(), r.URL.Query().Get("session"))
+	if errors.Is(err, store.ErrNotFound) {
+		writeJSON(w, http.StatusNotFound, map[string]string{"error": err.Error()})
+		return
+	}
 	if err != nil {
 		writeJSON(w, status(err), map[string]string{"error": err.Error()})
 		return

@@ -9,9 +9,11 @@
 #   curl -X POST "http://$PUBSUB_EMULATOR_HOST/v1/projects/snapsweep-local/topics/migration-events:publish" \
 #     -H 'content-type: application/json' -d '{"messages":[{"data":"'"$(base64 -w0 event.json)"'"}]}'
 #
-# Without SNAPSWEEP_COMPUTE_ENDPOINT (a fake Compute API), it runs with
-# SNAPSWEEP_DRY_RUN=true unless told otherwise: your own credentials must not
-# delete real snapshots by accident.
+# Without SNAPSWEEP_COMPUTE_ENDPOINT it also starts `snapsweep fake-compute`
+# (the in-process Compute fake on 127.0.0.1:8089) and points the service at
+# it, so no GCP account or credentials are needed. Create a snapshot in it:
+#   curl -X POST localhost:8089/fake/snapshots \
+#     -d '{"project":"snapsweep-local","name":"snap-1","labels":{"migration-session":"s1"}}'
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,8 +21,10 @@ export PORT=${PORT:-8080}
 export GOOGLE_CLOUD_PROJECT=${GOOGLE_CLOUD_PROJECT:-snapsweep-local}
 export SNAPSWEEP_EVENTS_TOPIC=${SNAPSWEEP_EVENTS_TOPIC:-migration-events}
 export SNAPSWEEP_CLEANUP_TOPIC=${SNAPSWEEP_CLEANUP_TOPIC:-snapshot-cleanup}
+start_fake=0
 if [[ -z "${SNAPSWEEP_COMPUTE_ENDPOINT:-}" ]]; then
-	export SNAPSWEEP_DRY_RUN=${SNAPSWEEP_DRY_RUN:-true}
+	export SNAPSWEEP_COMPUTE_ENDPOINT=http://127.0.0.1:8089
+	start_fake=1
 fi
 
 # shellcheck source=scripts/emulators.sh
@@ -49,7 +53,16 @@ for pair in "$SNAPSWEEP_EVENTS_TOPIC:/pubsub/migration-events" "$SNAPSWEEP_CLEAN
 	echo "run-local: topic $topic pushes to http://127.0.0.1:$PORT$path"
 done
 
+mkdir -p bin
+go build -o bin/snapsweep ./cmd/snapsweep
+if ((start_fake)); then
+	bin/snapsweep fake-compute --addr 127.0.0.1:8089 &
+	fake_pid=$!
+	trap 'kill "$fake_pid" 2>/dev/null || true; emulators_stop' EXIT
+	echo "run-local: fake Compute API on $SNAPSWEEP_COMPUTE_ENDPOINT"
+fi
+
 echo "run-local: snapsweep serve on :$PORT (project $GOOGLE_CLOUD_PROJECT, dry run ${SNAPSWEEP_DRY_RUN:-false}); Ctrl-C stops it and the emulators"
 status=0
-go run ./cmd/snapsweep serve || status=$?
+bin/snapsweep serve || status=$?
 exit "$status"

@@ -162,7 +162,12 @@ func NewService(ctx context.Context, cfg *config.Config, opts ServiceOptions) (_
 				return errors.Join(errs...)
 			}},
 		},
-		Status: func(ctx context.Context) (any, error) { return s.status(ctx) },
+		Status: func(ctx context.Context, session string) (any, error) {
+			if session != "" {
+				return s.sessionStatus(ctx, session)
+			}
+			return s.status(ctx)
+		},
 	})
 	if err != nil {
 		return nil, err
@@ -249,4 +254,27 @@ func (s *Service) status(ctx context.Context) (statusReport, error) {
 		rep.Health = &h[0]
 	}
 	return rep, nil
+}
+
+// sessionStatus is GET /status?session=ID: the session's record (with its
+// cleanup outcome) and its snapshots counted by state.
+type sessionStatus struct {
+	Session *store.Session        `json:"session"`
+	Counts  map[store.State]int64 `json:"counts"`
+}
+
+func (s *Service) sessionStatus(ctx context.Context, id string) (sessionStatus, error) {
+	sess, err := s.Store.GetSession(ctx, id)
+	if err != nil {
+		return sessionStatus{}, err
+	}
+	out := sessionStatus{Session: sess, Counts: map[store.State]int64{}}
+	for _, st := range store.States() {
+		n, err := s.Store.CountSnapshots(ctx, store.Query{SessionID: id, States: []store.State{st}})
+		if err != nil {
+			return sessionStatus{}, err
+		}
+		out.Counts[st] = n
+	}
+	return out, nil
 }
