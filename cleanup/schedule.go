@@ -58,14 +58,14 @@ func claimable(s store.State, reason events.CleanupReason) bool {
 // the policy allows (for a succeeded task: all of them). Snapshots already
 // cleanup_pending get their message again: the event may be a redelivery
 // after a crash that lost the first one, and a duplicate message is cheap.
-func (s *Scheduler) ScheduleTask(ctx context.Context, tk store.TaskKey, reason events.CleanupReason) (RunResult, error) {
+func (s *Scheduler) ScheduleTask(ctx context.Context, tk store.TaskKey, reason events.CleanupReason) (Scheduled, error) {
 	var snaps []store.Snapshot
 	q := store.Query{SessionID: tk.SessionID, TaskID: tk.TaskID,
 		States: []store.State{store.Active, store.Retained, store.CleanupPending}, Limit: 500}
 	for {
 		page, err := s.Store.ListSnapshots(ctx, q)
 		if err != nil {
-			return RunResult{}, fmt.Errorf("list snapshots of task %s: %w", tk.TaskID, err)
+			return Scheduled{}, fmt.Errorf("list snapshots of task %s: %w", tk.TaskID, err)
 		}
 		snaps = append(snaps, page.Snapshots...)
 		if page.Next == "" {
@@ -76,15 +76,36 @@ func (s *Scheduler) ScheduleTask(ctx context.Context, tk store.TaskKey, reason e
 	return s.Schedule(ctx, snaps, reason)
 }
 
+// Scheduled reports a scheduling run.
+type Scheduled struct {
+	RunResult
+	// Published counts the cleanup messages sent.
+	Published int
+	// Skipped counts the snapshots left alone, by reason.
+	Skipped map[string]int
+}
+
 // Schedule claims and publishes each snapshot the policy allows. It returns
 // an error when any publish failed (after rolling that claim back), so that
 // the caller nacks and the work is redone.
-func (s *Scheduler) Schedule(ctx context.Context, snaps []store.Snapshot, reason events.CleanupReason) (RunResult, error) {
+func (s *Scheduler) Schedule(ctx context.Context, snaps []store.Snapshot, reason events.CleanupReason) (Scheduled, error) {
 	units := make([]Unit, 0, len(snaps))
+	sus := make([]*scheduleUnit, 0, len(snaps))
 	for _, sn := range snaps {
-		units = append(units, &scheduleUnit{s: s, key: sn.Key(), reason: reason})
+		u := &scheduleUnit{s: s, key: sn.Key(), reason: reason}
+		units, sus = append(units, u), append(sus, u)
 	}
-	return Executor{Concurrency: s.Concurrency}.Run(ctx, units)
+	res, err := Executor{Concurrency: s.Concurrency}.Run(ctx, units)
+	out := Scheduled{RunResult: res, Skipped: map[string]int{}}
+	for _, u := range sus {
+		switch {
+		case u.published:
+			out.Published++
+		case u.skipped != "":
+			out.Skipped[u.skipped]++
+		}
+	}
+	return out, err
 }
 
 // scheduleUnit claims one snapshot and publishes its cleanup message.
@@ -93,8 +114,9 @@ type scheduleUnit struct {
 	key    store.Key
 	reason events.CleanupReason
 
-	claimedAt time.Time // zero unless Execute changed the record
+	claimedAt time.Time // zero unless Execute claimed the record
 	skipped   string
+	published bool
 }
 
 func (u *scheduleUnit) Name() string { return "schedule cleanup of " + u.key.String() }
@@ -102,7 +124,7 @@ func (u *scheduleUnit) Name() string { return "schedule cleanup of " + u.key.Str
 func (u *scheduleUnit) Execute(ctx context.Context) error {
 	at := now(u.s.Now)
 	var msg *events.CleanupMessage
-	u.claimedAt, u.skipped = time.Time{}, ""
+	u.claimedAt, u.skipped, u.published = time.Time{}, "", false
 	rec, err := u.s.Store.UpdateSnapshot(ctx, u.key, store.TaskKey{}, func(cur *store.Snapshot, t *store.Task) (*store.Snapshot, error) {
 		msg, u.claimedAt, u.skipped = nil, time.Time{}, ""
 		if cur == nil {
@@ -112,8 +134,16 @@ func (u *scheduleUnit) Execute(ctx context.Context) error {
 		m := events.CleanupMessage{Project: cur.Project, Name: cur.Name, SessionID: cur.SessionID,
 			TaskID: cur.TaskID, Reason: u.reason, RequestedAt: at}
 		if cur.State == store.CleanupPending {
-			msg = &m // republish, no change
-			return nil, nil
+			// Republish (a redelivered event, or the sweep re-driving a
+			// request that stalled): refresh the request time so the sweep
+			// does not see it as stuck again at once. Nothing to roll back.
+			if r := events.CleanupReason(cur.CleanupReason); r.Valid() {
+				m.Reason = r
+			}
+			msg = &m
+			next := *cur
+			next.CleanupRequestedAt, next.UpdatedAt = at, at
+			return &next, nil
 		}
 		if !claimable(cur.State, u.reason) {
 			u.skipped = "state " + string(cur.State)
@@ -135,13 +165,13 @@ func (u *scheduleUnit) Execute(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("claim: %w", err)
 	}
-	_ = rec
-	if msg == nil {
+	if rec == nil || msg == nil {
 		return nil
 	}
 	if err := u.s.Publisher.Publish(ctx, *msg); err != nil {
 		return err
 	}
+	u.published = true
 	return nil
 }
 

@@ -42,6 +42,9 @@ type Config struct {
 	AuthAudience        string        `env:"SNAPSWEEP_AUTH_AUDIENCE"`
 	AuthServiceAccounts []string      `env:"SNAPSWEEP_AUTH_SERVICE_ACCOUNTS"`
 	LogLevel            string        `env:"SNAPSWEEP_LOG_LEVEL, default=info"`
+	// AdoptOrphans registers labelled snapshots the registry does not know
+	// (found by the sweep); false only reports them.
+	AdoptOrphans bool `env:"SNAPSWEEP_ADOPT_ORPHANS, default=true"`
 }
 
 var (

@@ -18,9 +18,11 @@ import (
 // Every failure is a *RejectError. On failure the returned Event holds the
 // fields that could be read (for the rejection record); never act on it.
 //
-// Decode does not panic on any input, and what it allocates is bounded by a
-// small multiple of len(data): it streams over the object and keeps only the
-// fields it knows.
+// Decode does not panic on any input, and it allocates little more than the
+// values of the fields it knows: it checks the syntax with the standard
+// library's scanner (which also limits nesting), then walks the object and
+// unmarshals only those fields. Unknown, repeated or deeply nested members
+// cost no memory beyond the scanner's stack.
 func Decode(data []byte) (Event, error) {
 	var e Event
 	m, err := members(data, eventKeys)
@@ -37,7 +39,7 @@ func Decode(data []byte) (Event, error) {
 		if raw[0] != '{' {
 			errs.set(invalid("snapshot", "must be an object, not "+jsonKind(raw)))
 		} else if sm, err := members(raw, snapshotKeys); err != nil {
-			// Unreachable: raw was read by the JSON decoder as one value.
+			// Unreachable: raw is part of a document already checked.
 			errs.set(invalid("snapshot", err.Error()))
 		} else {
 			e.Snapshot = &SnapshotRef{

@@ -39,8 +39,9 @@ type CleanupHandler interface {
 }
 
 // Sweeper runs one scheduled sweep and returns its report (JSON-encodable).
+// runID identifies the scheduled run: two deliveries of one run share it.
 type Sweeper interface {
-	Sweep(ctx context.Context, req SweepRequest) (any, error)
+	Sweep(ctx context.Context, dryRun bool, runID string) (any, error)
 }
 
 // SweepRequest is the body of POST /scheduler/sweep plus what the Cloud
@@ -330,7 +331,7 @@ func (s *Server) handleSweep(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
-	report, err := s.cfg.Sweeper.Sweep(r.Context(), req)
+	report, err := s.cfg.Sweeper.Sweep(r.Context(), req.DryRun, req.RunID)
 	if err != nil {
 		telemetry.Logger(r.Context()).ErrorContext(r.Context(), "sweep failed", "error", err)
 		writeJSON(w, status(err), map[string]any{"error": err.Error(), "report": report})

@@ -156,7 +156,7 @@ func (p *Processor) sessionCompleted(ctx context.Context, ev events.Event) (Outc
 	var errs []error
 	for _, t := range tasks {
 		res, err := p.Scheduler.ScheduleTask(ctx, t.Key(), events.ReasonSessionCompleted)
-		out.Scheduled += res.Succeeded
+		out.Scheduled += res.Published
 		if err != nil {
 			errs = append(errs, err)
 		}
@@ -200,7 +200,7 @@ func (p *Processor) task(ctx context.Context, ev events.Event) (Outcome, error) 
 	switch t.State {
 	case store.TaskSucceeded:
 		res, err := p.Scheduler.ScheduleTask(ctx, key, events.ReasonTaskCompleted)
-		return Outcome{Scheduled: res.Succeeded, Note: "task succeeded"}, err
+		return Outcome{Scheduled: res.Published, Note: "task succeeded"}, err
 	case store.TaskFailed:
 		n, err := p.retainTask(ctx, t)
 		return Outcome{Note: fmt.Sprintf("task failed; %d snapshots retained", n)}, err
@@ -326,7 +326,7 @@ func (p *Processor) snapshotCreated(ctx context.Context, ev events.Event) (Outco
 	// If the task already succeeded (events out of order), clean up now.
 	if taskDone && rec != nil && (rec.State == store.Active || rec.State == store.CleanupPending) {
 		res, err := p.Scheduler.Schedule(ctx, []store.Snapshot{*rec}, events.ReasonTaskCompleted)
-		return Outcome{Scheduled: res.Succeeded, Note: "registered " + string(rec.State)}, err
+		return Outcome{Scheduled: res.Published, Note: "registered " + string(rec.State)}, err
 	}
 	return Outcome{Note: "registered"}, nil
 }

@@ -50,6 +50,10 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
+trap 'exit 129' HUP
+# Trapped, not ignored (children keep the default): bash reporting a killed
+# child on a closed pipe would otherwise die of SIGPIPE before the EXIT trap.
+trap 'exit 141' PIPE
 
 emulators_launch
 

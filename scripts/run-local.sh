@@ -32,6 +32,10 @@ fi
 trap emulators_stop EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
+trap 'exit 129' HUP
+# Trapped, not ignored (children keep the default): bash reporting a killed
+# child on a closed pipe would otherwise die of SIGPIPE before the EXIT trap.
+trap 'exit 141' PIPE
 emulators_start
 
 pubsub="http://$PUBSUB_EMULATOR_HOST/v1/projects/$GOOGLE_CLOUD_PROJECT"

@@ -16,6 +16,10 @@ cd "$(dirname "$0")/.."
 trap emulators_stop EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
+trap 'exit 129' HUP
+# Trapped, not ignored (children keep the default): bash reporting a killed
+# child on a closed pipe would otherwise die of SIGPIPE before the EXIT trap.
+trap 'exit 141' PIPE
 
 # This run must not skip emulator tests, whatever the caller's shell says.
 unset SNAPSWEEP_SKIP_EMULATORS

@@ -28,6 +28,7 @@ import (
 	"github.com/snapsweep/snapsweep/handlers"
 	"github.com/snapsweep/snapsweep/ingest"
 	"github.com/snapsweep/snapsweep/store"
+	"github.com/snapsweep/snapsweep/sweep"
 	"github.com/snapsweep/snapsweep/telemetry"
 )
 
@@ -85,8 +86,9 @@ type Service struct {
 	handler http.Handler
 	closers []func() error
 
-	Store  *store.Firestore
-	Engine *cleanup.Engine
+	Store   *store.Firestore
+	Engine  *cleanup.Engine
+	Sweeper *sweep.Sweeper
 }
 
 // NewService builds the service from cfg: clients, registry, engine and
@@ -143,14 +145,28 @@ func NewService(ctx context.Context, cfg *config.Config, opts ServiceOptions) (_
 	if !strings.HasPrefix(topic, "projects/") {
 		topic = "projects/" + cfg.Project + "/topics/" + topic
 	}
+	checkTopic := func(ctx context.Context) error {
+		_, err := ps.TopicAdminClient.GetTopic(ctx, &pubsubpb.GetTopicRequest{Topic: topic})
+		return err
+	}
+	s.Sweeper = sweep.New(sweep.Config{
+		Store: reg, Compute: compute, Scheduler: sched, Publisher: pub, Policy: policy,
+		Projects: cfg.Projects, SessionLabel: cfg.SessionLabel, MaxLive: cfg.MaxLiveSnapshots,
+		MaxDeletes: cfg.MaxDeletesPerSweep, AdoptOrphans: cfg.AdoptOrphans, DryRun: cfg.DryRun,
+		CheckPublish: checkTopic, Breaker: s.Engine.BreakerState, Now: opts.Now,
+	})
 	srv, err := handlers.New(handlers.Config{
-		Events: proc, Cleanup: s.Engine, Rejects: reg, Projects: events.NewAllowlist(cfg.Projects),
+		Events: proc, Cleanup: s.Engine, Sweeper: s.Sweeper, Rejects: reg, Projects: events.NewAllowlist(cfg.Projects),
 		Logger: s.log, Now: opts.Now,
 		Ready: []handlers.Check{
 			{Name: "firestore", Run: reg.Ping},
-			{Name: "pubsub", Run: func(ctx context.Context) error {
-				_, err := ps.TopicAdminClient.GetTopic(ctx, &pubsubpb.GetTopicRequest{Topic: topic})
-				return err
+			{Name: "pubsub", Run: checkTopic},
+			{Name: "last-sweep", Run: func(ctx context.Context) error {
+				h, err := reg.LatestHealth(ctx, 1)
+				if err != nil || len(h) == 0 || h[0].Status != string(sweep.Failing) {
+					return err
+				}
+				return fmt.Errorf("last sweep at %s reported failing checks", h[0].At.Format(time.RFC3339))
 			}},
 			{Name: "compute", Run: func(ctx context.Context) error {
 				var errs []error

@@ -1,0 +1,625 @@
+// Package sweep is the Cloud Scheduler-triggered pass that finds whatever
+// the event path missed: expired and over-threshold snapshots, stuck work,
+// orphans in Compute, and the health of everything snapsweep depends on.
+// Its Firestore reads grow with the work it finds, not with the registry:
+// every query is bounded by an index range and the per-sweep cap.
+package sweep
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/snapsweep/snapsweep/cleanup"
+	"github.com/snapsweep/snapsweep/events"
+	"github.com/snapsweep/snapsweep/gce"
+	"github.com/snapsweep/snapsweep/store"
+	"github.com/snapsweep/snapsweep/telemetry"
+)
+
+// Store is what the sweep needs from the registry.
+type Store interface {
+	cleanup.SnapshotStore
+	GetSnapshot(ctx context.Context, key store.Key) (*store.Snapshot, error)
+	CountSnapshots(ctx context.Context, q store.Query) (int64, error)
+	AcquireLease(ctx context.Context, name, holder string, now time.Time, ttl time.Duration) (bool, error)
+	ReleaseLease(ctx context.Context, name, holder string) error
+	SaveHealth(ctx context.Context, h store.HealthRecord) error
+	Ping(ctx context.Context) error
+}
+
+// Compute is what the sweep needs from the Compute API.
+type Compute interface {
+	Get(ctx context.Context, project, name string) (gce.Snapshot, error)
+	ListByLabel(ctx context.Context, project, labelKey string, fn func(gce.Snapshot) error) error
+	Ping(ctx context.Context, project string) error
+}
+
+// Config configures a Sweeper.
+type Config struct {
+	Store     Store
+	Compute   Compute
+	Scheduler *cleanup.Scheduler
+	Publisher cleanup.Publisher
+	Policy    cleanup.Policy
+
+	Projects     []string
+	SessionLabel string
+	// MaxLive is SNAPSWEEP_MAX_LIVE_SNAPSHOTS; MaxDeletes the per-sweep cap.
+	MaxLive, MaxDeletes int
+	// StuckAfter is how long cleanup_pending or deleting may last before the
+	// sweep re-drives it (default 10m).
+	StuckAfter time.Duration
+	// AdoptOrphans registers labelled snapshots missing from the registry
+	// (with OrphanTTL as their expiry); false only reports them.
+	AdoptOrphans bool
+	OrphanTTL    time.Duration
+	// Budget bounds a run (default 4m, below Scheduler's attempt deadline).
+	Budget time.Duration
+	// DryRun makes every run a dry run.
+	DryRun bool
+	// CheckPublish proves the cleanup topic accepts publishes (optional).
+	CheckPublish func(ctx context.Context) error
+	// Breaker reports the Compute breaker state (optional).
+	Breaker func() string
+	// HistoryTTL is how long stored reports are kept (default 7 days).
+	HistoryTTL time.Duration
+	Now        func() time.Time
+}
+
+// Sweeper runs sweeps.
+type Sweeper struct {
+	cfg Config
+}
+
+// New returns a sweeper with defaults filled in.
+func New(cfg Config) *Sweeper {
+	if cfg.StuckAfter <= 0 {
+		cfg.StuckAfter = 10 * time.Minute
+	}
+	if cfg.OrphanTTL <= 0 {
+		cfg.OrphanTTL = cfg.Policy.TTL
+	}
+	if cfg.Budget <= 0 {
+		cfg.Budget = 4 * time.Minute
+	}
+	if cfg.HistoryTTL <= 0 {
+		cfg.HistoryTTL = 7 * 24 * time.Hour
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &Sweeper{cfg: cfg}
+}
+
+// Status of a health check or of a whole report.
+type Status string
+
+// Check statuses, from good to bad.
+const (
+	OK       Status = "ok"
+	Degraded Status = "degraded"
+	Failing  Status = "failing"
+)
+
+func worse(a, b Status) Status {
+	rank := map[Status]int{OK: 0, Degraded: 1, Failing: 2}
+	if rank[b] > rank[a] {
+		return b
+	}
+	return a
+}
+
+// Check is one health check's result.
+type Check struct {
+	Name   string `json:"name"`
+	Status Status `json:"status"`
+	Reason string `json:"reason,omitempty"`
+}
+
+// Report is everything a run found and did.
+type Report struct {
+	RunID      string    `json:"runId"`
+	StartedAt  time.Time `json:"startedAt"`
+	DurationMs int64     `json:"durationMs"`
+	DryRun     bool      `json:"dryRun"`
+	// Skipped says why the run did nothing (another run holds the lease,
+	// or this scheduled run already ran).
+	Skipped string  `json:"skipped,omitempty"`
+	Status  Status  `json:"status"`
+	Checks  []Check `json:"checks"`
+
+	Expired   Found     `json:"expired"`
+	Threshold Threshold `json:"threshold"`
+	Stuck     Stuck     `json:"stuck"`
+	Orphans   Orphans   `json:"orphans"`
+	// Cap is the per-sweep limit of cleanup messages; Deferred counts the
+	// work left for later runs because of it.
+	Cap      int `json:"cap"`
+	Used     int `json:"used"`
+	Deferred int `json:"deferred"`
+	// Reads counts the Firestore documents the run read (queries that
+	// return nothing count one, aggregations one per 1,000 entries).
+	Reads  int      `json:"reads"`
+	Errors []string `json:"errors,omitempty"`
+}
+
+// Found counts one kind of work.
+type Found struct {
+	Found     int            `json:"found"`
+	Scheduled int            `json:"scheduled"`
+	Skipped   map[string]int `json:"skipped,omitempty"`
+}
+
+// Threshold reports the live-snapshot threshold.
+type Threshold struct {
+	Live      int64 `json:"live"`
+	Max       int   `json:"max"`
+	Over      bool  `json:"over"`
+	Scheduled int   `json:"scheduled"`
+	Protected int   `json:"protected"`
+}
+
+// Stuck reports re-driven work.
+type Stuck struct {
+	Pending          int `json:"pending"`
+	Deleting         int `json:"deleting"`
+	Redriven         int `json:"redriven"`
+	ConfirmedDeleted int `json:"confirmedDeleted"`
+}
+
+// Orphans reports both directions of drift between Compute and the registry.
+type Orphans struct {
+	Found    int      `json:"found"`
+	Adopted  int      `json:"adopted"`
+	Names    []string `json:"names,omitempty"` // the first few, for the report
+	Vanished int      `json:"vanished"`         // registry records whose snapshot is gone
+}
+
+func newID() string {
+	b := make([]byte, 6)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// Sweep runs one sweep. runID (X-CloudScheduler-ScheduleTime) makes a
+// redelivered scheduled run a no-op; the sweep lease keeps overlapping runs
+// from both acting.
+func (s *Sweeper) Sweep(ctx context.Context, dryRun bool, runID string) (any, error) {
+	return s.Run(ctx, dryRun, runID)
+}
+
+// Run is Sweep with a typed report.
+func (s *Sweeper) Run(ctx context.Context, dryRun bool, runID string) (*Report, error) {
+	start := s.cfg.Now()
+	rep := &Report{RunID: runID, StartedAt: start.UTC(), DryRun: dryRun || s.cfg.DryRun, Cap: s.cfg.MaxDeletes, Status: OK}
+	if rep.RunID == "" {
+		rep.RunID = "manual-" + start.UTC().Format("20060102T150405Z") + "-" + newID()
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.Budget)
+	defer cancel()
+	holder := rep.RunID + "/" + newID()
+	got, err := s.cfg.Store.AcquireLease(ctx, "sweep", holder, start, s.cfg.Budget+30*time.Second)
+	if err != nil {
+		return rep, fmt.Errorf("sweep lease: %w", err)
+	}
+	if !got {
+		rep.Skipped = "another sweep holds the lease"
+		return rep, nil
+	}
+	defer s.cfg.Store.ReleaseLease(context.WithoutCancel(ctx), "sweep", holder)
+	if runID != "" && !rep.DryRun {
+		// One lease per scheduled run, never released: a redelivery of a
+		// run that already ran finds it held and does nothing.
+		once, err := s.cfg.Store.AcquireLease(ctx, "sweep-run-"+sanitize(runID), holder, start, 24*time.Hour)
+		if err != nil {
+			return rep, fmt.Errorf("sweep run marker: %w", err)
+		}
+		if !once {
+			rep.Skipped = "scheduled run " + runID + " already ran"
+			return rep, nil
+		}
+	}
+
+	s.health(ctx, rep)
+	steps := []struct {
+		name string
+		run  func(context.Context, *Report) error
+	}{
+		{"stuck", s.stuck},
+		{"expired", s.expired},
+		{"threshold", s.threshold},
+		{"orphans", s.orphans},
+	}
+	for _, st := range steps {
+		if err := st.run(ctx, rep); err != nil {
+			rep.Errors = append(rep.Errors, st.name+": "+err.Error())
+			rep.Status = worse(rep.Status, Degraded)
+		}
+	}
+	rep.DurationMs = s.cfg.Now().Sub(start).Milliseconds()
+	s.record(ctx, rep)
+	return rep, nil
+}
+
+func sanitize(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r == '/' || r < 0x20 {
+			return '_'
+		}
+		return r
+	}, s)
+}
+
+func (s *Sweeper) now() time.Time { return s.cfg.Now().UTC().Truncate(time.Microsecond) }
+
+// remaining is how many cleanup messages the cap still allows.
+func (r *Report) remaining() int { return max(r.Cap-r.Used, 0) }
+
+// schedule claims and publishes snaps, splitting orphans (which have no
+// task) off under their own reason, and counts against the cap.
+func (s *Sweeper) schedule(ctx context.Context, rep *Report, snaps []store.Snapshot, reason events.CleanupReason) (cleanup.Scheduled, error) {
+	var orphans, owned []store.Snapshot
+	for _, sn := range snaps {
+		if sn.TaskID == "" {
+			orphans = append(orphans, sn)
+		} else {
+			owned = append(owned, sn)
+		}
+	}
+	total := cleanup.Scheduled{Skipped: map[string]int{}}
+	var errs []error
+	for _, batch := range []struct {
+		snaps  []store.Snapshot
+		reason events.CleanupReason
+	}{{owned, reason}, {orphans, events.ReasonOrphan}} {
+		if len(batch.snaps) == 0 {
+			continue
+		}
+		res, err := s.cfg.Scheduler.Schedule(ctx, batch.snaps, batch.reason)
+		total.Published += res.Published
+		for k, v := range res.Skipped {
+			total.Skipped[k] += v
+		}
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	rep.Used += total.Published
+	return total, errors.Join(errs...)
+}
+
+// page reads up to limit snapshots of q, following cursors.
+func (s *Sweeper) page(ctx context.Context, rep *Report, q store.Query, limit int) ([]store.Snapshot, bool, error) {
+	var out []store.Snapshot
+	for len(out) < limit {
+		q.Limit = min(limit-len(out), 500)
+		p, err := s.cfg.Store.ListSnapshots(ctx, q)
+		if err != nil {
+			return out, false, err
+		}
+		rep.Reads += p.Reads
+		out = append(out, p.Snapshots...)
+		if p.Next == "" {
+			return out, false, nil
+		}
+		q.After = p.Next
+	}
+	return out, true, nil
+}
+
+// expired schedules active and retained snapshots past their expiry.
+func (s *Sweeper) expired(ctx context.Context, rep *Report) error {
+	now := s.now()
+	q := store.Query{States: []store.State{store.Active, store.Retained}, ExpiresBefore: now}
+	limit := rep.remaining()
+	if rep.DryRun {
+		limit = rep.Cap
+	}
+	snaps, more, err := s.page(ctx, rep, q, limit+1)
+	if err != nil {
+		return err
+	}
+	if len(snaps) > limit {
+		snaps, more = snaps[:limit], true
+	}
+	rep.Expired.Found = len(snaps)
+	if more {
+		n, err := s.cfg.Store.CountSnapshots(ctx, q)
+		if err == nil {
+			rep.Reads++
+			rep.Deferred += int(n) - len(snaps)
+			rep.Expired.Found = int(n)
+		}
+	}
+	if rep.DryRun {
+		return nil
+	}
+	res, err := s.schedule(ctx, rep, snaps, events.ReasonExpired)
+	rep.Expired.Scheduled, rep.Expired.Skipped = res.Published, res.Skipped
+	return err
+}
+
+// threshold runs the emergency cleanup above MaxLive: oldest first, only
+// what the retention rules allow (rule 3 is never broken, so protected
+// snapshots are counted, not deleted), and a failing check says so.
+func (s *Sweeper) threshold(ctx context.Context, rep *Report) error {
+	live, err := s.cfg.Store.CountSnapshots(ctx, store.Query{States: store.LiveStates()})
+	if err != nil {
+		return err
+	}
+	rep.Reads += 1 + int(live/1000)
+	rep.Threshold = Threshold{Live: live, Max: s.cfg.MaxLive, Over: live > int64(s.cfg.MaxLive)}
+	if !rep.Threshold.Over {
+		rep.Checks = append(rep.Checks, Check{Name: "live-snapshots", Status: OK, Reason: fmt.Sprintf("%d live of at most %d", live, s.cfg.MaxLive)})
+		return nil
+	}
+	rep.Checks = append(rep.Checks, Check{Name: "live-snapshots", Status: Failing,
+		Reason: fmt.Sprintf("%d live snapshots exceed SNAPSWEEP_MAX_LIVE_SNAPSHOTS=%d: emergency cleanup of the oldest eligible", live, s.cfg.MaxLive)})
+	rep.Status = Failing
+	need := min(int(live)-s.cfg.MaxLive, rep.remaining())
+	if rep.DryRun || need <= 0 {
+		if need <= 0 && !rep.DryRun {
+			rep.Deferred += int(live) - s.cfg.MaxLive
+		}
+		return nil
+	}
+	// Retained first (oldest failure leftovers), then active; the policy
+	// skips what is still protected. Reads stay bounded by 2× the need.
+	for _, st := range []store.State{store.Retained, store.Active} {
+		if need <= 0 {
+			break
+		}
+		snaps, _, err := s.page(ctx, rep, store.Query{States: []store.State{st}, OrderByCreated: true}, 2*need)
+		if err != nil {
+			return err
+		}
+		res, err := s.schedule(ctx, rep, snaps, events.ReasonThreshold)
+		rep.Threshold.Scheduled += res.Published
+		for _, n := range res.Skipped {
+			rep.Threshold.Protected += n
+		}
+		need -= res.Published
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// stuck re-drives cleanup_pending and deleting records older than the
+// lease: a request whose message was lost is published again; a delete
+// whose confirmation was lost is confirmed by reading the snapshot.
+func (s *Sweeper) stuck(ctx context.Context, rep *Report) error {
+	now := s.now()
+	before := now.Add(-s.cfg.StuckAfter)
+	pending, _, err := s.page(ctx, rep, store.Query{States: []store.State{store.CleanupPending}, UpdatedBefore: before}, rep.remaining())
+	if err != nil {
+		return err
+	}
+	rep.Stuck.Pending = len(pending)
+	deleting, _, err := s.page(ctx, rep, store.Query{States: []store.State{store.Deleting}, UpdatedBefore: before}, rep.remaining())
+	if err != nil {
+		return err
+	}
+	rep.Stuck.Deleting = len(deleting)
+	if rep.DryRun {
+		return nil
+	}
+	var errs []error
+	if len(pending) > 0 {
+		res, err := s.schedule(ctx, rep, pending, events.ReasonExpired)
+		rep.Stuck.Redriven += res.Published
+		errs = append(errs, err)
+	}
+	for _, rec := range deleting {
+		if rep.remaining() == 0 {
+			rep.Deferred++
+			continue
+		}
+		_, err := s.cfg.Compute.Get(ctx, rec.Project, rec.Name)
+		if gce.Classify(err) == gce.ClassNotFound {
+			if err := s.markVanished(ctx, rec.Key(), store.Deleting); err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			rep.Stuck.ConfirmedDeleted++
+			continue
+		}
+		// Still there (or unknown): a fresh cleanup message lets the
+		// handler take the expired lease over with a new attempt.
+		reason := events.CleanupReason(rec.CleanupReason)
+		if !reason.Valid() || rec.TaskID == "" {
+			reason = events.ReasonOrphan
+		}
+		m := events.CleanupMessage{Project: rec.Project, Name: rec.Name, SessionID: rec.SessionID, TaskID: rec.TaskID,
+			Reason: reason, RequestedAt: now}
+		if err := s.cfg.Publisher.Publish(ctx, m); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		rep.Used++
+		rep.Stuck.Redriven++
+	}
+	return errors.Join(errs...)
+}
+
+// markVanished records that a snapshot is gone, if it is still in state from.
+func (s *Sweeper) markVanished(ctx context.Context, key store.Key, from store.State) error {
+	at := s.now()
+	_, err := s.cfg.Store.UpdateSnapshot(ctx, key, store.TaskKey{}, func(cur *store.Snapshot, _ *store.Task) (*store.Snapshot, error) {
+		if cur == nil || cur.State != from {
+			return nil, nil
+		}
+		next := *cur
+		next.State, next.DeletedAt, next.DeletedBy, next.UpdatedAt = store.Deleted, at, "vanished", at
+		next.LeaseUntil, next.LeaseOwner = time.Time{}, ""
+		return &next, nil
+	})
+	return err
+}
+
+// orphans lists the labelled snapshots of every allowlisted project and
+// adopts (or reports) the ones the registry does not know.
+func (s *Sweeper) orphans(ctx context.Context, rep *Report) error {
+	now := s.now()
+	var errs []error
+	for _, project := range s.cfg.Projects {
+		err := s.cfg.Compute.ListByLabel(ctx, project, s.cfg.SessionLabel, func(sn gce.Snapshot) error {
+			key := store.Key{Project: project, Name: sn.Name}
+			_, err := s.cfg.Store.GetSnapshot(ctx, key)
+			rep.Reads++
+			if err == nil {
+				return nil
+			}
+			if !errors.Is(err, store.ErrNotFound) {
+				return err
+			}
+			session := sn.Labels[s.cfg.SessionLabel]
+			rep.Orphans.Found++
+			if len(rep.Orphans.Names) < 20 {
+				rep.Orphans.Names = append(rep.Orphans.Names, project+"/"+sn.Name)
+			}
+			if !s.cfg.AdoptOrphans || rep.DryRun || !events.ValidSessionID(session) {
+				return nil
+			}
+			created := sn.CreationTime
+			if created.IsZero() {
+				created = now
+			}
+			_, err = s.cfg.Store.UpdateSnapshot(ctx, key, store.TaskKey{}, func(cur *store.Snapshot, _ *store.Task) (*store.Snapshot, error) {
+				if cur != nil {
+					return nil, nil
+				}
+				return &store.Snapshot{SessionID: session, State: store.Active, Orphan: true, SourceDisk: sn.SourceDisk,
+					CreatedAt: created.UTC().Truncate(time.Microsecond), RegisteredAt: now, UpdatedAt: now,
+					ExpiresAt: now.Add(s.cfg.OrphanTTL)}, nil
+			})
+			if err != nil {
+				return err
+			}
+			rep.Orphans.Adopted++
+			return nil
+		})
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", project, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// health runs the checks; each has its own short timeout.
+func (s *Sweeper) health(ctx context.Context, rep *Report) {
+	run := func(name string, fn func(ctx context.Context) error) {
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		if err := fn(cctx); err != nil {
+			rep.Checks = append(rep.Checks, Check{Name: name, Status: Failing, Reason: err.Error()})
+			return
+		}
+		rep.Checks = append(rep.Checks, Check{Name: name, Status: OK})
+	}
+	run("firestore-read", s.cfg.Store.Ping)
+	run("firestore-write", func(ctx context.Context) error {
+		holder := "probe-" + newID()
+		if _, err := s.cfg.Store.AcquireLease(ctx, "health-probe", holder, s.cfg.Now(), time.Second); err != nil {
+			return err
+		}
+		return s.cfg.Store.ReleaseLease(ctx, "health-probe", holder)
+	})
+	if s.cfg.CheckPublish != nil {
+		run("pubsub-publish", s.cfg.CheckPublish)
+	}
+	for _, p := range s.cfg.Projects {
+		run("compute:"+p, func(ctx context.Context) error { return s.cfg.Compute.Ping(ctx, p) })
+	}
+	if s.cfg.Breaker != nil {
+		switch st := s.cfg.Breaker(); st {
+		case "open":
+			rep.Checks = append(rep.Checks, Check{Name: "compute-breaker", Status: Failing, Reason: "circuit breaker open: Compute is failing"})
+		case "half-open":
+			rep.Checks = append(rep.Checks, Check{Name: "compute-breaker", Status: Degraded, Reason: "circuit breaker half-open: probing Compute"})
+		default:
+			rep.Checks = append(rep.Checks, Check{Name: "compute-breaker", Status: OK})
+		}
+	}
+	now := s.now()
+	for _, st := range []store.State{store.CleanupPending, store.Deleting} {
+		p, err := s.cfg.Store.ListSnapshots(ctx, store.Query{States: []store.State{st}, UpdatedBefore: now, Limit: 1})
+		name := "oldest-" + string(st)
+		if err != nil {
+			rep.Checks = append(rep.Checks, Check{Name: name, Status: Failing, Reason: err.Error()})
+			continue
+		}
+		rep.Reads += p.Reads
+		c := Check{Name: name, Status: OK, Reason: "none"}
+		if len(p.Snapshots) > 0 {
+			age := now.Sub(p.Snapshots[0].UpdatedAt).Round(time.Second)
+			c.Reason = fmt.Sprintf("oldest %s (%s) for %s", p.Snapshots[0].Key(), st, age)
+			switch {
+			case age > 4*s.cfg.StuckAfter:
+				c.Status = Failing
+			case age > s.cfg.StuckAfter:
+				c.Status = Degraded
+			}
+		}
+		rep.Checks = append(rep.Checks, c)
+	}
+	for _, st := range []store.State{store.Failed, store.Refused} {
+		n, err := s.cfg.Store.CountSnapshots(ctx, store.Query{States: []store.State{st}})
+		name := string(st) + "-snapshots"
+		if err != nil {
+			rep.Checks = append(rep.Checks, Check{Name: name, Status: Failing, Reason: err.Error()})
+			continue
+		}
+		rep.Reads++
+		c := Check{Name: name, Status: OK, Reason: fmt.Sprintf("%d %s", n, st)}
+		if n > 0 {
+			c.Status = Degraded
+			c.Reason = fmt.Sprintf("%d snapshots %s: see `snapsweep snapshots list --state %s`", n, st, st)
+		}
+		rep.Checks = append(rep.Checks, c)
+	}
+	for _, c := range rep.Checks {
+		rep.Status = worse(rep.Status, c.Status)
+	}
+}
+
+// record stores the report and logs it: one line per run, at ERROR when a
+// check fails (naming every failing check), never one per item.
+func (s *Sweeper) record(ctx context.Context, rep *Report) {
+	for _, c := range rep.Checks {
+		rep.Status = worse(rep.Status, c.Status)
+	}
+	log := telemetry.Logger(ctx)
+	var failing []string
+	for _, c := range rep.Checks {
+		if c.Status == Failing {
+			failing = append(failing, c.Name+": "+c.Reason)
+		}
+	}
+	attrs := []any{"runId", rep.RunID, "status", rep.Status, "dryRun", rep.DryRun, "expired", rep.Expired.Found,
+		"scheduled", rep.Used, "deferred", rep.Deferred, "orphans", rep.Orphans.Found, "reads", rep.Reads}
+	if len(failing) > 0 {
+		log.ErrorContext(ctx, "sweep health check failing: "+strings.Join(failing, "; "), attrs...)
+	} else {
+		log.Log(ctx, slog.LevelInfo, "sweep finished", attrs...)
+	}
+	body, err := json.Marshal(rep)
+	if err != nil {
+		return
+	}
+	at := s.cfg.Now().UTC()
+	if err := s.cfg.Store.SaveHealth(context.WithoutCancel(ctx), store.HealthRecord{
+		ID: at.Format("20060102T150405.000000000Z") + "-" + sanitize(rep.RunID), At: at, Status: string(rep.Status),
+		Report: string(body), ExpireAt: at.Add(s.cfg.HistoryTTL),
+	}); err != nil {
+		rep.Errors = append(rep.Errors, "store report: "+err.Error())
+	}
+}
