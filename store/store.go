@@ -220,18 +220,18 @@ type Session struct {
 
 // Rejected is a message that can never be processed, kept for operators.
 type Rejected struct {
-	ID          string    `firestore:"id"` // document id: the message id, or a hash of the payload
-	MessageID   string    `firestore:"messageId"`
-	Endpoint    string    `firestore:"endpoint"`
-	Reason      string    `firestore:"reason"`
-	Field       string    `firestore:"field,omitempty"`
-	Detail      string    `firestore:"detail"`
-	Payload     string    `firestore:"payload"` // truncated to MaxRejectedPayload bytes
-	Truncated   bool      `firestore:"truncated,omitempty"`
-	Size        int       `firestore:"size"`
-	ReceivedAt  time.Time `firestore:"receivedAt"`
-	ExpireAt    time.Time `firestore:"expireAt"`
-	Subscription string   `firestore:"subscription,omitempty"`
+	ID           string    `firestore:"id"` // document id: the message id, or a hash of the payload
+	MessageID    string    `firestore:"messageId"`
+	Endpoint     string    `firestore:"endpoint"`
+	Reason       string    `firestore:"reason"`
+	Field        string    `firestore:"field,omitempty"`
+	Detail       string    `firestore:"detail"`
+	Payload      string    `firestore:"payload"` // truncated to MaxRejectedPayload bytes
+	Truncated    bool      `firestore:"truncated,omitempty"`
+	Size         int       `firestore:"size"`
+	ReceivedAt   time.Time `firestore:"receivedAt"`
+	ExpireAt     time.Time `firestore:"expireAt"`
+	Subscription string    `firestore:"subscription,omitempty"`
 }
 
 // MaxRejectedPayload bounds the raw payload kept with a rejected message.

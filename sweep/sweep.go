@@ -179,7 +179,7 @@ type Orphans struct {
 	Found    int      `json:"found"`
 	Adopted  int      `json:"adopted"`
 	Names    []string `json:"names,omitempty"` // the first few, for the report
-	Vanished int      `json:"vanished"`         // registry records whose snapshot is gone
+	Vanished int      `json:"vanished"`        // registry records whose snapshot is gone
 }
 
 func newID() string {

@@ -190,7 +190,9 @@ func TestEndToEndThroughEmulatorPush(t *testing.T) {
 	e.fake.AddSnapshot("outside-project", "x-1", own)
 
 	at := time.Now().UTC().Add(-time.Minute)
-	ref := func(project, name string) *events.SnapshotRef { return &events.SnapshotRef{Project: project, Name: name} }
+	ref := func(project, name string) *events.SnapshotRef {
+		return &events.SnapshotRef{Project: project, Name: name}
+	}
 	stream := [][]byte{
 		event("e1", events.SessionStarted, "s1", "", at, nil),
 		event("e2", events.SnapshotCreated, "s1", "t-ok", at, ref(p, "ok-1")),
