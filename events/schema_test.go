@@ -5,7 +5,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
-	"regexp"
+	"regexp/syntax"
 	"slices"
 	"strings"
 	"testing"
@@ -19,7 +19,7 @@ import (
 // compileSchemas compiles both embedded schemas with format assertion on
 // (draft 2020-12 treats "format" as an annotation unless asked). Compiling
 // also checks each schema against the draft's meta-schema.
-func compileSchemas(t *testing.T) (event, cleanup *jsonschema.Schema) {
+func compileSchemas(t testing.TB) (event, cleanup *jsonschema.Schema) {
 	t.Helper()
 	c := jsonschema.NewCompiler()
 	c.DefaultDraft(jsonschema.Draft2020)
@@ -237,15 +237,53 @@ func TestSchemaPatternsMatchGo(t *testing.T) {
 		t.Errorf("schema patterns (-Go +schema):\n%s", diff)
 	}
 
-	printableRE := regexp.MustCompile(`^[\p{L}\p{M}\p{N}\p{P}\p{S} ]$`)
-	var buf [4]byte
+	// The printable class, as the schema's regexp engine parses it; checking
+	// every code point against its ranges is quick, unlike running a regexp
+	// a million times under the race detector.
+	class := strings.TrimSuffix(strings.TrimPrefix(got["printable256"], "^"), "+$")
+	re, err := syntax.Parse(class, syntax.Perl)
+	if err != nil || re.Op != syntax.OpCharClass {
+		t.Fatalf("parse printable class: %v, %v", err, re)
+	}
+	ranges := re.Rune // sorted lo, hi pairs
 	for r := rune(0); r <= unicode.MaxRune; r++ {
+		for len(ranges) > 0 && ranges[1] < r {
+			ranges = ranges[2:]
+		}
+		inClass := len(ranges) > 0 && ranges[0] <= r
 		if 0xd800 <= r && r <= 0xdfff {
 			continue // surrogates cannot appear in UTF-8
 		}
-		n := utf8.EncodeRune(buf[:], r)
-		if printableRE.Match(buf[:n]) != unicode.IsPrint(r) {
+		if inClass != unicode.IsPrint(r) {
 			t.Errorf("U+%04X: schema pattern says %v, unicode.IsPrint %v", r, !unicode.IsPrint(r), unicode.IsPrint(r))
 		}
 	}
+}
+
+// FuzzSchemaAgrees looks for JSON on which the schema and Decode disagree,
+// beyond the known cases of TestSchemaLooserThanDecode (the range of
+// retention, the zero time written with an offset, invalid UTF-8).
+func FuzzSchemaAgrees(f *testing.F) {
+	for _, s := range validSeeds() {
+		f.Add(s)
+	}
+	for _, s := range hostileSeeds() {
+		f.Add(s)
+	}
+	eventSchema, _ := compileSchemas(f)
+	f.Fuzz(func(t *testing.T, data []byte) {
+		if !utf8.Valid(data) {
+			return
+		}
+		schemaOK, why := schemaAccepts(eventSchema, data)
+		_, err := Decode(data)
+		if schemaOK == (err == nil) {
+			return
+		}
+		if re, _ := AsReject(err); schemaOK && re != nil &&
+			(re.Field == "snapshot.retention" || re.Field == "time" && re.Reason == ReasonMissingField) {
+			return
+		}
+		t.Fatalf("schema accepts = %v (%s), but Decode says %v, for %q", schemaOK, why, err, data)
+	})
 }

@@ -99,10 +99,10 @@ func DecodePush(r *http.Request) (PushMessage, error) {
 		msg.Format = FormatCloudEvent
 		return msg, envelopeError("", "batched CloudEvents are not supported")
 	}
-	if name, ok := cloudEventHeader(r.Header); ok {
+	if hasCloudEventHeader(r.Header) {
 		msg.Format = FormatCloudEvent
-		return msg, envelopeError("ce-specversion", fmt.Sprintf("header %s present, but ce-specversion %s is not a supported CloudEvents version (1.0 or 0.3)",
-			strings.ToLower(name), quoteShort(r.Header.Get("Ce-Specversion"))))
+		return msg, envelopeError("ce-specversion", fmt.Sprintf("ce-* headers present, but ce-specversion %s is not a supported CloudEvents version (1.0 or 0.3)",
+			quoteShort(r.Header.Get("Ce-Specversion"))))
 	}
 	msg.Format = FormatPubSubPush
 	if err := decodeEnvelope(body, &msg); err != nil {
@@ -131,15 +131,16 @@ func readPushBody(r *http.Request) ([]byte, error) {
 	return body, nil
 }
 
-// cloudEventHeader returns a ce-* header of h, if any: a request with one
-// that the SDK did not take for a CloudEvent has an unknown spec version.
-func cloudEventHeader(h http.Header) (string, bool) {
+// hasCloudEventHeader reports whether h has a ce-* header: a request with
+// one that the SDK did not take for a CloudEvent has an unknown or missing
+// spec version, and is no plain Pub/Sub push either.
+func hasCloudEventHeader(h http.Header) bool {
 	for name := range h {
 		if len(name) > 3 && strings.EqualFold(name[:3], "ce-") {
-			return name, true
+			return true
 		}
 	}
-	return "", false
+	return false
 }
 
 func decodeCloudEvent(r *http.Request, ce *cehttp.Message, msg PushMessage) (PushMessage, error) {
@@ -156,9 +157,6 @@ func decodeCloudEvent(r *http.Request, ce *cehttp.Message, msg PushMessage) (Pus
 	}
 	if err := decodeEnvelope(ev.Data(), &msg); err != nil {
 		return msg, err
-	}
-	if msg.MessageID == "" {
-		msg.MessageID = ev.ID()
 	}
 	if msg.PublishTime.IsZero() {
 		msg.PublishTime = ev.Time()
@@ -191,7 +189,9 @@ func decodeEnvelope(body []byte, msg *PushMessage) error {
 	// the wrong type, so the message id survives such an error.
 	err := json.Unmarshal(body, &w)
 	if m := w.Message; m != nil {
-		msg.MessageID = cmp.Or(m.MessageID, m.MessageIDSnake)
+		if id := cmp.Or(m.MessageID, m.MessageIDSnake); id != "" {
+			msg.MessageID = id // else keep ce-id, if any
+		}
 	}
 	if err != nil {
 		return envelopeJSONError(err)
@@ -287,7 +287,13 @@ func decodePushAttributes(raw json.RawMessage) (map[string]string, error) {
 	return attrs, nil
 }
 
+// envelopeError returns a bad_envelope rejection. The detail is cut short:
+// it may quote the SDK or the JSON decoder, which may quote the request.
 func envelopeError(field, detail string) error {
+	const max = 512
+	if len(detail) > max {
+		detail = strings.ToValidUTF8(detail[:max], "") + "…"
+	}
 	return &events.RejectError{Reason: events.ReasonBadEnvelope, Field: field, Detail: detail}
 }
 

@@ -90,8 +90,8 @@ func FuzzDecodePush(f *testing.F) {
 			if !ok {
 				t.Fatalf("error %v (%T) is neither a rejection nor ErrTooLarge", err, err)
 			}
-			if re.Reason != events.ReasonBadEnvelope || re.Detail == "" {
-				t.Fatalf("rejection %v: want reason %q with a detail", re, events.ReasonBadEnvelope)
+			if re.Reason != events.ReasonBadEnvelope || re.Detail == "" || len(re.Detail) > 1024 {
+				t.Fatalf("rejection %v: want reason %q with a detail of 1 to 1024 bytes", re, events.ReasonBadEnvelope)
 			}
 			return
 		}

@@ -254,6 +254,12 @@ func TestDecodePush(t *testing.T) {
 			want:    handlers.PushMessage{MessageID: "1234567890", Format: handlers.FormatCloudEvent},
 		},
 		{
+			name: "cloudevent with bad base64, ce-id kept", body: env(`{"data":"%%%"}`),
+			headers: eventarcHeaders(),
+			wantErr: bad("message.data"),
+			want:    handlers.PushMessage{MessageID: "1234567890", Subscription: subscription, Format: handlers.FormatCloudEvent},
+		},
+		{
 			name: "batched cloudevents", body: `[]`,
 			headers: map[string]string{"Content-Type": "application/cloudevents-batch+json"},
 			wantErr: bad(""),

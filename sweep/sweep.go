@@ -148,6 +148,8 @@ type Report struct {
 	// return nothing count one, aggregations one per 1,000 entries).
 	Reads  int      `json:"reads"`
 	Errors []string `json:"errors,omitempty"`
+	// StepsMs is how long each step took.
+	StepsMs map[string]int64 `json:"stepsMs"`
 }
 
 // Found counts one kind of work.
@@ -227,7 +229,10 @@ func (s *Sweeper) Run(ctx context.Context, dryRun bool, runID string) (*Report, 
 		}
 	}
 
+	rep.StepsMs = map[string]int64{}
+	wall := time.Now() // durations are wall time, whatever clock the policy uses
 	s.health(ctx, rep)
+	rep.StepsMs["health"] = time.Since(wall).Milliseconds()
 	steps := []struct {
 		name string
 		run  func(context.Context, *Report) error
@@ -238,12 +243,15 @@ func (s *Sweeper) Run(ctx context.Context, dryRun bool, runID string) (*Report, 
 		{"orphans", s.orphans},
 	}
 	for _, st := range steps {
-		if err := st.run(ctx, rep); err != nil {
+		t := time.Now()
+		err := st.run(ctx, rep)
+		rep.StepsMs[st.name] = time.Since(t).Milliseconds()
+		if err != nil {
 			rep.Errors = append(rep.Errors, st.name+": "+err.Error())
 			rep.Status = worse(rep.Status, Degraded)
 		}
 	}
-	rep.DurationMs = s.cfg.Now().Sub(start).Milliseconds()
+	rep.DurationMs = time.Since(wall).Milliseconds()
 	s.record(ctx, rep)
 	return rep, nil
 }

@@ -58,7 +58,7 @@ type fixture struct {
 
 func (f *fixture) clock() time.Time { f.mu.Lock(); defer f.mu.Unlock(); return f.now }
 
-func newFixture(t *testing.T) *fixture {
+func newFixture(t testing.TB) *fixture {
 	t.Helper()
 	emulators.Require(t, emulators.Firestore)
 	ctx := context.Background()

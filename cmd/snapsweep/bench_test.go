@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -36,7 +37,7 @@ import (
 // Workload of BenchmarkIngest; scripts/bench.sh writes its figures into
 // BENCHMARKS.md.
 const (
-	ingestTasks        = 200 // tasks per mix iteration (5 events each)
+	ingestTasks        = 100 // tasks per mix iteration (5 events each)
 	ingestTasksPerSess = 50  // tasks of one migration session
 	ingestConcurrency  = 32  // push requests in flight
 	ingestSnapsPerTask = 3
@@ -67,10 +68,50 @@ func (a fsCounts) add(b fsCounts) fsCounts {
 		a.Begins + b.Begins, a.Rollbacks + b.Rollbacks, a.Other + b.Other}
 }
 
-// fsCounter counts Firestore RPCs with gRPC client interceptors.
+// fsCounter counts Firestore RPCs with gRPC client interceptors, and
+// times them by method.
 type fsCounter struct {
-	mu sync.Mutex
-	c  fsCounts
+	mu   sync.Mutex
+	c    fsCounts
+	time map[string]rpcTime
+}
+
+// rpcTime sums the latency of one method's calls (for streams: until the
+// stream ended).
+type rpcTime struct {
+	N     int64
+	Total time.Duration
+}
+
+func (c *fsCounter) observe(method string, d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.time == nil {
+		c.time = map[string]rpcTime{}
+	}
+	t := c.time[method]
+	t.N++
+	t.Total += d
+	c.time[method] = t
+}
+
+func (c *fsCounter) times() map[string]rpcTime {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return maps.Clone(c.time)
+}
+
+// subTimes returns a - b by method.
+func subTimes(a, b map[string]rpcTime) map[string]rpcTime {
+	out := map[string]rpcTime{}
+	for m, t := range a {
+		t.N -= b[m].N
+		t.Total -= b[m].Total
+		if t.N > 0 {
+			out[m] = t
+		}
+	}
+	return out
 }
 
 func (c *fsCounter) snapshot() fsCounts {
@@ -108,7 +149,10 @@ func (c *fsCounter) unary(ctx context.Context, method string, req, reply any, cc
 			n.Other++
 		}
 	})
-	return invoker(ctx, method, req, reply, cc, opts...)
+	start := time.Now()
+	err := invoker(ctx, method, req, reply, cc, opts...)
+	c.observe(path.Base(method), time.Since(start))
+	return err
 }
 
 func (c *fsCounter) stream(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
@@ -121,20 +165,24 @@ func (c *fsCounter) stream(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.
 			n.Other++
 		}
 	})
+	start := time.Now()
 	cs, err := streamer(ctx, desc, cc, method, opts...)
 	if err != nil || !read {
+		c.observe(name, time.Since(start))
 		return cs, err
 	}
-	return &countingStream{ClientStream: cs, c: c, query: name != "BatchGetDocuments"}, nil
+	return &countingStream{ClientStream: cs, c: c, method: name, start: start, query: name != "BatchGetDocuments"}, nil
 }
 
 // countingStream counts the documents a read stream returns.
 type countingStream struct {
 	grpc.ClientStream
-	c     *fsCounter
-	query bool
-	docs  int64
-	ended bool
+	c      *fsCounter
+	method string
+	start  time.Time
+	query  bool
+	docs   int64
+	ended  bool
 }
 
 func (s *countingStream) RecvMsg(m any) error {
@@ -143,6 +191,9 @@ func (s *countingStream) RecvMsg(m any) error {
 		if !s.ended && s.query && s.docs == 0 {
 			// Firestore bills a query that returns nothing as one read.
 			s.c.update(func(n *fsCounts) { n.ReadDocs++ })
+		}
+		if !s.ended {
+			s.c.observe(s.method, time.Since(s.start))
 		}
 		s.ended = true
 		return err
@@ -451,7 +502,7 @@ var costCases = []costCase{
 // gRPC interceptor counting Firestore RPCs:
 //
 //   - mix: events per second for a realistic mix, per task 1 task.started,
-//     3 snapshot.created and 1 task.completed (in that order; 200 tasks in
+//     3 snapshot.created and 1 task.completed (in that order; 100 tasks in
 //     sessions of 50, 32 requests in flight, posted to svc.Handler()
 //     in-process as Pub/Sub push posts them);
 //   - mix-session-per-task: the same with every task in a session of its
@@ -524,6 +575,12 @@ func BenchmarkIngest(b *testing.B) {
 		b.Logf("%s per event: %.2f reads (%.2f docs), %.2f writes, %.2f commits, %.2f transactions, %.3f rollbacks",
 			mix.name, float64(mix.fs.Reads)/n, float64(mix.fs.ReadDocs)/n, float64(mix.fs.Writes)/n, float64(mix.fs.Commits)/n,
 			float64(mix.fs.Begins)/n, float64(mix.fs.Rollbacks)/n)
+		var rpcs []string
+		for _, m := range slices.Sorted(maps.Keys(mix.rpc)) {
+			t := mix.rpc[m]
+			rpcs = append(rpcs, fmt.Sprintf("%s %d x %s", m, t.N, (t.Total/time.Duration(t.N)).Round(100*time.Microsecond)))
+		}
+		b.Logf("%s Firestore RPC mean latency: %s", mix.name, strings.Join(rpcs, ", "))
 	}
 	if len(results) > 0 {
 		b.Logf("Firestore RPCs per event, each type alone on fresh ids, one at a time:")
@@ -547,6 +604,7 @@ type mixResult struct {
 	events, redeliveries int
 	elapsed              time.Duration
 	fs                   fsCounts
+	rpc                  map[string]rpcTime
 	lat                  []time.Duration
 }
 
@@ -554,7 +612,7 @@ type mixResult struct {
 // task.completed, in order within a task) with ingestConcurrency requests in
 // flight, redelivering nacked events.
 func (ib *ingestBench) runMix(b *testing.B, mix *mixResult) {
-	mix.events, mix.redeliveries, mix.elapsed, mix.fs, mix.lat = 0, 0, 0, fsCounts{}, nil
+	mix.events, mix.redeliveries, mix.elapsed, mix.fs, mix.rpc, mix.lat = 0, 0, 0, fsCounts{}, nil, nil
 	for b.Loop() {
 		b.StopTimer()
 		queue := make(chan [][]byte, ingestTasks)
@@ -572,7 +630,7 @@ func (ib *ingestBench) runMix(b *testing.B, mix *mixResult) {
 			errs []error
 			wg   sync.WaitGroup
 		)
-		before := ib.counter.snapshot()
+		before, beforeT := ib.counter.snapshot(), ib.counter.times()
 		b.StartTimer()
 		start := time.Now()
 		for range ingestConcurrency {
@@ -598,6 +656,7 @@ func (ib *ingestBench) runMix(b *testing.B, mix *mixResult) {
 		mix.elapsed += time.Since(start)
 		b.StopTimer()
 		mix.fs = mix.fs.add(ib.counter.snapshot().sub(before))
+		mix.rpc = subTimes(ib.counter.times(), beforeT) // of the last iteration
 		if len(errs) > 0 {
 			b.Fatalf("%d events never acknowledged, e.g. %v", len(errs), errs[0])
 		}

@@ -12,6 +12,6 @@ func rootCommand() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(serveCommand(), fakeComputeCommand())
+	root.AddCommand(serveCommand(), fakeComputeCommand(), publishCommand())
 	return root
 }

@@ -1,0 +1,203 @@
+#!/usr/bin/env bash
+# Runs snapsweep's two benchmarks and writes their figures into
+# BENCHMARKS.md (machine, date, Go version, load, the exact commands):
+#
+#   BenchmarkCleanupThroughput  ./cleanup/        (no emulator needed)
+#   BenchmarkIngest             ./cmd/snapsweep/  (Firestore + Pub/Sub emulators)
+#
+# The emulators are started once, the way scripts/test.sh starts them
+# (scripts/emulators.sh: free loopback ports, own process groups, stopped on
+# exit); an emulator whose variable is already set is used as it is.
+#
+# Usage: scripts/bench.sh [OUTPUT]   (default BENCHMARKS.md at the repo root)
+#
+# Each benchmark runs its fixed workload once (-benchtime 1x -count 1). The
+# machine is measured as it is: if other work runs meanwhile the load
+# averages recorded next to each figure show it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=${1:-BENCHMARKS.md}
+
+# shellcheck source=scripts/emulators.sh
+. scripts/emulators.sh
+work=$(mktemp -d "${TMPDIR:-/tmp}/snapsweep-bench.XXXXXX")
+cleanup_all() {
+	emulators_stop
+	rm -rf "$work"
+}
+trap cleanup_all EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+# A benchmark must not skip for want of an emulator.
+unset SNAPSWEEP_SKIP_EMULATORS
+
+step() { printf '\n==> %s\n' "$*" >&2; }
+loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
+
+# The commands, exactly as run (and as printed for reproduction). The
+# emulators come from scripts/emulators.sh here; run alone, the ingest
+# benchmark's TestMain starts them itself.
+cleanup_cmd="go test -run '^\$' -bench '^BenchmarkCleanupThroughput\$' -benchtime 1x -count 1 -timeout 30m ./cleanup/"
+ingest_cmd="go test -run '^\$' -bench '^BenchmarkIngest\$' -benchtime 1x -count 1 -timeout 60m ./cmd/snapsweep/"
+
+step "build the test binaries (not timed)"
+go test -c -o "$work/" ./cleanup/ ./cmd/snapsweep/
+
+step "start emulators"
+emulators_start >&2
+
+# run NAME CMD: runs CMD, keeps its output in $work/NAME.txt and the load
+# averages before and after in $work/NAME.load; returns CMD's status.
+run() {
+	local name=$1 cmd=$2 status=0
+	step "$cmd"
+	echo "before: $(loadavg)" >"$work/$name.load"
+	local t0=$SECONDS
+	bash -c "$cmd" 2>&1 | tee "$work/$name.txt" >&2 || status=${PIPESTATUS[0]}
+	echo "after: $(loadavg)" >>"$work/$name.load"
+	echo "wall: $((SECONDS - t0)) s" >>"$work/$name.load"
+	echo "$status" >"$work/$name.status"
+	return "$status"
+}
+
+failed=0
+run cleanup "$cleanup_cmd" || failed=1
+run ingest "$ingest_cmd" || failed=1
+
+# metric FILE NAME UNIT prints the value reported with UNIT on the result
+# line of benchmark NAME (without the -GOMAXPROCS suffix), or "n/a".
+metric() {
+	awk -v name="$2" -v unit="$3" '
+		{ n = $1; sub(/-[0-9]+$/, "", n) }
+		n == name { for (i = 3; i < NF; i++) if ($(i + 1) == unit) { print $i; found = 1; exit } }
+		END { if (!found) print "n/a" }' "$1"
+}
+
+# fmt VALUE DIGITS rounds a number for the tables.
+fmt() {
+	if [[ $1 == n/a ]]; then echo "n/a"; else LC_ALL=C printf "%.${2}f" "$1"; fi
+}
+
+status_of() {
+	local s
+	s=$(cat "$work/$1.status")
+	if [[ $s == 0 ]]; then echo "ok"; else echo "**FAILED (exit $s)**"; fi
+}
+
+cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)
+[[ -n $cpu ]] || cpu=$(uname -m)
+commit=$(git describe --always --dirty 2>/dev/null || echo unknown)
+nproc=$(nproc)
+
+step "write $out"
+c="$work/cleanup.txt"
+i="$work/ingest.txt"
+{
+	echo "# Benchmarks"
+	echo
+	echo "Written by \`scripts/bench.sh\`; rerun it to refresh this file, do not edit by hand."
+	echo
+	echo "| | |"
+	echo "|---|---|"
+	echo "| Date (UTC) | $(date -u '+%Y-%m-%d %H:%M:%S') |"
+	echo "| CPUs (\`nproc\`) | $nproc |"
+	echo "| CPU model | $cpu |"
+	echo "| Go | $(go version) |"
+	echo "| Kernel | $(uname -sr) |"
+	echo "| Commit | \`$commit\` (uncommitted changes when it ends in -dirty) |"
+	echo "| Emulators | Firestore at \`$FIRESTORE_EMULATOR_HOST\`, Pub/Sub at \`$PUBSUB_EMULATOR_HOST\` ($(gcloud version 2>/dev/null | head -1 || echo 'gcloud version unknown')) |"
+	echo
+	echo "Load averages (1, 5, 15 min) were recorded before and after each benchmark. Everything"
+	echo "shares the $nproc CPUs with whatever else runs on the machine (the emulators' JVMs"
+	echo "included): a 1-minute load well above $nproc means the figures are lower than an idle"
+	echo "machine would give."
+	echo
+	echo "## Reproduce"
+	echo
+	echo "All of it (starts the emulators, runs both, rewrites this file):"
+	echo
+	echo '```sh'
+	echo "scripts/bench.sh"
+	echo '```'
+	echo
+	echo "Each benchmark alone (the second starts its own emulators through its TestMain unless"
+	echo "\`FIRESTORE_EMULATOR_HOST\` and \`PUBSUB_EMULATOR_HOST\` are set):"
+	echo
+	echo '```sh'
+	echo "$cleanup_cmd"
+	echo "$ingest_cmd"
+	echo '```'
+	echo
+	echo "## Cleanup throughput (\`BenchmarkCleanupThroughput\`, ./cleanup) — $(status_of cleanup)"
+	echo
+	echo "2,000 snapshots registered in \`store.NewMemory()\` (task succeeded, label matching, state"
+	echo "cleanup_pending) and in \`gcefake\` with a 200 ms operation latency and a delete quota of 100"
+	echo "per whole second, reached by the real Compute client over loopback HTTP (httptest server)."
+	echo "Engine: rate 95/s, concurrency 16, OpWait 5 s, quota refill at the next whole second,"
+	echo "budget 10 s. 200 goroutines call \`Engine.Handle\` as Pub/Sub push would, redelivering after"
+	echo "1 s every message answered with \`ErrRetryLater\` or \`pending\`. The sequential baseline"
+	echo "deletes 100 snapshots one at a time with the same engine settings, in the same iteration."
+	echo "Afterwards every snapshot must be gone and none deleted twice (the benchmark fails otherwise)."
+	echo
+	echo "| Figure | Value |"
+	echo "|---|---|"
+	echo "| Deletes/s, 200 concurrent deliveries (first delivery to last ack) | $(fmt "$(metric "$c" BenchmarkCleanupThroughput deletes/s)" 1) |"
+	echo "| Fraction of the quota (deletes/s ÷ 100) | $(fmt "$(metric "$c" BenchmarkCleanupThroughput quota-fraction)" 3) |"
+	echo "| Delete calls/s (first to last delete call) | $(fmt "$(metric "$c" BenchmarkCleanupThroughput delete-calls/s)" 1) |"
+	echo "| Quota errors (403), total | $(fmt "$(metric "$c" BenchmarkCleanupThroughput quota-errors)" 0) |"
+	echo "| Quota errors after the first second | $(fmt "$(metric "$c" BenchmarkCleanupThroughput quota-errors-after-1s)" 0) |"
+	echo "| Redeliveries | $(fmt "$(metric "$c" BenchmarkCleanupThroughput redeliveries)" 0) |"
+	echo "| Sequential: ms per snapshot | $(fmt "$(metric "$c" BenchmarkCleanupThroughput seq-ms/snapshot)" 1) |"
+	echo "| Sequential: deletes/s | $(fmt "$(metric "$c" BenchmarkCleanupThroughput seq-deletes/s)" 2) |"
+	echo "| Parallel ÷ sequential | $(fmt "$(metric "$c" BenchmarkCleanupThroughput parallel/sequential)" 1)× |"
+	echo
+	echo "Load average $(tr '\n' ';' <"$work/cleanup.load" | sed 's/;$//; s/;/; /g')."
+	echo
+	echo '```'
+	cat "$c"
+	echo '```'
+	echo
+	echo "## Ingest (\`BenchmarkIngest\`, ./cmd/snapsweep) — $(status_of ingest)"
+	echo
+	echo "The service built by \`NewService\` against the Firestore emulator, with a gRPC interceptor"
+	echo "on the Firestore client counting RPCs: reads = BatchGetDocuments, GetDocument, RunQuery and"
+	echo "RunAggregationQuery calls (docs-read = documents they returned, 1 for an empty query);"
+	echo "writes = the writes inside Commit requests; txns = BeginTransaction calls (retries"
+	echo "included); commits include the empty commit of a transaction that wrote nothing. Push"
+	echo "requests are posted in-process to \`svc.Handler()\` (wrapped Pub/Sub push JSON); a non-2xx"
+	echo "answer is redelivered after 250 ms. Cleanup messages go to the Pub/Sub emulator."
+	echo
+	echo "Mix: 100 tasks, per task 1 task.started, 3 snapshot.created, 1 task.completed (in order"
+	echo "within a task), 32 requests in flight. \`mix\` puts 50 tasks in a session; \`mix-session-per-task\`"
+	echo "gives every task a session of its own (no session document shared by concurrent events)."
+	echo
+	echo "| Mix | Events/s | p50 ms | p99 ms | Redeliveries | Reads/event | Writes/event | Txns/event | Rollbacks/event |"
+	echo "|---|---|---|---|---|---|---|---|---|"
+	for m in mix mix-session-per-task; do
+		n="BenchmarkIngest/$m"
+		echo "| $m | $(fmt "$(metric "$i" "$n" events/s)" 1) | $(fmt "$(metric "$i" "$n" p50-ms)" 0) | $(fmt "$(metric "$i" "$n" p99-ms)" 0) | $(fmt "$(metric "$i" "$n" redeliveries)" 0) | $(fmt "$(metric "$i" "$n" reads/event)" 2) | $(fmt "$(metric "$i" "$n" writes/event)" 2) | $(fmt "$(metric "$i" "$n" txns/event)" 2) | $(fmt "$(metric "$i" "$n" rollbacks/event)" 3) |"
+	done
+	echo
+	echo "Per event type, each alone on fresh ids, one request at a time (so no contention):"
+	echo
+	echo "| Event | Reads | Docs read | Writes | Commits | Txns | Rollbacks | ms/event |"
+	echo "|---|---|---|---|---|---|---|---|"
+	for t in session.started task.started snapshot.created task.completed task.failed snapshot.deleted duplicate session.completed-5x3; do
+		n="BenchmarkIngest/cost=$t"
+		echo "| $t | $(fmt "$(metric "$i" "$n" reads/event)" 2) | $(fmt "$(metric "$i" "$n" docs-read/event)" 2) | $(fmt "$(metric "$i" "$n" writes/event)" 2) | $(fmt "$(metric "$i" "$n" commits/event)" 2) | $(fmt "$(metric "$i" "$n" txns/event)" 2) | $(fmt "$(metric "$i" "$n" rollbacks/event)" 2) | $(fmt "$(metric "$i" "$n" ms/event)" 1) |"
+	done
+	echo
+	echo "\`duplicate\` is a redelivered task.started that was applied before; \`session.completed-5x3\`"
+	echo "completes a session of 5 succeeded tasks with 3 snapshots each (it republishes their 15"
+	echo "cleanup messages and judges the session). Times are the emulator's on this machine, not"
+	echo "production Firestore's; the RPC counts per event carry over."
+	echo
+	echo "Load average $(tr '\n' ';' <"$work/ingest.load" | sed 's/;$//; s/;/; /g')."
+	echo
+	echo '```'
+	cat "$i"
+	echo '```'
+} >"$work/BENCHMARKS.md"
+mv "$work/BENCHMARKS.md" "$out"
+step "wrote $out"
+exit "$failed"
