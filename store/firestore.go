@@ -30,11 +30,11 @@ type SessionFunc func(cur *Session) (*Session, error)
 
 // HealthRecord is one stored health report (the report itself is JSON).
 type HealthRecord struct {
-	ID       string    `firestore:"id"`
-	At       time.Time `firestore:"at"`
-	Status   string    `firestore:"status"`
-	Report   string    `firestore:"report"`
-	ExpireAt time.Time `firestore:"expireAt"`
+	ID       string    `firestore:"id" json:"id,omitempty"`
+	At       time.Time `firestore:"at" json:"at,omitempty"`
+	Status   string    `firestore:"status" json:"status,omitempty"`
+	Report   string    `firestore:"report" json:"report,omitempty"`
+	ExpireAt time.Time `firestore:"expireAt" json:"expireAt,omitempty"`
 }
 
 // Firestore is the registry on Cloud Firestore (native mode).
@@ -475,8 +475,8 @@ func (f *Firestore) IsProcessed(ctx context.Context, eventID string) (bool, erro
 }
 
 type lease struct {
-	Holder string    `firestore:"holder"`
-	Until  time.Time `firestore:"until"`
+	Holder string    `firestore:"holder" json:"holder,omitempty"`
+	Until  time.Time `firestore:"until" json:"until,omitempty"`
 }
 
 // AcquireLease takes the named lease for holder until now+ttl, if it is free,

@@ -96,44 +96,44 @@ func shortHash(s string) string {
 
 // Snapshot is the registry record of one Compute Engine snapshot.
 type Snapshot struct {
-	Project    string `firestore:"project"`
-	Name       string `firestore:"name"`
-	SessionID  string `firestore:"sessionId"`
-	TaskID     string `firestore:"taskId"`
-	SourceDisk string `firestore:"sourceDisk,omitempty"`
-	State      State  `firestore:"state"`
+	Project    string `firestore:"project" json:"project,omitempty"`
+	Name       string `firestore:"name" json:"name,omitempty"`
+	SessionID  string `firestore:"sessionId" json:"sessionId,omitempty"`
+	TaskID     string `firestore:"taskId" json:"taskId,omitempty"`
+	SourceDisk string `firestore:"sourceDisk,omitempty" json:"sourceDisk,omitempty"`
+	State      State  `firestore:"state" json:"state,omitempty"`
 	// PrevState is the state before the last claim or hold, so that a
 	// rollback or a release can put the record back.
-	PrevState State `firestore:"prevState,omitempty"`
+	PrevState State `firestore:"prevState,omitempty" json:"prevState,omitempty"`
 	// Retention overrides the default TTL for this snapshot (Go duration).
-	Retention string `firestore:"retention,omitempty"`
+	Retention string `firestore:"retention,omitempty" json:"retention,omitempty"`
 	// Orphan marks a snapshot adopted by the sweep, not reported by a job.
-	Orphan bool `firestore:"orphan,omitempty"`
+	Orphan bool `firestore:"orphan,omitempty" json:"orphan,omitempty"`
 
-	CreatedAt    time.Time `firestore:"createdAt"`    // event time of snapshot.created
-	RegisteredAt time.Time `firestore:"registeredAt"` // when snapsweep first saw it
+	CreatedAt    time.Time `firestore:"createdAt" json:"createdAt,omitempty"`       // event time of snapshot.created
+	RegisteredAt time.Time `firestore:"registeredAt" json:"registeredAt,omitempty"` // when snapsweep first saw it
 	// ExpiresAt is when the sweep may clean it without a task outcome:
 	// created + TTL while active, failed + retention while retained.
-	ExpiresAt time.Time `firestore:"expiresAt"`
-	UpdatedAt time.Time `firestore:"updatedAt"`
+	ExpiresAt time.Time `firestore:"expiresAt" json:"expiresAt,omitempty"`
+	UpdatedAt time.Time `firestore:"updatedAt" json:"updatedAt,omitempty"`
 
-	CleanupReason      string    `firestore:"cleanupReason,omitempty"`
-	CleanupRequestedAt time.Time `firestore:"cleanupRequestedAt,omitempty"`
+	CleanupReason      string    `firestore:"cleanupReason,omitempty" json:"cleanupReason,omitempty"`
+	CleanupRequestedAt time.Time `firestore:"cleanupRequestedAt,omitempty" json:"cleanupRequestedAt,omitempty"`
 	// Attempt is the delete generation: it grows with every claim, and the
 	// Compute request id derives from it, so a retried call within one claim
 	// is deduplicated by Compute and a new claim is a new request.
-	Attempt    int       `firestore:"attempt,omitempty"`
-	LeaseUntil time.Time `firestore:"leaseUntil,omitempty"`
-	LeaseOwner string    `firestore:"leaseOwner,omitempty"`
-	Operation  string    `firestore:"operation,omitempty"`
-	DeletedAt  time.Time `firestore:"deletedAt,omitempty"`
-	DeletedBy  string    `firestore:"deletedBy,omitempty"` // snapsweep, job, vanished
+	Attempt    int       `firestore:"attempt,omitempty" json:"attempt,omitempty"`
+	LeaseUntil time.Time `firestore:"leaseUntil,omitempty" json:"leaseUntil,omitempty"`
+	LeaseOwner string    `firestore:"leaseOwner,omitempty" json:"leaseOwner,omitempty"`
+	Operation  string    `firestore:"operation,omitempty" json:"operation,omitempty"`
+	DeletedAt  time.Time `firestore:"deletedAt,omitempty" json:"deletedAt,omitempty"`
+	DeletedBy  string    `firestore:"deletedBy,omitempty" json:"deletedBy,omitempty"` // snapsweep, job, vanished
 
-	Error      string `firestore:"error,omitempty"`
-	ErrorClass string `firestore:"errorClass,omitempty"`
-	Retries    int    `firestore:"retries,omitempty"`
-	HeldBy     string `firestore:"heldBy,omitempty"`
-	HoldReason string `firestore:"holdReason,omitempty"`
+	Error      string `firestore:"error,omitempty" json:"error,omitempty"`
+	ErrorClass string `firestore:"errorClass,omitempty" json:"errorClass,omitempty"`
+	Retries    int    `firestore:"retries,omitempty" json:"retries,omitempty"`
+	HeldBy     string `firestore:"heldBy,omitempty" json:"heldBy,omitempty"`
+	HoldReason string `firestore:"holdReason,omitempty" json:"holdReason,omitempty"`
 }
 
 // Key returns the snapshot's key.
@@ -169,16 +169,16 @@ func (s TaskState) Rank() int {
 
 // Task is the registry record of one migration task.
 type Task struct {
-	SessionID string    `firestore:"sessionId"`
-	TaskID    string    `firestore:"taskId"`
-	State     TaskState `firestore:"state"`
+	SessionID string    `firestore:"sessionId" json:"sessionId,omitempty"`
+	TaskID    string    `firestore:"taskId" json:"taskId,omitempty"`
+	State     TaskState `firestore:"state" json:"state,omitempty"`
 	// StateTime is the source time of the event that set State.
-	StateTime    time.Time `firestore:"stateTime"`
-	StateEventID string    `firestore:"stateEventId"`
-	StartedAt    time.Time `firestore:"startedAt,omitempty"`
-	FinishedAt   time.Time `firestore:"finishedAt,omitempty"`
-	Error        string    `firestore:"error,omitempty"`
-	UpdatedAt    time.Time `firestore:"updatedAt"`
+	StateTime    time.Time `firestore:"stateTime" json:"stateTime,omitempty"`
+	StateEventID string    `firestore:"stateEventId" json:"stateEventId,omitempty"`
+	StartedAt    time.Time `firestore:"startedAt,omitempty" json:"startedAt,omitempty"`
+	FinishedAt   time.Time `firestore:"finishedAt,omitempty" json:"finishedAt,omitempty"`
+	Error        string    `firestore:"error,omitempty" json:"error,omitempty"`
+	UpdatedAt    time.Time `firestore:"updatedAt" json:"updatedAt,omitempty"`
 }
 
 // Key returns the task's key.
@@ -206,32 +206,32 @@ const (
 
 // Session is the registry record of one migration session.
 type Session struct {
-	SessionID   string       `firestore:"sessionId"`
-	State       SessionState `firestore:"state"`
-	StartedAt   time.Time    `firestore:"startedAt"`
-	CompletedAt time.Time    `firestore:"completedAt,omitempty"`
-	Outcome     Outcome      `firestore:"outcome,omitempty"`
-	OutcomeAt   time.Time    `firestore:"outcomeAt,omitempty"`
+	SessionID   string       `firestore:"sessionId" json:"sessionId,omitempty"`
+	State       SessionState `firestore:"state" json:"state,omitempty"`
+	StartedAt   time.Time    `firestore:"startedAt" json:"startedAt,omitempty"`
+	CompletedAt time.Time    `firestore:"completedAt,omitempty" json:"completedAt,omitempty"`
+	Outcome     Outcome      `firestore:"outcome,omitempty" json:"outcome,omitempty"`
+	OutcomeAt   time.Time    `firestore:"outcomeAt,omitempty" json:"outcomeAt,omitempty"`
 	// Deleted and Failed are the counts the outcome was judged on.
-	Deleted   int64     `firestore:"deleted,omitempty"`
-	Failed    int64     `firestore:"failed,omitempty"`
-	UpdatedAt time.Time `firestore:"updatedAt"`
+	Deleted   int64     `firestore:"deleted,omitempty" json:"deleted,omitempty"`
+	Failed    int64     `firestore:"failed,omitempty" json:"failed,omitempty"`
+	UpdatedAt time.Time `firestore:"updatedAt" json:"updatedAt,omitempty"`
 }
 
 // Rejected is a message that can never be processed, kept for operators.
 type Rejected struct {
-	ID           string    `firestore:"id"` // document id: the message id, or a hash of the payload
-	MessageID    string    `firestore:"messageId"`
-	Endpoint     string    `firestore:"endpoint"`
-	Reason       string    `firestore:"reason"`
-	Field        string    `firestore:"field,omitempty"`
-	Detail       string    `firestore:"detail"`
-	Payload      string    `firestore:"payload"` // truncated to MaxRejectedPayload bytes
-	Truncated    bool      `firestore:"truncated,omitempty"`
-	Size         int       `firestore:"size"`
-	ReceivedAt   time.Time `firestore:"receivedAt"`
-	ExpireAt     time.Time `firestore:"expireAt"`
-	Subscription string    `firestore:"subscription,omitempty"`
+	ID           string    `firestore:"id" json:"id,omitempty"` // document id: the message id, or a hash of the payload
+	MessageID    string    `firestore:"messageId" json:"messageId,omitempty"`
+	Endpoint     string    `firestore:"endpoint" json:"endpoint,omitempty"`
+	Reason       string    `firestore:"reason" json:"reason,omitempty"`
+	Field        string    `firestore:"field,omitempty" json:"field,omitempty"`
+	Detail       string    `firestore:"detail" json:"detail,omitempty"`
+	Payload      string    `firestore:"payload" json:"payload,omitempty"` // truncated to MaxRejectedPayload bytes
+	Truncated    bool      `firestore:"truncated,omitempty" json:"truncated,omitempty"`
+	Size         int       `firestore:"size" json:"size,omitempty"`
+	ReceivedAt   time.Time `firestore:"receivedAt" json:"receivedAt,omitempty"`
+	ExpireAt     time.Time `firestore:"expireAt" json:"expireAt,omitempty"`
+	Subscription string    `firestore:"subscription,omitempty" json:"subscription,omitempty"`
 }
 
 // MaxRejectedPayload bounds the raw payload kept with a rejected message.

@@ -561,40 +561,51 @@ func BenchmarkIngest(b *testing.B) {
 			b.ReportMetric(r.per(r.fs.Begins), "txns/event")
 			b.ReportMetric(r.per(r.fs.Rollbacks), "rollbacks/event")
 			b.ReportMetric(float64(r.dur.Microseconds())/1000/float64(r.events), "ms/event")
+			b.Logf("%s", costHeader)
+			b.Logf("%s", r.row())
 		})
 	}
 
+	// Each sub-benchmark logs its own lines (shown under its result); the
+	// parent's summary below is printed by go test only with -v.
+	b.Logf("summary:")
 	for _, mix := range mixes {
-		if mix.events == 0 {
-			continue
-		}
-		n := float64(mix.events)
-		b.Logf("%s: %d events (%d tasks x 5, sessions of %d, %d in flight) in %s = %.1f events/s; p50 %s, p99 %s; %d redeliveries",
-			mix.name, mix.events, mix.events/5, mix.perSession, ingestConcurrency, mix.elapsed.Round(time.Millisecond),
-			n/mix.elapsed.Seconds(), percentile(mix.lat, 0.5).Round(time.Millisecond), percentile(mix.lat, 0.99).Round(time.Millisecond), mix.redeliveries)
-		b.Logf("%s per event: %.2f reads (%.2f docs), %.2f writes, %.2f commits, %.2f transactions, %.3f rollbacks",
-			mix.name, float64(mix.fs.Reads)/n, float64(mix.fs.ReadDocs)/n, float64(mix.fs.Writes)/n, float64(mix.fs.Commits)/n,
-			float64(mix.fs.Begins)/n, float64(mix.fs.Rollbacks)/n)
-		var rpcs []string
-		for _, m := range slices.Sorted(maps.Keys(mix.rpc)) {
-			t := mix.rpc[m]
-			rpcs = append(rpcs, fmt.Sprintf("%s %d x %s", m, t.N, (t.Total/time.Duration(t.N)).Round(100*time.Microsecond)))
-		}
-		b.Logf("%s Firestore RPC mean latency: %s", mix.name, strings.Join(rpcs, ", "))
-	}
-	if len(results) > 0 {
-		b.Logf("Firestore RPCs per event, each type alone on fresh ids, one at a time:")
-		b.Logf("%-22s %6s %7s %9s %8s %8s %6s %10s %9s", "event", "events", "reads", "docs-read", "writes", "commits", "txns", "rollbacks", "ms/event")
-		for _, cc := range costCases {
-			r, ok := results[cc.name]
-			if !ok || r.events == 0 {
-				continue
-			}
-			b.Logf("%-22s %6d %7.2f %9.2f %8.2f %8.2f %6.2f %10.2f %9.1f", r.name, r.events,
-				r.per(r.fs.Reads), r.per(r.fs.ReadDocs), r.per(r.fs.Writes), r.per(r.fs.Commits),
-				r.per(r.fs.Begins), r.per(r.fs.Rollbacks), float64(r.dur.Microseconds())/1000/float64(r.events))
+		if mix.events > 0 {
+			mix.log(b)
 		}
 	}
+	b.Logf("Firestore RPCs per event, each type alone on fresh ids, one at a time:")
+	b.Logf("%s", costHeader)
+	for _, cc := range costCases {
+		if r, ok := results[cc.name]; ok && r.events > 0 {
+			b.Logf("%s", r.row())
+		}
+	}
+}
+
+const costHeader = "event                  events   reads docs-read   writes  commits   txns  rollbacks  ms/event"
+
+func (r costResult) row() string {
+	return fmt.Sprintf("%-22s %6d %7.2f %9.2f %8.2f %8.2f %6.2f %10.2f %9.1f", r.name, r.events,
+		r.per(r.fs.Reads), r.per(r.fs.ReadDocs), r.per(r.fs.Writes), r.per(r.fs.Commits),
+		r.per(r.fs.Begins), r.per(r.fs.Rollbacks), float64(r.dur.Microseconds())/1000/float64(r.events))
+}
+
+func (mix *mixResult) log(b *testing.B) {
+	b.Helper()
+	n := float64(mix.events)
+	b.Logf("%s: %d events (%d tasks x 5, sessions of %d, %d in flight) in %s = %.1f events/s; p50 %s, p99 %s; %d redeliveries",
+		mix.name, mix.events, mix.events/5, mix.perSession, ingestConcurrency, mix.elapsed.Round(time.Millisecond),
+		n/mix.elapsed.Seconds(), percentile(mix.lat, 0.5).Round(time.Millisecond), percentile(mix.lat, 0.99).Round(time.Millisecond), mix.redeliveries)
+	b.Logf("%s per event: %.2f reads (%.2f docs), %.2f writes, %.2f commits, %.2f transactions, %.3f rollbacks",
+		mix.name, float64(mix.fs.Reads)/n, float64(mix.fs.ReadDocs)/n, float64(mix.fs.Writes)/n, float64(mix.fs.Commits)/n,
+		float64(mix.fs.Begins)/n, float64(mix.fs.Rollbacks)/n)
+	var rpcs []string
+	for _, m := range slices.Sorted(maps.Keys(mix.rpc)) {
+		t := mix.rpc[m]
+		rpcs = append(rpcs, fmt.Sprintf("%s %d x %s", m, t.N, (t.Total/time.Duration(t.N)).Round(100*time.Microsecond)))
+	}
+	b.Logf("%s Firestore RPC mean latency (last iteration): %s", mix.name, strings.Join(rpcs, ", "))
 }
 
 // mixResult is what a mix sub-benchmark measured.
@@ -671,6 +682,7 @@ func (ib *ingestBench) runMix(b *testing.B, mix *mixResult) {
 	b.ReportMetric(float64(mix.fs.Writes)/n, "writes/event")
 	b.ReportMetric(float64(mix.fs.Begins)/n, "txns/event")
 	b.ReportMetric(float64(mix.fs.Rollbacks)/n, "rollbacks/event")
+	mix.log(b)
 }
 
 func percentile(d []time.Duration, p float64) time.Duration {
