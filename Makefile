@@ -37,8 +37,12 @@ fuzz: ## run every fuzz target for FUZZTIME (default 60s)
 run: ## run snapsweep serve locally against the emulators
 	bash scripts/run-local.sh
 
-bench: ## run benchmarks (BENCH pattern, BENCHCOUNT runs) against the emulators
-	bash scripts/emulators.sh $(GO) test -run '^$$' -bench '$(BENCH)' -benchmem -count $(BENCHCOUNT) ./...
+bench: ## run the benchmarks and write BENCHMARKS.md (scripts/bench.sh); with BENCH=pattern, run those BENCHCOUNT times instead
+	@if [[ '$(BENCH)' == '.' ]]; then \
+		bash scripts/bench.sh; \
+	else \
+		bash scripts/emulators.sh $(GO) test -run '^$$' -bench '$(BENCH)' -benchmem -count $(BENCHCOUNT) ./...; \
+	fi
 
 container-check: ## build as the Dockerfile does; check it runs as non-root and answers /health
 	bash scripts/container-check.sh

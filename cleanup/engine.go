@@ -9,6 +9,8 @@ import (
 
 	"github.com/sethvargo/go-retry"
 	"github.com/sony/gobreaker/v2"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
 	"golang.org/x/time/rate"
 
 	"github.com/snapsweep/snapsweep/events"
@@ -96,19 +98,13 @@ type EngineConfig struct {
 	// Judge is told when a snapshot reached a final state, so that the
 	// session's outcome can be judged (optional).
 	Judge SessionJudge
-	// Observer is told of every Compute error and finished cleanup (optional).
-	Observer Observer
+	// Meter provides the engine's metrics (default: the global provider).
+	Meter metric.MeterProvider
 }
 
 // SessionJudge evaluates a session's cleanup outcome.
 type SessionJudge interface {
 	JudgeSession(ctx context.Context, sessionID string) (store.Outcome, error)
-}
-
-// Observer receives engine events for metrics.
-type Observer interface {
-	ComputeError(ctx context.Context, op string, class gce.Class)
-	Finished(ctx context.Context, s *store.Snapshot, res Result)
 }
 
 // Engine deletes snapshots named by cleanup messages, safely: it claims the
@@ -123,6 +119,7 @@ type Engine struct {
 	// rate-limit answer (unix nanoseconds), so one instance stops hammering
 	// a quota that is already spent.
 	quotaUntil atomic.Int64
+	metrics    engineMetrics
 }
 
 // NewEngine returns an engine.
@@ -170,6 +167,7 @@ func NewEngine(cfg EngineConfig) *Engine {
 		limiter: rate.NewLimiter(rate.Limit(cfg.Rate), 1),
 		sem:     make(chan struct{}, cfg.Concurrency),
 	}
+	e.metrics = newEngineMetrics(cfg.Meter, e)
 	e.breaker = gobreaker.NewCircuitBreaker[any](gobreaker.Settings{
 		Name:        "compute",
 		MaxRequests: 1,
@@ -226,14 +224,25 @@ func (e *Engine) Handle(ctx context.Context, m events.CleanupMessage) (Outcome, 
 	defer cancel()
 	dry := e.cfg.DryRun || m.DryRun
 	key := store.Key{Project: m.Project, Name: m.Name}
+	if !events.ValidProjectID(m.Project) || !events.ValidSnapshotName(m.Name) {
+		// Names go into Compute URL paths: never act on one that is not a
+		// plain Compute name, whatever the registry holds.
+		out := Outcome{Result: ResultSkipped, Why: fmt.Sprintf("invalid project or snapshot name %q/%q", m.Project, m.Name)}
+		e.metrics.results.Add(ctx, 1, metric.WithAttributes(attribute.String("result", string(out.Result))))
+		return out, nil
+	}
 	c, err := e.claim(ctx, key, m, dry)
 	if err != nil {
 		return Outcome{}, err
 	}
 	if c.outcome != nil {
+		e.metrics.results.Add(ctx, 1, metric.WithAttributes(attribute.String("result", string(c.outcome.Result))))
 		return *c.outcome, nil
 	}
 	out, err := e.delete(ctx, c.rec, dry)
+	if err == nil && (out.Result == ResultDryRun || out.Result == ResultPending) {
+		e.metrics.results.Add(ctx, 1, metric.WithAttributes(attribute.String("result", string(out.Result))))
+	}
 	if err != nil {
 		if rbErr := e.release(context.WithoutCancel(ctx), c.rec, err); rbErr != nil {
 			err = errors.Join(err, rbErr)
@@ -321,8 +330,8 @@ func (e *Engine) call(ctx context.Context, op string, fn func(ctx context.Contex
 	if errors.Is(err, gobreaker.ErrOpenState) || errors.Is(err, gobreaker.ErrTooManyRequests) {
 		return fmt.Errorf("compute circuit breaker open: %w", ErrRetryLater)
 	}
-	if err != nil && e.cfg.Observer != nil {
-		e.cfg.Observer.ComputeError(ctx, op, gce.Classify(err))
+	if err != nil {
+		e.metrics.computeError(ctx, op, gce.Classify(err))
 	}
 	return err
 }
@@ -537,9 +546,7 @@ func (e *Engine) finish(ctx context.Context, rec *store.Snapshot, res Result, wh
 	if final == nil {
 		return Outcome{Result: res, State: store.Deleted, Why: why, Attempts: attempts}, nil
 	}
-	if e.cfg.Observer != nil {
-		e.cfg.Observer.Finished(ctx, final, res)
-	}
+	e.metrics.result(ctx, final, res, at)
 	if e.cfg.Judge != nil {
 		if _, err := e.cfg.Judge.JudgeSession(ctx, final.SessionID); err != nil {
 			// The outcome is recorded; the judgement is redone by the next

@@ -136,6 +136,9 @@ func (r *boundedRetryer) Retry(err error) (time.Duration, bool) {
 
 // Get reads one snapshot.
 func (c *Client) Get(ctx context.Context, project, name string) (Snapshot, error) {
+	if err := c.checkNames("get snapshot", project, name, resourceRE); err != nil {
+		return Snapshot{}, err
+	}
 	s, err := c.snapshots.Get(ctx, &computepb.GetSnapshotRequest{Project: project, Snapshot: name}, noRetry)
 	if err != nil {
 		return Snapshot{}, newError("get snapshot", project, name, err, c.now())
@@ -157,6 +160,9 @@ const listPageSize = 500
 // The generated client does not attach ctx to list requests (only to the retry sleeps), so a
 // list page that hangs is not cut off by ctx; ctx is checked between snapshots.
 func (c *Client) ListByLabel(ctx context.Context, project, labelKey string, fn func(Snapshot) error) error {
+	if err := c.checkNames("list snapshots", project, "", resourceRE); err != nil {
+		return err
+	}
 	if !labelKeyRE.MatchString(labelKey) {
 		return newError("list snapshots", project, "", fmt.Errorf("invalid label key %q", labelKey), c.now())
 	}
@@ -192,6 +198,9 @@ func (c *Client) ListByLabel(ctx context.Context, project, labelKey string, fn f
 // If the answer already reports the operation finished with an error, Delete returns the
 // operation name together with that classified error.
 func (c *Client) Delete(ctx context.Context, project, name, requestID string) (string, error) {
+	if err := c.checkNames("delete snapshot", project, name, resourceRE); err != nil {
+		return "", err
+	}
 	if id, err := uuid.Parse(requestID); err != nil || len(requestID) != 36 || id == uuid.Nil {
 		// Compute requires a valid UUID other than the zero UUID and answers anything else
 		// with a 400; failing here saves the call and says why. The canonical form is
@@ -230,6 +239,9 @@ const (
 // an operation that is DONE with an error but without httpErrorStatusCode, and it has no
 // bound of its own.
 func (c *Client) WaitOperation(ctx context.Context, project, opName string, maxWait time.Duration) (bool, error) {
+	if err := c.checkNames("wait operation", project, opName, opNameRE); err != nil {
+		return false, err
+	}
 	waitCtx, cancel := context.WithTimeout(ctx, maxWait)
 	defer cancel()
 
@@ -300,6 +312,9 @@ const pingSnapshot = "snapsweep-ping"
 // ctx to list requests (see ListByLabel): a list against a hanging API would hang the
 // readiness probe, while a get gives up with ctx.
 func (c *Client) Ping(ctx context.Context, project string) error {
+	if err := c.checkNames("ping", project, "", resourceRE); err != nil {
+		return err
+	}
 	_, err := c.snapshots.Get(ctx, &computepb.GetSnapshotRequest{Project: project, Snapshot: pingSnapshot}, noRetry)
 	if err != nil && Classify(err) != ClassNotFound {
 		return newError("ping", project, "", err, c.now())
@@ -310,6 +325,27 @@ func (c *Client) Ping(ctx context.Context, project string) error {
 // requestIDSpace is the UUIDv5 namespace of snapsweep's delete request ids, so they cannot
 // collide with v5 ids another tool derives from the same names.
 var requestIDSpace = uuid.NewSHA1(uuid.NameSpaceURL, []byte("https://github.com/snapsweep/snapsweep/gce/delete"))
+
+// Resource names go into URL paths unescaped by the generated REST client,
+// so a name like "../other-project/global/snapshots/x" would address another
+// resource. Every call checks its names against Compute's own rules first.
+var (
+	projectRE  = regexp.MustCompile(`^(?:[a-z][a-z0-9.-]*[a-z0-9]:)?[a-z][a-z0-9-]{4,28}[a-z0-9]$`)
+	resourceRE = regexp.MustCompile(`^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$`)
+	opNameRE   = regexp.MustCompile(`^[a-zA-Z0-9][-a-zA-Z0-9_]{0,127}$`)
+)
+
+// checkNames refuses a project or resource name that is not a plain Compute
+// name, before any call is made.
+func (c *Client) checkNames(op, project, name string, nameRE *regexp.Regexp) error {
+	switch {
+	case !projectRE.MatchString(project):
+		return &Error{Class: ClassPermanent, Op: op, Project: project, Name: name, Err: fmt.Errorf("invalid project id %q", project)}
+	case name != "" && !nameRE.MatchString(name):
+		return &Error{Class: ClassPermanent, Op: op, Project: project, Name: name, Err: fmt.Errorf("invalid resource name %q", name)}
+	}
+	return nil
+}
 
 // RequestID returns the request id for delete attempt generation attempt of a snapshot. It
 // is a UUIDv5 of project, name and attempt, so every retry of one generation (e.g. after a

@@ -114,7 +114,7 @@ i="$work/ingest.txt"
 	echo
 	echo "## Reproduce"
 	echo
-	echo "All of it (starts the emulators, runs both, rewrites this file):"
+	echo "All of it (starts the emulators, runs both, rewrites this file; \`make bench\` runs the same):"
 	echo
 	echo '```sh'
 	echo "scripts/bench.sh"
