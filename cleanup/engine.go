@@ -9,8 +9,11 @@ import (
 
 	"github.com/sethvargo/go-retry"
 	"github.com/sony/gobreaker/v2"
+	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/time/rate"
 
 	"github.com/snapsweep/snapsweep/events"
@@ -100,6 +103,8 @@ type EngineConfig struct {
 	Judge SessionJudge
 	// Meter provides the engine's metrics (default: the global provider).
 	Meter metric.MeterProvider
+	// Tracer provides the engine's spans (default: the global provider).
+	Tracer trace.TracerProvider
 }
 
 // SessionJudge evaluates a session's cleanup outcome.
@@ -120,6 +125,7 @@ type Engine struct {
 	// a quota that is already spent.
 	quotaUntil atomic.Int64
 	metrics    engineMetrics
+	tracer     trace.Tracer
 }
 
 // NewEngine returns an engine.
@@ -168,6 +174,10 @@ func NewEngine(cfg EngineConfig) *Engine {
 		sem:     make(chan struct{}, cfg.Concurrency),
 	}
 	e.metrics = newEngineMetrics(cfg.Meter, e)
+	if cfg.Tracer == nil {
+		cfg.Tracer = otel.GetTracerProvider()
+	}
+	e.tracer = cfg.Tracer.Tracer("github.com/snapsweep/snapsweep/cleanup")
 	e.breaker = gobreaker.NewCircuitBreaker[any](gobreaker.Settings{
 		Name:        "compute",
 		MaxRequests: 1,
@@ -216,7 +226,22 @@ type claim struct {
 // Handle processes one cleanup message. A nil error means the message is
 // done with (acknowledge it); an error wrapping ErrRetryLater or
 // store.ErrUnavailable means redeliver it later.
-func (e *Engine) Handle(ctx context.Context, m events.CleanupMessage) (Outcome, error) {
+func (e *Engine) Handle(ctx context.Context, m events.CleanupMessage) (out Outcome, err error) {
+	ctx, span := e.tracer.Start(ctx, "cleanup snapshot", trace.WithAttributes(
+		attribute.String("snapsweep.snapshot", m.Project+"/"+m.Name), attribute.String("snapsweep.session.id", m.SessionID),
+		attribute.String("snapsweep.cleanup.reason", string(m.Reason))))
+	defer func() {
+		span.SetAttributes(attribute.String("snapsweep.cleanup.result", string(out.Result)), attribute.Int("snapsweep.cleanup.attempts", out.Attempts))
+		if err != nil {
+			span.RecordError(err)
+			span.SetStatus(codes.Error, "cleanup not finished")
+		}
+		span.End()
+	}()
+	return e.handle(ctx, m)
+}
+
+func (e *Engine) handle(ctx context.Context, m events.CleanupMessage) (Outcome, error) {
 	if e.breaker.State() == gobreaker.StateOpen {
 		return Outcome{}, fmt.Errorf("compute circuit breaker open: %w", ErrRetryLater)
 	}
@@ -434,6 +459,13 @@ func (e *Engine) delete(ctx context.Context, rec *store.Snapshot, dry bool) (Out
 		done, err = e.cfg.Compute.WaitOperation(ctx, rec.Project, opName, e.cfg.OpWait)
 		if err == nil && !done {
 			return e.pending(ctx, rec, opName, out.Attempts)
+		}
+		if gce.Classify(err) == gce.ClassNotFound {
+			// The operation is unknown, which says nothing about the
+			// snapshot: read it before calling it gone.
+			if _, gerr := e.cfg.Compute.Get(ctx, rec.Project, rec.Name); gce.Classify(gerr) != gce.ClassNotFound {
+				return e.pending(ctx, rec, opName, out.Attempts)
+			}
 		}
 	}
 	switch class := gce.Classify(err); {

@@ -45,6 +45,9 @@ type Config struct {
 	// AdoptOrphans registers labelled snapshots the registry does not know
 	// (found by the sweep); false only reports them.
 	AdoptOrphans bool `env:"SNAPSWEEP_ADOPT_ORPHANS, default=true"`
+	// Telemetry chooses the exporters: auto (Cloud Run → Google Cloud,
+	// OTEL_EXPORTER_OTLP_ENDPOINT → OTLP, else none), gcp, otlp, stdout, none.
+	Telemetry string `env:"SNAPSWEEP_TELEMETRY, default=auto"`
 }
 
 var (
@@ -123,6 +126,11 @@ func (c *Config) Validate() error {
 		if !emailRE.MatchString(a) {
 			bad("SNAPSWEEP_AUTH_SERVICE_ACCOUNTS", "%q is not an email", a)
 		}
+	}
+	switch strings.ToLower(c.Telemetry) {
+	case "auto", "gcp", "otlp", "stdout", "none":
+	default:
+		bad("SNAPSWEEP_TELEMETRY", "must be auto, gcp, otlp, stdout or none, got %q", c.Telemetry)
 	}
 	switch strings.ToLower(c.LogLevel) {
 	case "debug", "info", "warn", "error":

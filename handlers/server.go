@@ -18,8 +18,10 @@ import (
 
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
+	otelcodes "go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/snapsweep/snapsweep/cleanup"
 	"github.com/snapsweep/snapsweep/events"
@@ -82,6 +84,8 @@ type Config struct {
 	Logger *slog.Logger
 	// Meter provides the metrics (default: the global provider).
 	Meter metric.MeterProvider
+	// Tracer provides the spans (default: the global provider).
+	Tracer trace.TracerProvider
 	// Now is the clock (default time.Now).
 	Now func() time.Time
 	// RejectedTTL is how long rejected messages are kept (default 30 days).
@@ -92,6 +96,7 @@ type Config struct {
 type Server struct {
 	cfg      Config
 	log      *slog.Logger
+	tracer   trace.Tracer
 	handled  metric.Int64Counter
 	rejected metric.Int64Counter
 }
@@ -117,11 +122,14 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.Tracer == nil {
+		cfg.Tracer = otel.GetTracerProvider()
+	}
 	if cfg.RejectedTTL <= 0 {
 		cfg.RejectedTTL = 30 * 24 * time.Hour
 	}
 	m := cfg.Meter.Meter("github.com/snapsweep/snapsweep/handlers")
-	s := &Server{cfg: cfg, log: cfg.Logger}
+	s := &Server{cfg: cfg, log: cfg.Logger, tracer: cfg.Tracer.Tracer("github.com/snapsweep/snapsweep/handlers")}
 	var err error
 	if s.handled, err = m.Int64Counter("snapsweep.messages.handled", metric.WithUnit("{message}"),
 		metric.WithDescription("Push messages handled, by endpoint, event type and outcome.")); err != nil {
@@ -152,13 +160,30 @@ func (s *Server) Routes() http.Handler {
 	return mux
 }
 
-// pushContext extracts the trace context the publisher put in the message
-// attributes, so that this hop continues the publisher's trace.
-func pushContext(ctx context.Context, attrs map[string]string) context.Context {
-	if len(attrs) == 0 {
-		return ctx
+// process starts the consumer span of one pushed message. Its parent is
+// the trace context the publisher put in the message attributes (W3C
+// traceparent), so a snapshot's trace runs from the migration event through
+// the cleanup message into the deletion; the HTTP request's own span is
+// linked. Without a traceparent the span is a child of the request span.
+func (s *Server) process(r *http.Request, endpoint string, msg PushMessage) (context.Context, trace.Span) {
+	ctx := r.Context()
+	link := trace.LinkFromContext(ctx)
+	if len(msg.Attributes) > 0 {
+		ctx = otel.GetTextMapPropagator().Extract(ctx, propagation.MapCarrier(msg.Attributes))
 	}
-	return otel.GetTextMapPropagator().Extract(ctx, propagation.MapCarrier(attrs))
+	attrs := []attribute.KeyValue{
+		attribute.String("messaging.system", "gcp_pubsub"),
+		attribute.String("messaging.operation.type", "process"),
+		attribute.String("messaging.operation.name", "push"),
+		attribute.String("messaging.destination.name", endpoint),
+		attribute.String("messaging.message.id", msg.MessageID),
+		attribute.Int("messaging.message.body.size", len(msg.Data)),
+	}
+	if msg.Subscription != "" {
+		attrs = append(attrs, attribute.String("messaging.destination.subscription.name", msg.Subscription))
+	}
+	return s.tracer.Start(ctx, "process "+endpoint, trace.WithSpanKind(trace.SpanKindConsumer),
+		trace.WithLinks(link), trace.WithAttributes(attrs...))
 }
 
 // reject records a message that can never be processed and acknowledges
@@ -234,7 +259,8 @@ func (s *Server) handleMigrationEvent(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	ctx := pushContext(r.Context(), msg.Attributes)
+	ctx, span := s.process(r, endpointEvents, msg)
+	defer span.End()
 	ev, err := events.Decode(msg.Data)
 	if err == nil && ev.Snapshot != nil {
 		err = s.cfg.Projects.Check(ev.Snapshot.Project)
@@ -248,11 +274,14 @@ func (s *Server) handleMigrationEvent(w http.ResponseWriter, r *http.Request) {
 	if ev.Snapshot != nil {
 		log = log.With("snapshot", ev.Snapshot.Project+"/"+ev.Snapshot.Name)
 	}
+	span.SetAttributes(attribute.String("snapsweep.event.type", string(ev.Type)), attribute.String("snapsweep.session.id", ev.SessionID))
 	out, err := s.cfg.Events.Apply(ctx, ev)
 	attrs := []attribute.KeyValue{attribute.String("endpoint", endpointEvents), attribute.String("type", string(ev.Type))}
 	if err != nil {
 		code := status(err)
 		s.handled.Add(ctx, 1, metric.WithAttributes(append(attrs, attribute.String("outcome", "retry"))...))
+		span.RecordError(err)
+		span.SetStatus(otelcodes.Error, "event not applied")
 		log.ErrorContext(ctx, "event not applied; asking for redelivery", "error", err, "status", code)
 		http.Error(w, "event not applied, retry later", code)
 		return
@@ -277,7 +306,8 @@ func (s *Server) handleCleanup(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	ctx := pushContext(r.Context(), msg.Attributes)
+	ctx, span := s.process(r, endpointCleanup, msg)
+	defer span.End()
 	m, err := events.DecodeCleanup(msg.Data)
 	if err == nil {
 		err = s.cfg.Projects.Check(m.Project)
@@ -288,11 +318,14 @@ func (s *Server) handleCleanup(w http.ResponseWriter, r *http.Request) {
 	}
 	log := telemetry.Logger(ctx).With("messageId", msg.MessageID, "snapshot", m.Project+"/"+m.Name,
 		"sessionId", m.SessionID, "taskId", m.TaskID, "reason", m.Reason)
+	span.SetAttributes(attribute.String("snapsweep.snapshot", m.Project+"/"+m.Name), attribute.String("snapsweep.session.id", m.SessionID))
 	out, err := s.cfg.Cleanup.Handle(ctx, m)
 	attrs := []attribute.KeyValue{attribute.String("endpoint", endpointCleanup), attribute.String("type", string(m.Reason))}
 	if err != nil {
 		code := status(err)
 		s.handled.Add(ctx, 1, metric.WithAttributes(append(attrs, attribute.String("outcome", "retry"))...))
+		span.RecordError(err)
+		span.SetStatus(otelcodes.Error, "cleanup not finished")
 		log.WarnContext(ctx, "cleanup not finished; asking for redelivery", "error", err, "status", code)
 		http.Error(w, "cleanup not finished, retry later", code)
 		return

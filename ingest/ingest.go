@@ -16,6 +16,8 @@ import (
 	"fmt"
 	"time"
 
+	"go.opentelemetry.io/otel/metric"
+
 	"github.com/snapsweep/snapsweep/cleanup"
 	"github.com/snapsweep/snapsweep/events"
 	"github.com/snapsweep/snapsweep/store"
@@ -45,6 +47,8 @@ type Processor struct {
 	Now       func() time.Time
 	// ProcessedTTL is how long processed-event markers are kept (default 7 days).
 	ProcessedTTL time.Duration
+	// Registered counts newly registered snapshots (optional).
+	Registered metric.Int64Counter
 }
 
 // Outcome says what applying an event did.
@@ -289,11 +293,11 @@ func (p *Processor) snapshotCreated(ctx context.Context, ev events.Event) (Outco
 	key := store.Key{Project: ev.Snapshot.Project, Name: ev.Snapshot.Name}
 	tk := store.TaskKey{SessionID: ev.SessionID, TaskID: ev.TaskID}
 	now := p.now()
-	created := ev.Time.UTC().Truncate(time.Microsecond)
+	createdAt := ev.Time.UTC().Truncate(time.Microsecond)
 	var conflict string
-	var taskDone bool
+	var taskDone, created bool
 	rec, err := p.Store.UpdateSnapshot(ctx, key, tk, func(cur *store.Snapshot, t *store.Task) (*store.Snapshot, error) {
-		conflict = ""
+		conflict, created = "", false
 		taskDone = t != nil && t.State == store.TaskSucceeded
 		if cur != nil && (cur.SessionID != ev.SessionID || cur.TaskID != ev.TaskID) {
 			// The same project/name reported by another task: keep the
@@ -308,12 +312,13 @@ func (p *Processor) snapshotCreated(ctx context.Context, ev events.Event) (Outco
 		if cur != nil {
 			next = *cur // registered by an earlier snapshot.deleted: fill in, keep its state
 		}
-		next.CreatedAt = created
+		next.CreatedAt = createdAt
 		next.SourceDisk = ev.Snapshot.SourceDisk
 		next.Retention = ev.Snapshot.Retention
 		next.UpdatedAt = now
 		if cur == nil {
 			next.State, next.ExpiresAt = p.Policy.Settle(&next, t)
+			created = true
 		}
 		return &next, nil
 	})
@@ -322,6 +327,9 @@ func (p *Processor) snapshotCreated(ctx context.Context, ev events.Event) (Outco
 	}
 	if conflict != "" {
 		return Outcome{Note: conflict}, nil
+	}
+	if created && p.Registered != nil {
+		p.Registered.Add(ctx, 1)
 	}
 	// If the task already succeeded (events out of order), clean up now.
 	if taskDone && rec != nil && (rec.State == store.Active || rec.State == store.CleanupPending) {

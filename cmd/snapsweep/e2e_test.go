@@ -61,6 +61,12 @@ func (s *syncBuffer) String() string {
 // returns it serving on a local port.
 func startEnv(t *testing.T, settings map[string]string) *env {
 	t.Helper()
+	return startEnvWith(t, settings, ServiceOptions{})
+}
+
+// startEnvWith is startEnv with service options (providers, clocks).
+func startEnvWith(t *testing.T, settings map[string]string, opts ServiceOptions) *env {
+	t.Helper()
 	emulators.Require(t, emulators.Firestore)
 	emulators.Require(t, emulators.PubSub)
 	ctx := context.Background()
@@ -95,7 +101,8 @@ func startEnv(t *testing.T, settings map[string]string) *env {
 		t.Fatal(err)
 	}
 	log := newLogger(e.logs, cfg)
-	svc, err := NewService(ctx, cfg, ServiceOptions{Logger: log, Listener: lis})
+	opts.Logger, opts.Listener = log, lis
+	svc, err := NewService(ctx, cfg, opts)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -18,8 +18,14 @@ import (
 	"github.com/sethvargo/go-envconfig"
 	"github.com/spf13/cobra"
 	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/api/option"
+	htransport "google.golang.org/api/transport/http"
 
+	"github.com/snapsweep/snapsweep/auth"
 	"github.com/snapsweep/snapsweep/bus"
 	"github.com/snapsweep/snapsweep/cleanup"
 	"github.com/snapsweep/snapsweep/config"
@@ -48,6 +54,17 @@ func serveCommand() *cobra.Command {
 		}
 		log := newLogger(os.Stdout, cfg)
 		ctx := telemetry.WithLogger(cmd.Context(), log)
+		shutdown, err := telemetry.Setup(ctx, telemetry.Config{Exporter: cfg.Telemetry, Version: version})
+		if err != nil {
+			return err
+		}
+		defer func() {
+			sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			if err := shutdown(sctx); err != nil {
+				log.Warn("telemetry shutdown", "error", err)
+			}
+		}()
 		srv, err := NewService(ctx, cfg, ServiceOptions{Logger: log})
 		if err != nil {
 			return err
@@ -76,6 +93,13 @@ type ServiceOptions struct {
 	FirestoreOptions []option.ClientOption
 	// Now is the clock (default time.Now).
 	Now func() time.Time
+	// AuthOptions are client options of the OIDC verifier (tests serve
+	// their own signing keys).
+	AuthOptions []option.ClientOption
+	// Tracer and Meter replace the global OpenTelemetry providers (tests
+	// use in-memory exporters).
+	Tracer trace.TracerProvider
+	Meter  metric.MeterProvider
 }
 
 // Service is an unstarted snapsweep service with everything it owns.
@@ -109,15 +133,34 @@ func NewService(ctx context.Context, cfg *config.Config, opts ServiceOptions) (_
 		return nil, fmt.Errorf("firestore client: %w", err)
 	}
 	s.closers = append(s.closers, fs.Close)
-	ps, err := pubsub.NewClient(ctx, cfg.Project)
+	if opts.Tracer == nil {
+		opts.Tracer = otel.GetTracerProvider()
+	}
+	if opts.Meter == nil {
+		opts.Meter = otel.GetMeterProvider()
+	}
+	// The cleanup messages carry the W3C trace context (bus injects it).
+	otel.SetTextMapPropagator(propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{}))
+	ps, err := pubsub.NewClientWithConfig(ctx, cfg.Project, &pubsub.ClientConfig{EnableOpenTelemetryTracing: true})
 	if err != nil {
 		return nil, fmt.Errorf("pubsub client: %w", err)
 	}
 	s.closers = append(s.closers, ps.Close)
-	var gopts []option.ClientOption
-	if opts.ComputeHTTP != nil {
-		gopts = append(gopts, option.WithHTTPClient(opts.ComputeHTTP))
+	computeHTTP := opts.ComputeHTTP
+	if computeHTTP == nil {
+		// Client spans for every Compute call: an instrumented transport,
+		// authenticated with ADC unless the endpoint is plain http.
+		base := http.DefaultTransport
+		if !strings.HasPrefix(cfg.ComputeEndpoint, "http://") {
+			hc, _, err := htransport.NewClient(ctx, option.WithScopes("https://www.googleapis.com/auth/compute"))
+			if err != nil {
+				return nil, fmt.Errorf("compute credentials: %w", err)
+			}
+			base = hc.Transport
+		}
+		computeHTTP = &http.Client{Transport: otelhttp.NewTransport(base, otelhttp.WithTracerProvider(opts.Tracer))}
 	}
+	gopts := []option.ClientOption{option.WithHTTPClient(computeHTTP)}
 	compute, err := gce.New(ctx, gce.Config{Endpoint: cfg.ComputeEndpoint}, gopts...)
 	if err != nil {
 		return nil, fmt.Errorf("compute client: %w", err)
@@ -131,11 +174,17 @@ func NewService(ctx context.Context, cfg *config.Config, opts ServiceOptions) (_
 	policy := cleanup.Policy{TTL: cfg.SnapshotTTL, FailedRetention: cfg.FailedRetention}
 	judge := &cleanup.Judge{Store: reg, Tolerance: cfg.FailureTolerance, Now: opts.Now}
 	sched := &cleanup.Scheduler{Store: reg, Publisher: pub, Policy: policy, Now: opts.Now}
-	proc := &ingest.Processor{Store: reg, Scheduler: sched, Policy: policy, Judge: judge, Now: opts.Now}
+	registered, err := opts.Meter.Meter("github.com/snapsweep/snapsweep/ingest").Int64Counter("snapsweep.snapshots.registered",
+		metric.WithUnit("{snapshot}"), metric.WithDescription("Snapshots newly registered from snapshot.created events."))
+	if err != nil {
+		return nil, err
+	}
+	proc := &ingest.Processor{Store: reg, Scheduler: sched, Policy: policy, Judge: judge, Now: opts.Now, Registered: registered}
 	hostname, _ := os.Hostname()
 	s.Engine = cleanup.NewEngine(cleanup.EngineConfig{
 		Store: reg, Compute: compute, Policy: policy, SessionLabel: cfg.SessionLabel, DryRun: cfg.DryRun,
 		Rate: cfg.DeleteRate, Concurrency: cfg.DeleteConcurrency, Judge: judge, Now: opts.Now,
+		Tracer: opts.Tracer, Meter: opts.Meter,
 		Owner: fmt.Sprintf("%s-%d", hostname, os.Getpid()),
 		OnBreakerChange: func(from, to string) {
 			s.log.Warn("compute circuit breaker changed state", "from", from, "to", to)
@@ -155,9 +204,18 @@ func NewService(ctx context.Context, cfg *config.Config, opts ServiceOptions) (_
 		MaxDeletes: cfg.MaxDeletesPerSweep, AdoptOrphans: cfg.AdoptOrphans, DryRun: cfg.DryRun,
 		CheckPublish: checkTopic, Breaker: s.Engine.BreakerState, Now: opts.Now,
 	})
+	var guard func(http.Handler) http.Handler
+	if acfg := (auth.Config{Audience: cfg.AuthAudience, ServiceAccounts: cfg.AuthServiceAccounts, Meter: opts.Meter}); auth.Enabled(acfg) {
+		v, err := auth.New(ctx, acfg, opts.AuthOptions...)
+		if err != nil {
+			return nil, fmt.Errorf("auth: %w", err)
+		}
+		guard = v.Middleware
+	}
 	srv, err := handlers.New(handlers.Config{
+		Auth:   guard,
 		Events: proc, Cleanup: s.Engine, Sweeper: s.Sweeper, Rejects: reg, Projects: events.NewAllowlist(cfg.Projects),
-		Logger: s.log, Now: opts.Now,
+		Logger: s.log, Now: opts.Now, Tracer: opts.Tracer, Meter: opts.Meter,
 		Ready: []handlers.Check{
 			{Name: "firestore", Run: reg.Ping},
 			{Name: "pubsub", Run: checkTopic},
@@ -189,6 +247,7 @@ func NewService(ctx context.Context, cfg *config.Config, opts ServiceOptions) (_
 		return nil, err
 	}
 	s.handler = withLogger(s.log, otelhttp.NewHandler(srv.Routes(), "snapsweep",
+		otelhttp.WithTracerProvider(opts.Tracer), otelhttp.WithMeterProvider(opts.Meter),
 		otelhttp.WithSpanNameFormatter(func(_ string, r *http.Request) string { return r.Method + " " + r.URL.Path })))
 	s.lis = opts.Listener
 	if s.lis == nil {
