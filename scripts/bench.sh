@@ -167,7 +167,7 @@ i="$work/ingest.txt"
 	echo "requests are posted in-process to \`svc.Handler()\` (wrapped Pub/Sub push JSON); a non-2xx"
 	echo "answer is redelivered after 250 ms. Cleanup messages go to the Pub/Sub emulator."
 	echo
-	echo "Mix: 100 tasks, per task 1 task.started, 3 snapshot.created, 1 task.completed (in order"
+	echo "Mix: 200 tasks, per task 1 task.started, 3 snapshot.created, 1 task.completed (in order"
 	echo "within a task), 32 requests in flight. \`mix\` puts 50 tasks in a session; \`mix-session-per-task\`"
 	echo "gives every task a session of its own (no session document shared by concurrent events)."
 	echo

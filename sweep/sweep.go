@@ -16,6 +16,8 @@ import (
 	"strings"
 	"time"
 
+	"go.opentelemetry.io/otel/metric"
+
 	"github.com/snapsweep/snapsweep/cleanup"
 	"github.com/snapsweep/snapsweep/events"
 	"github.com/snapsweep/snapsweep/gce"
@@ -71,11 +73,14 @@ type Config struct {
 	// HistoryTTL is how long stored reports are kept (default 7 days).
 	HistoryTTL time.Duration
 	Now        func() time.Time
+	// Meter provides the sweep's metrics (default: the global provider).
+	Meter metric.MeterProvider
 }
 
 // Sweeper runs sweeps.
 type Sweeper struct {
-	cfg Config
+	cfg     Config
+	metrics sweepMetrics
 }
 
 // New returns a sweeper with defaults filled in.
@@ -95,7 +100,7 @@ func New(cfg Config) *Sweeper {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Sweeper{cfg: cfg}
+	return &Sweeper{cfg: cfg, metrics: newSweepMetrics(cfg.Meter)}
 }
 
 // Status of a health check or of a whole report.
@@ -253,6 +258,7 @@ func (s *Sweeper) Run(ctx context.Context, dryRun bool, runID string) (*Report, 
 	}
 	rep.DurationMs = time.Since(wall).Milliseconds()
 	s.record(ctx, rep)
+	s.metrics.record(ctx, rep)
 	return rep, nil
 }
 

@@ -54,6 +54,7 @@ locals {
     SNAPSWEEP_DRY_RUN                   = tostring(var.dry_run)
     SNAPSWEEP_ADOPT_ORPHANS             = tostring(var.adopt_orphans)
     SNAPSWEEP_LOG_LEVEL                 = var.log_level
+    SNAPSWEEP_TELEMETRY                 = var.telemetry
     SNAPSWEEP_AUTH_AUDIENCE             = local.auth_audience
     SNAPSWEEP_AUTH_SERVICE_ACCOUNTS     = join(",", [google_service_account.push.email, google_service_account.scheduler.email])
   }

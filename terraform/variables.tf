@@ -465,3 +465,13 @@ variable "image_keep_count" {
     error_message = "image_keep_count must be a whole number >= 1."
   }
 }
+
+variable "telemetry" {
+  type        = string
+  description = "SNAPSWEEP_TELEMETRY: telemetry exporter (auto picks Google Cloud on Cloud Run, OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set)."
+  default     = "auto"
+  validation {
+    condition     = contains(["auto", "gcp", "otlp", "stdout", "none"], var.telemetry)
+    error_message = "telemetry must be one of auto, gcp, otlp, stdout, none."
+  }
+}

@@ -37,7 +37,7 @@ import (
 // Workload of BenchmarkIngest; scripts/bench.sh writes its figures into
 // BENCHMARKS.md.
 const (
-	ingestTasks        = 100 // tasks per mix iteration (5 events each)
+	ingestTasks        = 200 // tasks per mix iteration (5 events each)
 	ingestTasksPerSess = 50  // tasks of one migration session
 	ingestConcurrency  = 32  // push requests in flight
 	ingestSnapsPerTask = 3
@@ -502,7 +502,7 @@ var costCases = []costCase{
 // gRPC interceptor counting Firestore RPCs:
 //
 //   - mix: events per second for a realistic mix, per task 1 task.started,
-//     3 snapshot.created and 1 task.completed (in that order; 100 tasks in
+//     3 snapshot.created and 1 task.completed (in that order; 200 tasks in
 //     sessions of 50, 32 requests in flight, posted to svc.Handler()
 //     in-process as Pub/Sub push posts them);
 //   - mix-session-per-task: the same with every task in a session of its

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -93,6 +94,20 @@ func TestOneTraceFromEventToDeletion(t *testing.T) {
 		}
 	}
 
+	// A scheduled sweep through the HTTP endpoint: a JSON report, and its
+	// own metrics.
+	req := httptest.NewRequest(http.MethodPost, "/scheduler/sweep", strings.NewReader(`{"dryRun": true}`))
+	req.Header.Set("X-CloudScheduler-ScheduleTime", time.Now().UTC().Format(time.RFC3339))
+	rec := httptest.NewRecorder()
+	e.svc.Handler().ServeHTTP(rec, req)
+	var report map[string]any
+	if err := json.Unmarshal(rec.Body.Bytes(), &report); err != nil || rec.Code != http.StatusOK {
+		t.Fatalf("sweep: status %d, body %s", rec.Code, rec.Body)
+	}
+	if report["dryRun"] != true || report["checks"] == nil {
+		t.Errorf("sweep report lacks dryRun/checks: %s", rec.Body)
+	}
+
 	var rm metricdata.ResourceMetrics
 	if err := reader.Collect(context.Background(), &rm); err != nil {
 		t.Fatal(err)
@@ -142,6 +157,9 @@ func TestOneTraceFromEventToDeletion(t *testing.T) {
 		{"snapsweep.deletion.latency", []attribute.KeyValue{attribute.String("from", "request")}},
 		{"snapsweep.compute.errors", []attribute.KeyValue{attribute.String("op", "get snapshot"), attribute.String("class", "transient")}},
 		{"snapsweep.compute.breaker.state", nil},
+		{"snapsweep.sweep.duration", []attribute.KeyValue{attribute.Bool("dry_run", true)}},
+		{"snapsweep.health.status", []attribute.KeyValue{attribute.String("check", "firestore-read")}},
+		{"snapsweep.snapshots.live", nil},
 	}
 	for _, c := range checks {
 		if !has(c.name, c.kv...) {

@@ -202,7 +202,7 @@ func NewService(ctx context.Context, cfg *config.Config, opts ServiceOptions) (_
 		Store: reg, Compute: compute, Scheduler: sched, Publisher: pub, Policy: policy,
 		Projects: cfg.Projects, SessionLabel: cfg.SessionLabel, MaxLive: cfg.MaxLiveSnapshots,
 		MaxDeletes: cfg.MaxDeletesPerSweep, AdoptOrphans: cfg.AdoptOrphans, DryRun: cfg.DryRun,
-		CheckPublish: checkTopic, Breaker: s.Engine.BreakerState, Now: opts.Now,
+		CheckPublish: checkTopic, Breaker: s.Engine.BreakerState, Now: opts.Now, Meter: opts.Meter,
 	})
 	var guard func(http.Handler) http.Handler
 	if acfg := (auth.Config{Audience: cfg.AuthAudience, ServiceAccounts: cfg.AuthServiceAccounts, Meter: opts.Meter}); auth.Enabled(acfg) {
