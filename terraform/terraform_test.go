@@ -731,6 +731,64 @@ func TestServiceGetsEverySetting(t *testing.T) {
 	}
 }
 
+// TestLeastPrivilege guards the two promises of the module's IAM: nobody
+// outside the granted accounts may invoke anything, and the service may do
+// nothing to snapshots but read, list and delete them.
+func TestLeastPrivilege(t *testing.T) {
+	t.Parallel()
+	names, err := filepath.Glob("*.tf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range names {
+		b, err := os.ReadFile(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, public := range []string{"allUsers", "allAuthenticatedUsers"} {
+			if strings.Contains(string(b), public) {
+				t.Errorf("%s grants something to %s", name, public)
+			}
+		}
+	}
+
+	m, err := parseDir(".")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, b := range m.blocksOf("locals") {
+		if attr, ok := b.Body.Attributes["cleaner_permissions"]; ok {
+			v, diags := attr.Expr.Value(nil)
+			if diags.HasErrors() || !v.CanIterateElements() {
+				t.Fatalf("local.cleaner_permissions must be a literal list: %v", diags)
+			}
+			for it := v.ElementIterator(); it.Next(); {
+				_, p := it.Element()
+				got = append(got, p.AsString())
+			}
+		}
+	}
+	want := []string{"compute.globalOperations.get", "compute.snapshots.delete", "compute.snapshots.get", "compute.snapshots.list"}
+	sort.Strings(got)
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("permissions of the snapsweepSnapshotCleaner role (-want +got):\n%s", diff)
+	}
+	for _, r := range m.resources("google_project_iam_custom_role") {
+		perms, ok := r.Body.Attributes["permissions"]
+		if !ok {
+			t.Errorf("%s: custom role without permissions", pos(r))
+			continue
+		}
+		refs := hclsyntax.Variables(perms.Expr)
+		if len(refs) != 1 || refs[0].RootName() != "local" {
+			t.Errorf("%s: custom role permissions must be local.cleaner_permissions", pos(r))
+		} else if name, _ := attrName(refs[0], 1); name != "cleaner_permissions" {
+			t.Errorf("%s: custom role permissions must be local.cleaner_permissions, not local.%s", pos(r), name)
+		}
+	}
+}
+
 func TestTerraformFmt(t *testing.T) {
 	t.Parallel()
 	tf, err := exec.LookPath("terraform")
