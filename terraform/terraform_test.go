@@ -736,26 +736,30 @@ func TestServiceGetsEverySetting(t *testing.T) {
 // nothing to snapshots but read, list and delete them.
 func TestLeastPrivilege(t *testing.T) {
 	t.Parallel()
-	names, err := filepath.Glob("*.tf")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, name := range names {
-		b, err := os.ReadFile(name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, public := range []string{"allUsers", "allAuthenticatedUsers"} {
-			if strings.Contains(string(b), public) {
-				t.Errorf("%s grants something to %s", name, public)
-			}
-		}
-	}
-
 	m, err := parseDir(".")
 	if err != nil {
 		t.Fatal(err)
 	}
+	for _, r := range m.blocksOf("resource") {
+		for _, name := range []string{"member", "members"} {
+			attr, ok := r.Body.Attributes[name]
+			if !ok {
+				continue
+			}
+			rng := attr.Expr.Range()
+			src, err := os.ReadFile(rng.Filename)
+			if err != nil {
+				t.Fatal(err)
+			}
+			text := string(rng.SliceBytes(src))
+			for _, public := range []string{"allUsers", "allAuthenticatedUsers"} {
+				if strings.Contains(text, public) {
+					t.Errorf("%s: %s.%s grants something to %s", pos(r), r.Labels[0], r.Labels[1], public)
+				}
+			}
+		}
+	}
+
 	var got []string
 	for _, b := range m.blocksOf("locals") {
 		if attr, ok := b.Body.Attributes["cleaner_permissions"]; ok {
