@@ -48,6 +48,12 @@ type Config struct {
 	// Telemetry chooses the exporters: auto (Cloud Run → Google Cloud,
 	// OTEL_EXPORTER_OTLP_ENDPOINT → OTLP, else none), gcp, otlp, stdout, none.
 	Telemetry string `env:"SNAPSWEEP_TELEMETRY, default=auto"`
+	// DeleteLease is how long a cleanup claim holds a snapshot before
+	// another delivery may take it over.
+	DeleteLease time.Duration `env:"SNAPSWEEP_DELETE_LEASE, default=2m"`
+	// SweepStuckAfter is how old a cleanup_pending or deleting record must
+	// be before the sweep re-drives it.
+	SweepStuckAfter time.Duration `env:"SNAPSWEEP_SWEEP_STUCK_AFTER, default=10m"`
 }
 
 var (
@@ -126,6 +132,12 @@ func (c *Config) Validate() error {
 		if !emailRE.MatchString(a) {
 			bad("SNAPSWEEP_AUTH_SERVICE_ACCOUNTS", "%q is not an email", a)
 		}
+	}
+	if c.DeleteLease < 10*time.Second {
+		bad("SNAPSWEEP_DELETE_LEASE", "must be at least 10s, got %s", c.DeleteLease)
+	}
+	if c.SweepStuckAfter < c.DeleteLease {
+		bad("SNAPSWEEP_SWEEP_STUCK_AFTER", "must be at least SNAPSWEEP_DELETE_LEASE (%s), got %s", c.DeleteLease, c.SweepStuckAfter)
 	}
 	switch strings.ToLower(c.Telemetry) {
 	case "auto", "gcp", "otlp", "stdout", "none":

@@ -24,6 +24,7 @@ func TestDefaultsMatchTheContract(t *testing.T) {
 		EventsTopic: "migration-events", Projects: []string{"my-project"}, SessionLabel: "migration-session",
 		SnapshotTTL: 72 * time.Hour, FailedRetention: 168 * time.Hour, MaxLiveSnapshots: 1000, MaxDeletesPerSweep: 500,
 		FailureTolerance: 0.05, DeleteRate: 10, DeleteConcurrency: 16, LogLevel: "info", AdoptOrphans: true, Telemetry: "auto",
+		DeleteLease: 2 * time.Minute, SweepStuckAfter: 10 * time.Minute,
 	}
 	if diff := cmp.Diff(&want, cfg); diff != "" {
 		t.Errorf("defaults (-want +got):\n%s", diff)

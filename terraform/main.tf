@@ -55,6 +55,8 @@ locals {
     SNAPSWEEP_ADOPT_ORPHANS             = tostring(var.adopt_orphans)
     SNAPSWEEP_LOG_LEVEL                 = var.log_level
     SNAPSWEEP_TELEMETRY                 = var.telemetry
+    SNAPSWEEP_DELETE_LEASE              = var.delete_lease
+    SNAPSWEEP_SWEEP_STUCK_AFTER         = var.sweep_stuck_after
     SNAPSWEEP_AUTH_AUDIENCE             = local.auth_audience
     SNAPSWEEP_AUTH_SERVICE_ACCOUNTS     = join(",", [google_service_account.push.email, google_service_account.scheduler.email])
   }

@@ -475,3 +475,23 @@ variable "telemetry" {
     error_message = "telemetry must be one of auto, gcp, otlp, stdout, none."
   }
 }
+
+variable "delete_lease" {
+  type        = string
+  description = "SNAPSWEEP_DELETE_LEASE: how long a cleanup claim holds a snapshot before another delivery may take over (Go duration, at least 10s)."
+  default     = "2m"
+  validation {
+    condition     = can(regex("^([0-9]+(\\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$", var.delete_lease))
+    error_message = "delete_lease must be a Go duration such as 2m."
+  }
+}
+
+variable "sweep_stuck_after" {
+  type        = string
+  description = "SNAPSWEEP_SWEEP_STUCK_AFTER: age after which the sweep re-drives cleanup_pending and deleting records (Go duration, at least the delete lease)."
+  default     = "10m"
+  validation {
+    condition     = can(regex("^([0-9]+(\\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$", var.sweep_stuck_after))
+    error_message = "sweep_stuck_after must be a Go duration such as 10m."
+  }
+}

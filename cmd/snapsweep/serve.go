@@ -222,7 +222,7 @@ func NewService(ctx context.Context, cfg *config.Config, opts ServiceOptions) (_
 	s.Engine = cleanup.NewEngine(cleanup.EngineConfig{
 		Store: reg, Compute: compute, Policy: policy, SessionLabel: cfg.SessionLabel, DryRun: cfg.DryRun,
 		Rate: cfg.DeleteRate, Concurrency: cfg.DeleteConcurrency, Judge: judge, Now: opts.Now,
-		Tracer: opts.Tracer, Meter: opts.Meter,
+		Tracer: opts.Tracer, Meter: opts.Meter, Lease: cfg.DeleteLease,
 		Owner: fmt.Sprintf("%s-%d", hostname, os.Getpid()),
 		OnBreakerChange: func(from, to string) {
 			s.log.Warn("compute circuit breaker changed state", "from", from, "to", to)
@@ -239,7 +239,7 @@ func NewService(ctx context.Context, cfg *config.Config, opts ServiceOptions) (_
 	s.Sweeper = sweep.New(sweep.Config{
 		Store: reg, Compute: compute, Scheduler: sched, Publisher: pub, Policy: policy,
 		Projects: cfg.Projects, SessionLabel: cfg.SessionLabel, MaxLive: cfg.MaxLiveSnapshots,
-		MaxDeletes: cfg.MaxDeletesPerSweep, AdoptOrphans: cfg.AdoptOrphans, DryRun: cfg.DryRun,
+		MaxDeletes: cfg.MaxDeletesPerSweep, AdoptOrphans: cfg.AdoptOrphans, DryRun: cfg.DryRun, StuckAfter: cfg.SweepStuckAfter,
 		CheckPublish: checkTopic, Breaker: s.Engine.BreakerState, Now: opts.Now, Meter: opts.Meter,
 	})
 	var guard func(http.Handler) http.Handler
