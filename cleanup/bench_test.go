@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"net/http/httptest"
+	"maps"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -49,6 +51,13 @@ type cleanupRun struct {
 	quotaErrorsAfter1s  int           // ... more than 1 s after the start
 	callsByMethod       map[string]int
 	maxSuccessfulDelete int
+	// Delete calls per whole second (the fake's quota window), as the fake
+	// stamped them: the busiest second, the seconds over the quota, and
+	// when the first 403 came (after the start).
+	maxPerSecond   int
+	secondsOver    int
+	first403       time.Duration
+	perSecondTrace string
 }
 
 func (r cleanupRun) deletesPerSec() float64 { return float64(r.n) / r.elapsed.Seconds() }
@@ -128,6 +137,9 @@ func BenchmarkCleanupThroughput(b *testing.B) {
 		benchSnapshots, (lastSeq.elapsed / time.Duration(lastSeq.n) * benchSnapshots).Round(time.Second),
 		last.deletesPerSec()/lastSeq.deletesPerSec())
 	b.Logf("parallel: results %v, deliveries %d, compute calls %v", last.results, last.deliveries, last.callsByMethod)
+	b.Logf("parallel: delete calls per whole second: max %d, %d seconds over the quota of %d, first 403 at %s after the start",
+		last.maxPerSecond, last.secondsOver, benchQuota, last.first403.Round(time.Millisecond))
+	b.Logf("parallel: delete calls/403s in each whole second: %s", last.perSecondTrace)
 }
 
 // runCleanupWorkload registers n snapshots, deletes them with workers
@@ -248,6 +260,28 @@ func runCleanupWorkload(b *testing.B, n, workers int) cleanupRun {
 		}
 	}
 	run.deleteSpan = lastCall.Sub(first)
+	perSec, rejected := map[int64]int{}, map[int64]int{}
+	for _, c := range fake.Calls() {
+		if c.Method != "snapshots.delete" {
+			continue
+		}
+		perSec[c.Time.Unix()]++
+		if c.Status == 403 {
+			rejected[c.Time.Unix()]++
+			if run.first403 == 0 {
+				run.first403 = c.Time.Sub(start)
+			}
+		}
+	}
+	var trace []string
+	for _, sec := range slices.Sorted(maps.Keys(perSec)) {
+		run.maxPerSecond = max(run.maxPerSecond, perSec[sec])
+		if perSec[sec] > benchQuota {
+			run.secondsOver++
+		}
+		trace = append(trace, fmt.Sprintf("%d/%d", perSec[sec], rejected[sec]))
+	}
+	run.perSecondTrace = strings.Join(trace, " ")
 	var problems []string
 	for _, m := range msgs {
 		if fake.Exists(m.Project, m.Name) {

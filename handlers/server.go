@@ -5,11 +5,13 @@
 package handlers
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -344,13 +346,32 @@ const MaxSweepBody = 64 << 10
 
 // DecodeSweepRequest reads the optional JSON body of POST /scheduler/sweep.
 func DecodeSweepRequest(r *http.Request) (SweepRequest, error) {
-	var req SweepRequest
-	body := http.MaxBytesReader(nil, r.Body, MaxSweepBody)
-	dec := json.NewDecoder(body)
-	if err := dec.Decode(&req); err != nil && !errors.Is(err, io.EOF) {
+	req := SweepRequest{RunID: r.Header.Get("X-CloudScheduler-ScheduleTime")}
+	body, err := io.ReadAll(io.LimitReader(r.Body, MaxSweepBody+1))
+	if err != nil {
 		return req, &events.RejectError{Reason: events.ReasonBadJSON, Detail: "sweep body: " + err.Error()}
 	}
-	req.RunID = r.Header.Get("X-CloudScheduler-ScheduleTime")
+	if len(body) > MaxSweepBody {
+		return req, &events.RejectError{Reason: events.ReasonTooLarge, Detail: fmt.Sprintf("sweep body over %d bytes", MaxSweepBody)}
+	}
+	if len(bytes.Trim(body, " \t\r\n")) == 0 { // JSON whitespace only
+		return req, nil
+	}
+	// Exact keys only: encoding/json matches keys case-insensitively, and
+	// {"dryRun":true,"DRYRUN":false} must not turn a dry run into a real one.
+	var fields map[string]json.RawMessage
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if err := dec.Decode(&fields); err != nil {
+		return req, &events.RejectError{Reason: events.ReasonBadJSON, Detail: "sweep body: " + err.Error()}
+	}
+	if dec.More() {
+		return req, &events.RejectError{Reason: events.ReasonBadJSON, Detail: "sweep body: data after the JSON object"}
+	}
+	if raw, ok := fields["dryRun"]; ok {
+		if err := json.Unmarshal(raw, &req.DryRun); err != nil {
+			return req, &events.RejectError{Reason: events.ReasonInvalidField, Field: "dryRun", Detail: "dryRun must be a boolean"}
+		}
+	}
 	return req, nil
 }
 

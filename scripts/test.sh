@@ -35,6 +35,10 @@ emulators_launch
 
 step "terraform fmt -check -recursive terraform"
 if command -v terraform >/dev/null 2>&1; then
+	# fmt reads no CLI configuration; spare the warning about a missing one.
+	if [[ -n "${TF_CLI_CONFIG_FILE:-}" && ! -e "$TF_CLI_CONFIG_FILE" ]]; then
+		unset TF_CLI_CONFIG_FILE
+	fi
 	terraform fmt -check -recursive -diff terraform
 else
 	echo "WARNING: terraform is not on PATH: Terraform formatting NOT checked"
