@@ -4,8 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http/httptest"
 	"maps"
+	"net/http/httptest"
 	"slices"
 	"strings"
 	"sync"
@@ -99,13 +99,14 @@ func BenchmarkCleanupThroughput(b *testing.B) {
 		seq = append(seq, runCleanupWorkload(b, benchSeqSnapshots, 1))
 	}
 	var pDPS, pCallRate, seqDPS, seqMS, ratio float64
-	var quotaErr, quotaErrLate, redeliveries float64
+	var quotaErr, quotaErrLate, redeliveries, busiest float64
 	for i := range par {
 		pDPS += par[i].deletesPerSec()
 		pCallRate += par[i].deleteCallRate()
 		quotaErr += float64(par[i].quotaErrors + seq[i].quotaErrors)
 		quotaErrLate += float64(par[i].quotaErrorsAfter1s + seq[i].quotaErrorsAfter1s)
 		redeliveries += float64(par[i].redeliveries)
+		busiest = max(busiest, float64(par[i].maxPerSecond))
 		seqDPS += seq[i].deletesPerSec()
 		seqMS += float64(seq[i].elapsed.Milliseconds()) / float64(seq[i].n)
 		ratio += par[i].deletesPerSec() / seq[i].deletesPerSec()
@@ -117,6 +118,7 @@ func BenchmarkCleanupThroughput(b *testing.B) {
 	b.ReportMetric(quotaErr/k, "quota-errors")
 	b.ReportMetric(quotaErrLate/k, "quota-errors-after-1s")
 	b.ReportMetric(redeliveries/k, "redeliveries")
+	b.ReportMetric(busiest, "max-delete-calls-in-a-second")
 	b.ReportMetric(seqMS/k, "seq-ms/snapshot")
 	b.ReportMetric(seqDPS/k, "seq-deletes/s")
 	b.ReportMetric(ratio/k, "parallel/sequential")

@@ -293,33 +293,12 @@ func (f *Firestore) GetTask(ctx context.Context, key TaskKey) (*Task, error) {
 
 // UpdateTask runs fn in a transaction on the task record.
 func (f *Firestore) UpdateTask(ctx context.Context, key TaskKey, fn TaskFunc) (*Task, error) {
-	ref := f.col(CollectionTasks).Doc(key.ID())
-	var out *Task
-	err := f.client.RunTransaction(ctx, func(ctx context.Context, tx *firestore.Transaction) error {
-		out = nil
-		var cur *Task
-		doc, err := tx.Get(ref)
-		switch {
-		case isNotFound(err):
-		case err != nil:
-			return err
-		default:
-			cur = new(Task)
-			if err := doc.DataTo(cur); err != nil {
-				return fmt.Errorf("decode task: %w", err)
-			}
-		}
+	out, err := update(ctx, f.client, f.col(CollectionTasks).Doc(key.ID()), func(cur *Task) (*Task, error) {
 		next, err := fn(cur)
-		if err != nil {
-			return err
+		if next != nil {
+			next.SessionID, next.TaskID = key.SessionID, key.TaskID
 		}
-		if next == nil {
-			out = cur
-			return nil
-		}
-		next.SessionID, next.TaskID = key.SessionID, key.TaskID
-		out = next
-		return tx.Set(ref, next)
+		return next, err
 	})
 	if err != nil {
 		return nil, classify("update task", err)
@@ -363,20 +342,36 @@ func (f *Firestore) GetSession(ctx context.Context, id string) (*Session, error)
 
 // UpdateSession runs fn in a transaction on the session record.
 func (f *Firestore) UpdateSession(ctx context.Context, id string, fn SessionFunc) (*Session, error) {
-	ref := f.col(CollectionSessions).Doc(id)
-	var out *Session
-	err := f.client.RunTransaction(ctx, func(ctx context.Context, tx *firestore.Transaction) error {
+	out, err := update(ctx, f.client, f.col(CollectionSessions).Doc(id), func(cur *Session) (*Session, error) {
+		next, err := fn(cur)
+		if next != nil {
+			next.SessionID = id
+		}
+		return next, err
+	})
+	if err != nil {
+		return nil, classify("update session", err)
+	}
+	return out, nil
+}
+
+// update runs fn on one document in a transaction: it reads the document
+// (nil when absent), and writes what fn returns unless that is nil. It
+// returns the record as written, or as read when nothing was written.
+func update[T any](ctx context.Context, client *firestore.Client, ref *firestore.DocumentRef, fn func(cur *T) (*T, error)) (*T, error) {
+	var out *T
+	err := client.RunTransaction(ctx, func(ctx context.Context, tx *firestore.Transaction) error {
 		out = nil
-		var cur *Session
+		var cur *T
 		doc, err := tx.Get(ref)
 		switch {
 		case isNotFound(err):
 		case err != nil:
 			return err
 		default:
-			cur = new(Session)
+			cur = new(T)
 			if err := doc.DataTo(cur); err != nil {
-				return fmt.Errorf("decode session: %w", err)
+				return fmt.Errorf("decode %s: %w", ref.Parent.ID, err)
 			}
 		}
 		next, err := fn(cur)
@@ -387,14 +382,10 @@ func (f *Firestore) UpdateSession(ctx context.Context, id string, fn SessionFunc
 			out = cur
 			return nil
 		}
-		next.SessionID = id
 		out = next
 		return tx.Set(ref, next)
 	})
-	if err != nil {
-		return nil, classify("update session", err)
-	}
-	return out, nil
+	return out, err
 }
 
 // ListSessions returns the most recently started sessions.

@@ -199,21 +199,17 @@ func (m *Memory) GetTask(_ context.Context, key TaskKey) (*Task, error) {
 func (m *Memory) UpdateTask(_ context.Context, key TaskKey, fn TaskFunc) (*Task, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	var cur *Task
-	if t, ok := m.tasks[key.ID()]; ok {
-		cur = &t
-	}
-	next, err := fn(cur)
+	out, err := updateMap(m.tasks, key.ID(), func(cur *Task) (*Task, error) {
+		next, err := fn(cur)
+		if next != nil {
+			next.SessionID, next.TaskID = key.SessionID, key.TaskID
+		}
+		return next, err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("update task: %w", err)
 	}
-	if next == nil {
-		return cur, nil
-	}
-	next.SessionID, next.TaskID = key.SessionID, key.TaskID
-	m.tasks[key.ID()] = *next
-	out := *next
-	return &out, nil
+	return out, nil
 }
 
 // ListTasks returns the tasks of a session in a state.
@@ -245,19 +241,35 @@ func (m *Memory) GetSession(_ context.Context, id string) (*Session, error) {
 func (m *Memory) UpdateSession(_ context.Context, id string, fn SessionFunc) (*Session, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	var cur *Session
-	if s, ok := m.sessions[id]; ok {
-		cur = &s
+	out, err := updateMap(m.sessions, id, func(cur *Session) (*Session, error) {
+		next, err := fn(cur)
+		if next != nil {
+			next.SessionID = id
+		}
+		return next, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("update session: %w", err)
+	}
+	return out, nil
+}
+
+// updateMap is Memory's transaction on one record: fn sees a copy of the
+// current record (nil when absent); what it returns is stored unless nil.
+// The caller holds the lock.
+func updateMap[T any](records map[string]T, id string, fn func(cur *T) (*T, error)) (*T, error) {
+	var cur *T
+	if r, ok := records[id]; ok {
+		cur = &r
 	}
 	next, err := fn(cur)
 	if err != nil {
-		return nil, fmt.Errorf("update session: %w", err)
+		return nil, err
 	}
 	if next == nil {
 		return cur, nil
 	}
-	next.SessionID = id
-	m.sessions[id] = *next
+	records[id] = *next
 	out := *next
 	return &out, nil
 }

@@ -10,6 +10,7 @@
 package store
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -263,3 +264,34 @@ type Page struct {
 	// Reads counts the documents the page read (for cost accounting).
 	Reads int
 }
+
+// Registry is everything the service needs from the registry: Firestore in
+// production, Memory in the embedded demo. Both pass store/storetest.
+type Registry interface {
+	Ping(ctx context.Context) error
+	GetSnapshot(ctx context.Context, key Key) (*Snapshot, error)
+	UpdateSnapshot(ctx context.Context, key Key, task TaskKey, fn SnapshotFunc) (*Snapshot, error)
+	PutSnapshot(ctx context.Context, s *Snapshot) error
+	ListSnapshots(ctx context.Context, q Query) (Page, error)
+	CountSnapshots(ctx context.Context, q Query) (int64, error)
+	CountByState(ctx context.Context) (map[State]int64, error)
+	GetTask(ctx context.Context, key TaskKey) (*Task, error)
+	UpdateTask(ctx context.Context, key TaskKey, fn TaskFunc) (*Task, error)
+	ListTasks(ctx context.Context, sessionID string, state TaskState) ([]Task, error)
+	GetSession(ctx context.Context, id string) (*Session, error)
+	UpdateSession(ctx context.Context, id string, fn SessionFunc) (*Session, error)
+	ListSessions(ctx context.Context, limit int) ([]Session, error)
+	AddRejected(ctx context.Context, r Rejected) error
+	ListRejected(ctx context.Context, limit int) ([]Rejected, error)
+	MarkProcessed(ctx context.Context, eventID string, at, expireAt time.Time) error
+	IsProcessed(ctx context.Context, eventID string) (bool, error)
+	AcquireLease(ctx context.Context, name, holder string, now time.Time, ttl time.Duration) (bool, error)
+	ReleaseLease(ctx context.Context, name, holder string) error
+	SaveHealth(ctx context.Context, h HealthRecord) error
+	LatestHealth(ctx context.Context, n int) ([]HealthRecord, error)
+}
+
+var (
+	_ Registry = (*Firestore)(nil)
+	_ Registry = (*Memory)(nil)
+)

@@ -81,36 +81,10 @@ func newLogger(w io.Writer, cfg *config.Config) *slog.Logger {
 	return telemetry.NewLogger(w, lvl, cfg.Project)
 }
 
-// Registry is everything the service needs from the registry: Firestore in
-// production, store.Memory in the embedded demo. Both pass store/storetest.
-type Registry interface {
-	Ping(ctx context.Context) error
-	GetSnapshot(ctx context.Context, key store.Key) (*store.Snapshot, error)
-	UpdateSnapshot(ctx context.Context, key store.Key, task store.TaskKey, fn store.SnapshotFunc) (*store.Snapshot, error)
-	PutSnapshot(ctx context.Context, s *store.Snapshot) error
-	ListSnapshots(ctx context.Context, q store.Query) (store.Page, error)
-	CountSnapshots(ctx context.Context, q store.Query) (int64, error)
-	CountByState(ctx context.Context) (map[store.State]int64, error)
-	GetTask(ctx context.Context, key store.TaskKey) (*store.Task, error)
-	UpdateTask(ctx context.Context, key store.TaskKey, fn store.TaskFunc) (*store.Task, error)
-	ListTasks(ctx context.Context, sessionID string, state store.TaskState) ([]store.Task, error)
-	GetSession(ctx context.Context, id string) (*store.Session, error)
-	UpdateSession(ctx context.Context, id string, fn store.SessionFunc) (*store.Session, error)
-	ListSessions(ctx context.Context, limit int) ([]store.Session, error)
-	AddRejected(ctx context.Context, r store.Rejected) error
-	ListRejected(ctx context.Context, limit int) ([]store.Rejected, error)
-	MarkProcessed(ctx context.Context, eventID string, at, expireAt time.Time) error
-	IsProcessed(ctx context.Context, eventID string) (bool, error)
-	AcquireLease(ctx context.Context, name, holder string, now time.Time, ttl time.Duration) (bool, error)
-	ReleaseLease(ctx context.Context, name, holder string) error
-	SaveHealth(ctx context.Context, h store.HealthRecord) error
-	LatestHealth(ctx context.Context, n int) ([]store.HealthRecord, error)
-}
-
 // ServiceOptions carries what tests and the demo inject.
 type ServiceOptions struct {
 	// Registry replaces the Firestore registry (the demo's store.Memory).
-	Registry Registry
+	Registry store.Registry
 	// PubSub replaces the Pub/Sub client (the demo's pstest); the caller
 	// keeps and closes it.
 	PubSub *pubsub.Client
@@ -141,7 +115,7 @@ type Service struct {
 	handler http.Handler
 	closers []func() error
 
-	Store   Registry
+	Store   store.Registry
 	Engine  *cleanup.Engine
 	Sweeper *sweep.Sweeper
 }
@@ -391,8 +365,3 @@ func (s *Service) sessionStatus(ctx context.Context, id string) (sessionStatus, 
 	}
 	return out, nil
 }
-
-var (
-	_ Registry = (*store.Firestore)(nil)
-	_ Registry = (*store.Memory)(nil)
-)

@@ -299,6 +299,9 @@ var errExited = errors.New("emulator exited before it answered")
 //     past TestMain's cleanup, the emulator goes with it; or
 //   - gcloud exits on its own (a taken port, a missing component), so that
 //     start notices at once instead of waiting for the timeout.
+//
+// In the first case it also removes the emulator's directory
+// ($WATCHDOG_DIR); in the second, start still needs the log in it.
 const watchdog = `exec 3<&0 </dev/null
 setsid /bin/sh -c 'echo $$ >"$WATCHDOG_PIDFILE"; exec "$@"' gcloud "$@" &
 child=$!
@@ -310,12 +313,13 @@ stop_group() {
 		while kill -0 "-$g" 2>/dev/null && [ "$i" -lt 10 ]; do sleep 0.1; i=$((i+1)); done
 		kill -KILL "-$g" 2>/dev/null
 	fi
+	if [ "$1" = clean ]; then rm -rf "$WATCHDOG_DIR"; fi
 	kill -KILL 0
 }
-{ cat <&3 >/dev/null; stop_group; } &
+{ cat <&3 >/dev/null; stop_group clean; } &
 wait "$child"
 echo "emulator-watchdog: gcloud exited with status $?" >&2
-stop_group`
+stop_group keep-log`
 
 func startOnce(k Kind) (*emulator, error) {
 	port, err := freePort()
@@ -346,7 +350,7 @@ func startOnce(k Kind) (*emulator, error) {
 	e.cmd = exec.Command("/bin/sh", args...)
 	e.cmd.Stdout = logFile
 	e.cmd.Stderr = logFile
-	e.cmd.Env = append(os.Environ(), "CLOUDSDK_CORE_DISABLE_PROMPTS=1", "WATCHDOG_PIDFILE="+e.pidFile)
+	e.cmd.Env = append(os.Environ(), "CLOUDSDK_CORE_DISABLE_PROMPTS=1", "WATCHDOG_PIDFILE="+e.pidFile, "WATCHDOG_DIR="+dir)
 	// Its own process group, so that stop can end the watchdog and whatever
 	// it started without touching the test process.
 	e.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -404,13 +408,14 @@ func (e *emulator) waitReady(timeout time.Duration) error {
 // stop ends the emulator: gcloud, the Java emulator and the watchdog.
 // Killing gcloud alone would leave Java running and holding the port.
 func (e *emulator) stop() {
+	groups := e.groups() // before the watchdog removes the pid file
 	// End of file tells the watchdog to end gcloud's process group.
 	e.stdin.Close()
 	select {
 	case <-e.done:
 	case <-time.After(15 * time.Second):
 	}
-	for _, g := range e.groups() {
+	for _, g := range groups {
 		syscall.Kill(-g, syscall.SIGKILL)
 	}
 	<-e.done

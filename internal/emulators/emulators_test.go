@@ -122,8 +122,9 @@ func TestProjectsAreIsolated(t *testing.T) {
 
 // TestStopKillsJavaChild starts an emulator of its own and checks that both
 // ways of ending it (stop, and the test process going away, simulated by
-// closing the watchdog's pipe) leave no process of its group behind and free
-// the port: killing gcloud alone would leave the Java emulator running.
+// closing the watchdog's pipe) leave no process of its group behind, free
+// the port and remove its files: killing gcloud alone would leave the Java
+// emulator running.
 func TestStopKillsJavaChild(t *testing.T) {
 	t.Parallel()
 	if os.Getenv(Firestore.EnvVar()) == "" {
@@ -164,6 +165,15 @@ func TestStopKillsJavaChild(t *testing.T) {
 					}
 					time.Sleep(100 * time.Millisecond)
 				}
+			}
+			for {
+				if _, err := os.Stat(e.dir); errors.Is(err, os.ErrNotExist) {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("emulator directory %s still exists after the emulator was ended", e.dir)
+				}
+				time.Sleep(100 * time.Millisecond)
 			}
 			if _, err := http.Get("http://" + e.hostPort + "/"); err == nil {
 				t.Errorf("%s still answers after the emulator was ended", e.hostPort)

@@ -16,29 +16,7 @@ import (
 )
 
 // Store is the full surface of a registry implementation.
-type Store interface {
-	Ping(ctx context.Context) error
-	GetSnapshot(ctx context.Context, key store.Key) (*store.Snapshot, error)
-	UpdateSnapshot(ctx context.Context, key store.Key, task store.TaskKey, fn store.SnapshotFunc) (*store.Snapshot, error)
-	PutSnapshot(ctx context.Context, s *store.Snapshot) error
-	ListSnapshots(ctx context.Context, q store.Query) (store.Page, error)
-	CountSnapshots(ctx context.Context, q store.Query) (int64, error)
-	CountByState(ctx context.Context) (map[store.State]int64, error)
-	GetTask(ctx context.Context, key store.TaskKey) (*store.Task, error)
-	UpdateTask(ctx context.Context, key store.TaskKey, fn store.TaskFunc) (*store.Task, error)
-	ListTasks(ctx context.Context, sessionID string, state store.TaskState) ([]store.Task, error)
-	GetSession(ctx context.Context, id string) (*store.Session, error)
-	UpdateSession(ctx context.Context, id string, fn store.SessionFunc) (*store.Session, error)
-	ListSessions(ctx context.Context, limit int) ([]store.Session, error)
-	AddRejected(ctx context.Context, r store.Rejected) error
-	ListRejected(ctx context.Context, limit int) ([]store.Rejected, error)
-	MarkProcessed(ctx context.Context, eventID string, at, expireAt time.Time) error
-	IsProcessed(ctx context.Context, eventID string) (bool, error)
-	AcquireLease(ctx context.Context, name, holder string, now time.Time, ttl time.Duration) (bool, error)
-	ReleaseLease(ctx context.Context, name, holder string) error
-	SaveHealth(ctx context.Context, h store.HealthRecord) error
-	LatestHealth(ctx context.Context, n int) ([]store.HealthRecord, error)
-}
+type Store = store.Registry
 
 var t0 = time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)
 
