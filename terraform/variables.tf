@@ -495,3 +495,19 @@ variable "sweep_stuck_after" {
     error_message = "sweep_stuck_after must be a Go duration such as 10m."
   }
 }
+
+variable "notification_channels" {
+  type        = list(string)
+  description = "Cloud Monitoring notification channel ids (projects/P/notificationChannels/N) that the alert policies notify."
+  default     = []
+}
+
+variable "runbook_base_url" {
+  type        = string
+  description = "Base URL of this repository as browsed by operators; alert documentation links to <base>/docs/operations.md#<alert>."
+  default     = "https://github.com/snapsweep/snapsweep/blob/main"
+  validation {
+    condition     = can(regex("^https://", var.runbook_base_url))
+    error_message = "runbook_base_url must be an https URL."
+  }
+}

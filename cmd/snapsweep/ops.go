@@ -1,0 +1,307 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"cloud.google.com/go/firestore"
+	"cloud.google.com/go/pubsub/v2"
+	"github.com/sethvargo/go-envconfig"
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	"github.com/snapsweep/snapsweep/config"
+	"github.com/snapsweep/snapsweep/events"
+	"github.com/snapsweep/snapsweep/store"
+)
+
+// The operator commands (snapshots, sessions, cleanup, sweep, health, hold,
+// release, rejected, orphans) read and change the registry directly:
+// Firestore with Application Default Credentials, or the emulator named by
+// FIRESTORE_EMULATOR_HOST. Actions go through the same code as the service
+// (cleanup.Scheduler, sweep.Sweeper), so every rule of the contract holds:
+// a cleanup message an operator publishes is checked again by the handler.
+
+// opsDeps is the outside world of the operator commands. The defaults reach
+// the real services (and honour the emulator variables); tests swap in
+// their own environment and clients.
+type opsDeps struct {
+	// lookup reads the environment (GOOGLE_CLOUD_PROJECT, SNAPSWEEP_*, USER).
+	lookup func(string) (string, bool)
+	// openRegistry opens the registry of a project and database.
+	openRegistry func(ctx context.Context, project, database string) (Registry, func() error, error)
+	// openPubSub opens a Pub/Sub client (honours PUBSUB_EMULATOR_HOST).
+	openPubSub pubsubClientFunc
+	// computeHTTP, when set, is the HTTP client of the Compute API.
+	computeHTTP *http.Client
+	// http calls a running service (--url).
+	http *http.Client
+	now  func() time.Time
+	// terminal reports whether w is a terminal (progress bars) .
+	terminal func(w io.Writer) bool
+}
+
+func defaultOpsDeps() opsDeps {
+	return opsDeps{
+		lookup:       os.LookupEnv,
+		openRegistry: openFirestoreRegistry,
+		openPubSub: func(ctx context.Context, project string) (*pubsub.Client, error) {
+			return pubsub.NewClient(ctx, project)
+		},
+		http:     &http.Client{Timeout: 10 * time.Minute},
+		now:      time.Now,
+		terminal: isTerminal,
+	}
+}
+
+func openFirestoreRegistry(ctx context.Context, project, database string) (Registry, func() error, error) {
+	c, err := firestore.NewClientWithDatabase(ctx, project, database)
+	if err != nil {
+		return nil, nil, fmt.Errorf("firestore client: %w", err)
+	}
+	return store.NewFirestore(c), c.Close, nil
+}
+
+// isTerminal reports whether w is a terminal.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
+}
+
+// opsCommands returns every operator command.
+func opsCommands(deps opsDeps) []*cobra.Command {
+	return []*cobra.Command{
+		snapshotsCommand(deps), sessionsCommand(deps), cleanupCommand(deps), sweepCommand(deps),
+		healthCommand(deps), holdCommand(deps), releaseCommand(deps), rejectedCommand(deps), orphansCommand(deps),
+	}
+}
+
+// opsOptions are the flags every operator command shares.
+type opsOptions struct {
+	deps     opsDeps
+	project  string
+	database string
+	output   string
+
+	// Service settings that some commands take as flags; empty means the
+	// environment (or the service's default).
+	cleanupTopic    string
+	computeEndpoint string
+	projects        string
+}
+
+// newOpsOptions registers the shared flags on cmd.
+func newOpsOptions(cmd *cobra.Command, deps opsDeps) *opsOptions {
+	o := &opsOptions{deps: deps}
+	fl := cmd.Flags()
+	fl.StringVar(&o.project, "project", o.env("GOOGLE_CLOUD_PROJECT", ""), "project of the registry (Firestore) and of Pub/Sub (env GOOGLE_CLOUD_PROJECT)")
+	fl.StringVar(&o.database, "database", o.env("SNAPSWEEP_FIRESTORE_DATABASE", "(default)"), "Firestore database id (env SNAPSWEEP_FIRESTORE_DATABASE)")
+	fl.StringVarP(&o.output, "output", "o", "table", "output format: table or json")
+	cmd.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageError(c, "%v", err) })
+	return o
+}
+
+// addCleanupTopic adds --cleanup-topic (commands that publish cleanup messages).
+func (o *opsOptions) addCleanupTopic(cmd *cobra.Command) {
+	cmd.Flags().StringVar(&o.cleanupTopic, "cleanup-topic", "", "topic of cleanup messages (env SNAPSWEEP_CLEANUP_TOPIC, default snapshot-cleanup)")
+}
+
+// addCompute adds the flags of commands that call the Compute API.
+func (o *opsOptions) addCompute(cmd *cobra.Command) {
+	cmd.Flags().StringVar(&o.computeEndpoint, "compute-endpoint", "", "base URL of the Compute API, e.g. a local fake (env SNAPSWEEP_COMPUTE_ENDPOINT; default: the real API with Application Default Credentials)")
+	cmd.Flags().StringVar(&o.projects, "projects", "", "comma list of managed projects (env SNAPSWEEP_PROJECTS, default --project)")
+}
+
+func (o *opsOptions) env(name, def string) string {
+	if v, ok := o.deps.lookup(name); ok && v != "" {
+		return v
+	}
+	return def
+}
+
+// check validates the shared flags (usage errors exit 2).
+func (o *opsOptions) check(cmd *cobra.Command) error {
+	var problems []string
+	switch o.output {
+	case "table", "json":
+	default:
+		problems = append(problems, fmt.Sprintf("--output %q: want table or json", o.output))
+	}
+	if o.project == "" {
+		problems = append(problems, "no project: set --project or GOOGLE_CLOUD_PROJECT")
+	} else if !events.ValidProjectID(o.project) {
+		problems = append(problems, fmt.Sprintf("--project %q is not a valid project id", o.project))
+	}
+	if o.database == "" {
+		problems = append(problems, "--database must not be empty")
+	}
+	if len(problems) > 0 {
+		return usageError(cmd, "%s", strings.Join(problems, "; "))
+	}
+	return nil
+}
+
+func (o *opsOptions) json() bool { return o.output == "json" }
+
+// registry opens the registry; close it when done.
+func (o *opsOptions) registry(ctx context.Context) (Registry, func(), error) {
+	reg, closeFn, err := o.deps.openRegistry(ctx, o.project, o.database)
+	if err != nil {
+		return nil, nil, err
+	}
+	return reg, func() {
+		if closeFn != nil {
+			_ = closeFn()
+		}
+	}, nil
+}
+
+// config loads the service configuration the way `snapsweep serve` does
+// (flags first, then the environment), so that the policy, the ownership
+// label and the allowlist are the service's.
+func (o *opsOptions) config(ctx context.Context) (*config.Config, error) {
+	flags := map[string]string{
+		"GOOGLE_CLOUD_PROJECT":         o.project,
+		"SNAPSWEEP_FIRESTORE_DATABASE": o.database,
+		"SNAPSWEEP_CLEANUP_TOPIC":      o.cleanupTopic,
+		"SNAPSWEEP_COMPUTE_ENDPOINT":   o.computeEndpoint,
+		"SNAPSWEEP_PROJECTS":           o.projects,
+	}
+	set := envconfig.LookuperFunc(func(key string) (string, bool) {
+		v, ok := flags[key]
+		return v, ok && v != ""
+	})
+	cfg, err := config.Load(ctx, set, envconfig.LookuperFunc(o.deps.lookup))
+	if err != nil {
+		return nil, &configError{err}
+	}
+	return cfg, nil
+}
+
+// writeJSONTo writes v as indented JSON.
+func writeJSONTo(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// newTable returns a writer that aligns tab-separated columns; Flush it.
+func newTable(w io.Writer) *tabwriter.Writer {
+	return tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+}
+
+// when formats a time for tables: UTC to the second, "-" when unset.
+func when(t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return t.UTC().Format("2006-01-02T15:04:05Z")
+}
+
+// age formats how long ago t was, to the second ("-" when unset).
+func age(now, t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	d := now.Sub(t)
+	switch {
+	case d < 0:
+		return "0s"
+	case d < time.Minute:
+		return d.Round(time.Second).String()
+	case d < time.Hour:
+		return fmt.Sprintf("%dm", int(d.Minutes()))
+	case d < 48*time.Hour:
+		return fmt.Sprintf("%dh%02dm", int(d.Hours()), int(d.Minutes())%60)
+	default:
+		return fmt.Sprintf("%dd%02dh", int(d.Hours())/24, int(d.Hours())%24)
+	}
+}
+
+// dash returns s, or "-" for an empty cell.
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// clip shortens s to n characters for a table cell.
+func clip(s string, n int) string {
+	s = strings.Join(strings.Fields(s), " ")
+	if r := []rune(s); len(r) > n {
+		return string(r[:n-1]) + "…"
+	}
+	return s
+}
+
+// parseKey parses PROJECT/NAME.
+func parseKey(cmd *cobra.Command, arg string) (store.Key, error) {
+	project, name, ok := strings.Cut(arg, "/")
+	if !ok || !events.ValidProjectID(project) || !events.ValidSnapshotName(name) {
+		return store.Key{}, usageError(cmd, "%q: want PROJECT/NAME, e.g. my-project/snap-vm-1-boot", arg)
+	}
+	return store.Key{Project: project, Name: name}, nil
+}
+
+// progress reports the advance of a long operation on w: a bar redrawn in
+// place on a terminal, a plain line every few seconds otherwise.
+type progress struct {
+	w        io.Writer
+	tty      bool
+	what     string
+	total    int
+	done     int
+	last     time.Time
+	lastLine int
+}
+
+func newProgress(w io.Writer, tty bool, what string, total int) *progress {
+	return &progress{w: w, tty: tty, what: what, total: total}
+}
+
+// add advances the count by n.
+func (p *progress) add(n int) {
+	p.done += n
+	now := time.Now()
+	if p.tty {
+		p.draw()
+		return
+	}
+	if p.done == p.total || now.Sub(p.last) >= 2*time.Second {
+		p.last = now
+		fmt.Fprintf(p.w, "%s: %d/%d\n", p.what, p.done, p.total)
+	}
+}
+
+func (p *progress) draw() {
+	const width = 30
+	filled := width
+	if p.total > 0 {
+		filled = min(width, p.done*width/p.total)
+	}
+	fmt.Fprintf(p.w, "\r\033[K%s [%s%s] %d/%d", p.what, strings.Repeat("█", filled), strings.Repeat("░", width-filled), p.done, p.total)
+}
+
+// finish ends the bar's line.
+func (p *progress) finish() {
+	if p.tty {
+		fmt.Fprintln(p.w)
+	}
+}
+
+// exitError is a failure whose message was already explained on stdout
+// (exit code 1).
+type exitError struct{ msg string }
+
+func (e *exitError) Error() string { return e.msg }
+
+var errNoRecord = errors.New("no such snapshot in the registry")
