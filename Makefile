@@ -44,6 +44,10 @@ bench: ## run the benchmarks and write BENCHMARKS.md (scripts/bench.sh); with BE
 		bash scripts/emulators.sh $(GO) test -run '^$$' -bench '$(BENCH)' -benchmem -count $(BENCHCOUNT) ./...; \
 	fi
 
+.PHONY: chaos
+chaos: ## chaos run: 2+ serve processes, faulty Compute, Firestore freeze, SIGKILLs; checks the invariants (docs/chaos.md; CHAOS_RUNS=N, ARGS=driver flags)
+	bash scripts/chaos.sh $(ARGS)
+
 container-check: ## build as the Dockerfile does; check it runs as non-root and answers /health
 	bash scripts/container-check.sh
 

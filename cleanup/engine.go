@@ -351,6 +351,15 @@ func (e *Engine) call(ctx context.Context, op string, fn func(ctx context.Contex
 		return ctx.Err()
 	}
 	defer func() { <-e.sem }()
+	if op == opDelete {
+		// Every delete call, retries included, takes a token, and takes it
+		// while holding its concurrency slot, so that the call follows the
+		// token at once instead of queueing behind the slot and bunching up
+		// with others into a burst the quota window refuses.
+		if err := e.waitQuota(ctx); err != nil {
+			return fmt.Errorf("wait for delete quota: %w: %w", ErrRetryLater, err)
+		}
+	}
 	_, err := e.breaker.Execute(func() (any, error) { return nil, fn(ctx) })
 	if errors.Is(err, gobreaker.ErrOpenState) || errors.Is(err, gobreaker.ErrTooManyRequests) {
 		return fmt.Errorf("compute circuit breaker open: %w", ErrRetryLater)
@@ -360,6 +369,9 @@ func (e *Engine) call(ctx context.Context, op string, fn func(ctx context.Contex
 	}
 	return err
 }
+
+// opDelete names the delete call; it is the one the rate limit paces.
+const opDelete = "delete snapshot"
 
 // retryable runs fn until it succeeds, fails for good, or the budget ends.
 // Transient, in-use and rate-limited answers are retried with exponential
@@ -444,12 +456,9 @@ func (e *Engine) delete(ctx context.Context, rec *store.Snapshot, dry bool) (Out
 		// than issuing a second one.
 		return e.confirmGone(ctx, rec, out.Attempts)
 	}
-	if err := e.waitQuota(ctx); err != nil {
-		return out, fmt.Errorf("wait for delete quota: %w: %w", ErrRetryLater, err)
-	}
 	reqID := gce.RequestID(rec.Project, rec.Name, rec.Attempt)
 	var opName string
-	err = e.retryable(ctx, "delete snapshot", &out.Attempts, func(ctx context.Context) error {
+	err = e.retryable(ctx, opDelete, &out.Attempts, func(ctx context.Context) error {
 		var err error
 		opName, err = e.cfg.Compute.Delete(ctx, rec.Project, rec.Name, reqID)
 		return err

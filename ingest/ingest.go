@@ -28,6 +28,7 @@ type Registry interface {
 	cleanup.SnapshotStore
 	UpdateTask(ctx context.Context, key store.TaskKey, fn store.TaskFunc) (*store.Task, error)
 	UpdateSession(ctx context.Context, id string, fn store.SessionFunc) (*store.Session, error)
+	GetSession(ctx context.Context, id string) (*store.Session, error)
 	ListTasks(ctx context.Context, sessionID string, state store.TaskState) ([]store.Task, error)
 	IsProcessed(ctx context.Context, eventID string) (bool, error)
 	MarkProcessed(ctx context.Context, eventID string, at, expireAt time.Time) error
@@ -112,7 +113,16 @@ func (p *Processor) Apply(ctx context.Context, ev events.Event) (Outcome, error)
 // session writes; later ones read, so the session document is not a
 // contention point for every task event.
 func (p *Processor) ensureSession(ctx context.Context, id string, at time.Time) error {
-	_, err := p.Store.UpdateSession(ctx, id, func(cur *store.Session) (*store.Session, error) {
+	// A plain read first: for every event but a session's first, the
+	// session is there already and no transaction is needed.
+	cur, err := p.Store.GetSession(ctx, id)
+	if err == nil && !cur.StartedAt.IsZero() && !cur.StartedAt.After(at) {
+		return nil
+	}
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return err
+	}
+	_, err = p.Store.UpdateSession(ctx, id, func(cur *store.Session) (*store.Session, error) {
 		if cur != nil && !cur.StartedAt.IsZero() && !cur.StartedAt.After(at) {
 			return nil, nil
 		}

@@ -37,7 +37,7 @@ type opsDeps struct {
 	// lookup reads the environment (GOOGLE_CLOUD_PROJECT, SNAPSWEEP_*, USER).
 	lookup func(string) (string, bool)
 	// openRegistry opens the registry of a project and database.
-	openRegistry func(ctx context.Context, project, database string) (Registry, func() error, error)
+	openRegistry func(ctx context.Context, project, database string) (store.Registry, func() error, error)
 	// openPubSub opens a Pub/Sub client (honours PUBSUB_EMULATOR_HOST).
 	openPubSub pubsubClientFunc
 	// computeHTTP, when set, is the HTTP client of the Compute API.
@@ -45,7 +45,7 @@ type opsDeps struct {
 	// http calls a running service (--url).
 	http *http.Client
 	now  func() time.Time
-	// terminal reports whether w is a terminal (progress bars) .
+	// terminal reports whether w is a terminal (progress bars).
 	terminal func(w io.Writer) bool
 }
 
@@ -62,7 +62,7 @@ func defaultOpsDeps() opsDeps {
 	}
 }
 
-func openFirestoreRegistry(ctx context.Context, project, database string) (Registry, func() error, error) {
+func openFirestoreRegistry(ctx context.Context, project, database string) (store.Registry, func() error, error) {
 	c, err := firestore.NewClientWithDatabase(ctx, project, database)
 	if err != nil {
 		return nil, nil, fmt.Errorf("firestore client: %w", err)
@@ -96,6 +96,10 @@ type opsOptions struct {
 	cleanupTopic    string
 	computeEndpoint string
 	projects        string
+
+	// remote is set when the command talks to a running service (--url)
+	// instead of the registry: then no project is needed.
+	remote bool
 }
 
 // newOpsOptions registers the shared flags on cmd.
@@ -135,9 +139,11 @@ func (o *opsOptions) check(cmd *cobra.Command) error {
 	default:
 		problems = append(problems, fmt.Sprintf("--output %q: want table or json", o.output))
 	}
-	if o.project == "" {
+	switch {
+	case o.remote && o.project == "":
+	case o.project == "":
 		problems = append(problems, "no project: set --project or GOOGLE_CLOUD_PROJECT")
-	} else if !events.ValidProjectID(o.project) {
+	case !events.ValidProjectID(o.project):
 		problems = append(problems, fmt.Sprintf("--project %q is not a valid project id", o.project))
 	}
 	if o.database == "" {
@@ -152,7 +158,7 @@ func (o *opsOptions) check(cmd *cobra.Command) error {
 func (o *opsOptions) json() bool { return o.output == "json" }
 
 // registry opens the registry; close it when done.
-func (o *opsOptions) registry(ctx context.Context) (Registry, func(), error) {
+func (o *opsOptions) registry(ctx context.Context) (store.Registry, func(), error) {
 	reg, closeFn, err := o.deps.openRegistry(ctx, o.project, o.database)
 	if err != nil {
 		return nil, nil, err
@@ -255,13 +261,12 @@ func parseKey(cmd *cobra.Command, arg string) (store.Key, error) {
 // progress reports the advance of a long operation on w: a bar redrawn in
 // place on a terminal, a plain line every few seconds otherwise.
 type progress struct {
-	w        io.Writer
-	tty      bool
-	what     string
-	total    int
-	done     int
-	last     time.Time
-	lastLine int
+	w     io.Writer
+	tty   bool
+	what  string
+	total int
+	done  int
+	last  time.Time
 }
 
 func newProgress(w io.Writer, tty bool, what string, total int) *progress {

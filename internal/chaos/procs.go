@@ -116,6 +116,16 @@ func waitHTTP(ctx context.Context, p *proc, url string, d time.Duration) error {
 	return fmt.Errorf("%s did not answer %s within %s", p.name, url, d)
 }
 
+// tail returns the last n lines of a file.
+func tail(path string, n int) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err.Error()
+	}
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	return strings.Join(lines[max(len(lines)-n, 0):], "\n")
+}
+
 // memKB reads VmHWM (peak RSS) and VmRSS of pid from /proc, in kB.
 func memKB(pid int) (hwm, rss int64, err error) {
 	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
@@ -176,7 +186,7 @@ func (in *instance) start(ctx context.Context) error {
 	in.pids = append(in.pids, p.pid())
 	in.mu.Unlock()
 	if err := waitHTTP(ctx, p, in.url()+"/health", 60*time.Second); err != nil {
-		return err
+		return fmt.Errorf("%w; end of %s:\n%s", err, in.log, tail(in.log, 10))
 	}
 	in.mu.Lock()
 	in.up = true
@@ -210,6 +220,26 @@ func (in *instance) kill() int {
 	in.up = false
 	in.mu.Unlock()
 	p.kill()
+	return p.pid()
+}
+
+// quit makes the current incarnation dump its goroutines and exit
+// (SIGQUIT); it returns the pid, or 0 if it was not running.
+func (in *instance) quit() int {
+	in.sample()
+	in.mu.Lock()
+	p := in.cur
+	in.up = false
+	in.mu.Unlock()
+	if p == nil || p.exited() {
+		return 0
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGQUIT)
+	select {
+	case <-p.done:
+	case <-time.After(5 * time.Second):
+		p.kill()
+	}
 	return p.pid()
 }
 

@@ -16,13 +16,17 @@ type Outcome string
 
 // Task outcomes, as cmd/snapsweep/property_test.go's generator draws them.
 const (
-	Succeeded      Outcome = "succeeded"        // task.completed
-	Failed         Outcome = "failed"           // task.failed
-	FailedRetried  Outcome = "failed-succeeded" // task.failed, then task.completed on retry
-	StillRunning   Outcome = "running"          // no outcome yet
-	wrongSession           = "someone-else"     // label value of a snapshot owned by another session
-	labelMissing           = "missing"
-	labelOtherSess         = "other-session"
+	Succeeded     Outcome = "succeeded"        // task.completed
+	Failed        Outcome = "failed"           // task.failed
+	FailedRetried Outcome = "failed-succeeded" // task.failed, then task.completed on retry
+	StillRunning  Outcome = "running"          // no outcome yet
+)
+
+// Wrong ownership labels.
+const (
+	labelOtherSess = "other-session" // the label names another session
+	labelMissing   = "missing"       // no ownership label at all
+	wrongSession   = "someone-else"  // the session the label names then
 )
 
 // TaskState is the registry state the task must end in.

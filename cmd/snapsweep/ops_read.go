@@ -1,0 +1,474 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"google.golang.org/api/option"
+
+	"github.com/snapsweep/snapsweep/gce"
+	"github.com/snapsweep/snapsweep/store"
+)
+
+// snapshotsCommand is `snapsweep snapshots list`.
+func snapshotsCommand(deps opsDeps) *cobra.Command {
+	group := &cobra.Command{
+		Use:   "snapshots",
+		Short: "Inspect registered snapshots",
+		Args:  cobra.NoArgs,
+	}
+	var (
+		session, task string
+		states        []string
+		olderThan     time.Duration
+		limit         int
+	)
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List registered snapshots, filtered by session, task, state and age",
+		Long: `List registered snapshots, newest filters first. Every listing runs as one of
+the registry's declared query shapes (an indexed Firestore query); a filter
+combination without its own index (--session with --state and --older-than) is
+narrowed by the index and finished here.`,
+		Example: `  snapsweep snapshots list --session wave-7
+  snapsweep snapshots list --state failed,refused
+  snapsweep snapshots list --session wave-7 --task vm-12 -o json
+  snapsweep snapshots list --state retained --older-than 168h --limit 0`,
+		Args: cobra.NoArgs,
+	}
+	o := newOpsOptions(list, deps)
+	fl := list.Flags()
+	fl.StringVar(&session, "session", "", "only this session's snapshots")
+	fl.StringVar(&task, "task", "", "only this task's snapshots (needs --session)")
+	fl.StringSliceVar(&states, "state", nil, "only these states (comma list or repeated): "+stateNames())
+	fl.DurationVar(&olderThan, "older-than", 0, "only snapshots created more than this long ago (e.g. 72h)")
+	fl.IntVar(&limit, "limit", 100, "at most this many (0: all)")
+	list.RunE = func(cmd *cobra.Command, _ []string) error {
+		if err := o.check(cmd); err != nil {
+			return err
+		}
+		q := store.Query{SessionID: session, TaskID: task}
+		for _, s := range states {
+			st := store.State(strings.TrimSpace(s))
+			if !slices.Contains(store.States(), st) {
+				return usageError(cmd, "--state %q: want one of %s", s, stateNames())
+			}
+			q.States = append(q.States, st)
+		}
+		if task != "" && session == "" {
+			return usageError(cmd, "--task needs --session (task ids are unique only within a session)")
+		}
+		if olderThan < 0 || limit < 0 {
+			return usageError(cmd, "--older-than and --limit must not be negative")
+		}
+		var bound time.Time
+		if olderThan > 0 {
+			bound = o.deps.now().Add(-olderThan).UTC()
+			q.CreatedBefore = bound
+		} else if len(q.States) == 0 {
+			q.OrderByCreated = true
+		}
+		filterAge := false
+		if _, err := q.Shape(); err != nil && !q.CreatedBefore.IsZero() {
+			// No index for this combination: let the index narrow by the
+			// equality filters and check the age here.
+			q.CreatedBefore, filterAge = time.Time{}, true
+		}
+		if _, err := q.Shape(); err != nil {
+			return usageError(cmd, "%v", err)
+		}
+		ctx := cmd.Context()
+		reg, done, err := o.registry(ctx)
+		if err != nil {
+			return err
+		}
+		defer done()
+		// Read one more than asked for, to know whether more match.
+		var out []store.Snapshot
+		for {
+			q.Limit = 300
+			if limit > 0 && !filterAge {
+				q.Limit = min(300, limit+1-len(out))
+			}
+			page, err := reg.ListSnapshots(ctx, q)
+			if err != nil {
+				return fmt.Errorf("list snapshots: %w", err)
+			}
+			for _, s := range page.Snapshots {
+				if !filterAge || !s.CreatedAt.After(bound) {
+					out = append(out, s)
+				}
+			}
+			if page.Next == "" || (limit > 0 && len(out) > limit) {
+				break
+			}
+			q.After = page.Next
+		}
+		more := limit > 0 && len(out) > limit
+		if more {
+			out = out[:limit]
+		}
+		if o.json() {
+			if out == nil {
+				out = []store.Snapshot{}
+			}
+			return writeJSONTo(cmd.OutOrStdout(), struct {
+				Snapshots []store.Snapshot `json:"snapshots"`
+				More      bool             `json:"more"`
+			}{out, more})
+		}
+		now := o.deps.now()
+		tw := newTable(cmd.OutOrStdout())
+		fmt.Fprintln(tw, "SNAPSHOT\tSESSION\tTASK\tSTATE\tAGE\tUPDATED\tNOTE")
+		for _, s := range out {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.Key(), s.SessionID, dash(s.TaskID), s.State,
+				age(now, s.CreatedAt), when(s.UpdatedAt), clip(snapshotNote(s), 60))
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+		switch {
+		case len(out) == 0:
+			fmt.Fprintln(cmd.ErrOrStderr(), "no snapshots match")
+		case more:
+			fmt.Fprintf(cmd.ErrOrStderr(), "showing the first %d; more match (raise --limit, 0 for all)\n", limit)
+		}
+		return nil
+	}
+	group.AddCommand(list)
+	return group
+}
+
+func stateNames() string {
+	var names []string
+	for _, s := range store.States() {
+		names = append(names, string(s))
+	}
+	return strings.Join(names, ", ")
+}
+
+// snapshotNote is the one thing worth knowing about a record's state.
+func snapshotNote(s store.Snapshot) string {
+	switch {
+	case s.State == store.Held:
+		return fmt.Sprintf("held by %s: %s (was %s)", s.HeldBy, s.HoldReason, s.PrevState)
+	case s.Error != "":
+		return s.Error
+	case s.State == store.Deleted:
+		return "deleted by " + s.DeletedBy
+	case s.CleanupReason != "" && (s.State == store.CleanupPending || s.State == store.Deleting):
+		return "cleanup: " + s.CleanupReason
+	case s.Orphan:
+		return "orphan adopted by the sweep"
+	case s.State == store.Retained:
+		return "kept until " + when(s.ExpiresAt)
+	}
+	return ""
+}
+
+// sessionsCommand is `snapsweep sessions list|show`.
+func sessionsCommand(deps opsDeps) *cobra.Command {
+	group := &cobra.Command{
+		Use:   "sessions",
+		Short: "Inspect migration sessions and their cleanup outcome",
+		Args:  cobra.NoArgs,
+	}
+	var limit int
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List the most recently started sessions",
+		Example: `  snapsweep sessions list
+  snapsweep sessions list --limit 10 -o json`,
+		Args: cobra.NoArgs,
+	}
+	lo := newOpsOptions(list, deps)
+	list.Flags().IntVar(&limit, "limit", 50, "at most this many")
+	list.RunE = func(cmd *cobra.Command, _ []string) error {
+		if err := lo.check(cmd); err != nil {
+			return err
+		}
+		if limit <= 0 {
+			return usageError(cmd, "--limit must be positive")
+		}
+		ctx := cmd.Context()
+		reg, done, err := lo.registry(ctx)
+		if err != nil {
+			return err
+		}
+		defer done()
+		sessions, err := reg.ListSessions(ctx, limit)
+		if err != nil {
+			return fmt.Errorf("list sessions: %w", err)
+		}
+		if lo.json() {
+			if sessions == nil {
+				sessions = []store.Session{}
+			}
+			return writeJSONTo(cmd.OutOrStdout(), struct {
+				Sessions []store.Session `json:"sessions"`
+			}{sessions})
+		}
+		tw := newTable(cmd.OutOrStdout())
+		fmt.Fprintln(tw, "SESSION\tSTATE\tOUTCOME\tSTARTED\tCOMPLETED\tDELETED\tFAILED")
+		for _, s := range sessions {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\n", s.SessionID, s.State, dash(string(s.Outcome)),
+				when(s.StartedAt), when(s.CompletedAt), s.Deleted, s.Failed)
+		}
+		if len(sessions) == 0 {
+			fmt.Fprintln(cmd.ErrOrStderr(), "no sessions")
+		}
+		return tw.Flush()
+	}
+
+	show := &cobra.Command{
+		Use:   "show SESSION",
+		Short: "Show one session: its record, its snapshots by state and its tasks by state",
+		Example: `  snapsweep sessions show wave-7
+  snapsweep sessions show wave-7 -o json | jq .snapshots`,
+		Args: cobra.ExactArgs(1),
+	}
+	so := newOpsOptions(show, deps)
+	show.RunE = func(cmd *cobra.Command, args []string) error {
+		if err := so.check(cmd); err != nil {
+			return err
+		}
+		ctx := cmd.Context()
+		reg, done, err := so.registry(ctx)
+		if err != nil {
+			return err
+		}
+		defer done()
+		id := args[0]
+		sess, err := reg.GetSession(ctx, id)
+		if errors.Is(err, store.ErrNotFound) {
+			return fmt.Errorf("session %q not found", id)
+		}
+		if err != nil {
+			return fmt.Errorf("read session: %w", err)
+		}
+		type shown struct {
+			Session   *store.Session            `json:"session"`
+			Snapshots map[store.State]int64     `json:"snapshots"`
+			Tasks     map[store.TaskState]int64 `json:"tasks"`
+			Failed    []store.Task              `json:"failedTasks,omitempty"`
+		}
+		out := shown{Session: sess, Snapshots: map[store.State]int64{}, Tasks: map[store.TaskState]int64{}}
+		for _, st := range store.States() {
+			n, err := reg.CountSnapshots(ctx, store.Query{SessionID: id, States: []store.State{st}})
+			if err != nil {
+				return fmt.Errorf("count snapshots: %w", err)
+			}
+			out.Snapshots[st] = n
+		}
+		for _, st := range []store.TaskState{store.TaskRunning, store.TaskSucceeded, store.TaskFailed} {
+			tasks, err := reg.ListTasks(ctx, id, st)
+			if err != nil {
+				return fmt.Errorf("list tasks: %w", err)
+			}
+			out.Tasks[st] = int64(len(tasks))
+			if st == store.TaskFailed {
+				out.Failed = tasks
+			}
+		}
+		if so.json() {
+			return writeJSONTo(cmd.OutOrStdout(), out)
+		}
+		w := cmd.OutOrStdout()
+		tw := newTable(w)
+		fmt.Fprintf(tw, "session\t%s\n", sess.SessionID)
+		fmt.Fprintf(tw, "state\t%s\n", sess.State)
+		outcome := dash(string(sess.Outcome))
+		if sess.Outcome != "" {
+			outcome += fmt.Sprintf(" (%d deleted, %d failed or refused; judged %s)", sess.Deleted, sess.Failed, when(sess.OutcomeAt))
+		}
+		fmt.Fprintf(tw, "outcome\t%s\n", outcome)
+		fmt.Fprintf(tw, "started\t%s\n", when(sess.StartedAt))
+		fmt.Fprintf(tw, "completed\t%s\n", when(sess.CompletedAt))
+		var parts []string
+		for _, st := range store.States() {
+			parts = append(parts, fmt.Sprintf("%s %d", st, out.Snapshots[st]))
+		}
+		fmt.Fprintf(tw, "snapshots\t%s\n", strings.Join(parts, ", "))
+		fmt.Fprintf(tw, "tasks\trunning %d, succeeded %d, failed %d\n", out.Tasks[store.TaskRunning], out.Tasks[store.TaskSucceeded], out.Tasks[store.TaskFailed])
+		for _, t := range out.Failed {
+			fmt.Fprintf(tw, "  failed %s\t%s at %s\n", t.TaskID, dash(clip(t.Error, 60)), when(t.StateTime))
+		}
+		return tw.Flush()
+	}
+	group.AddCommand(list, show)
+	return group
+}
+
+// rejectedCommand is `snapsweep rejected list`.
+func rejectedCommand(deps opsDeps) *cobra.Command {
+	group := &cobra.Command{
+		Use:   "rejected",
+		Short: "Inspect messages snapsweep acknowledged but could never process",
+		Args:  cobra.NoArgs,
+	}
+	var limit int
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List the most recent rejected messages (bad JSON, missing fields, projects outside the allowlist, ...)",
+		Example: `  snapsweep rejected list
+  snapsweep rejected list -o json | jq -r '.rejected[].payload'`,
+		Args: cobra.NoArgs,
+	}
+	o := newOpsOptions(list, deps)
+	list.Flags().IntVar(&limit, "limit", 50, "at most this many")
+	list.RunE = func(cmd *cobra.Command, _ []string) error {
+		if err := o.check(cmd); err != nil {
+			return err
+		}
+		if limit <= 0 {
+			return usageError(cmd, "--limit must be positive")
+		}
+		ctx := cmd.Context()
+		reg, done, err := o.registry(ctx)
+		if err != nil {
+			return err
+		}
+		defer done()
+		rej, err := reg.ListRejected(ctx, limit)
+		if err != nil {
+			return fmt.Errorf("list rejected messages: %w", err)
+		}
+		if o.json() {
+			if rej == nil {
+				rej = []store.Rejected{}
+			}
+			return writeJSONTo(cmd.OutOrStdout(), struct {
+				Rejected []store.Rejected `json:"rejected"`
+			}{rej})
+		}
+		tw := newTable(cmd.OutOrStdout())
+		fmt.Fprintln(tw, "RECEIVED\tENDPOINT\tREASON\tFIELD\tMESSAGE ID\tDETAIL")
+		for _, r := range rej {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", when(r.ReceivedAt), r.Endpoint, r.Reason, dash(r.Field), dash(r.MessageID), clip(r.Detail, 70))
+		}
+		if len(rej) == 0 {
+			fmt.Fprintln(cmd.ErrOrStderr(), "no rejected messages")
+		}
+		return tw.Flush()
+	}
+	group.AddCommand(list)
+	return group
+}
+
+// orphan is a labelled snapshot in Compute that the registry does not know.
+type orphan struct {
+	Project      string    `json:"project"`
+	Name         string    `json:"name"`
+	SessionLabel string    `json:"sessionLabel"`
+	Status       string    `json:"status"`
+	CreatedAt    time.Time `json:"createdAt,omitzero"`
+	SourceDisk   string    `json:"sourceDisk,omitempty"`
+}
+
+// orphansCommand is `snapsweep orphans`.
+func orphansCommand(deps opsDeps) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "orphans",
+		Short: "List labelled snapshots in Compute that the registry does not know (read-only)",
+		Long: `List the snapshots of every managed project that carry the ownership label
+(SNAPSWEEP_SESSION_LABEL) but have no registry record: snapshots whose
+snapshot.created event never arrived. Nothing is changed; the scheduled sweep
+adopts them (SNAPSWEEP_ADOPT_ORPHANS) and cleans them when they expire.`,
+		Example: `  snapsweep orphans --project my-proj
+  snapsweep orphans --projects migration-prod-1,migration-prod-2 -o json
+  snapsweep orphans --compute-endpoint http://127.0.0.1:8089   # a local fake`,
+		Args: cobra.NoArgs,
+	}
+	o := newOpsOptions(cmd, deps)
+	o.addCompute(cmd)
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		if err := o.check(cmd); err != nil {
+			return err
+		}
+		ctx := cmd.Context()
+		cfg, err := o.config(ctx)
+		if err != nil {
+			return err
+		}
+		reg, done, err := o.registry(ctx)
+		if err != nil {
+			return err
+		}
+		defer done()
+		compute, err := o.compute(ctx, cfg.ComputeEndpoint)
+		if err != nil {
+			return err
+		}
+		defer compute.Close()
+		tty := o.deps.terminal(cmd.ErrOrStderr())
+		var found []orphan
+		listed := 0
+		for _, project := range cfg.Projects {
+			err := compute.ListByLabel(ctx, project, cfg.SessionLabel, func(s gce.Snapshot) error {
+				listed++
+				if tty && listed%50 == 0 {
+					fmt.Fprintf(cmd.ErrOrStderr(), "\r\033[Kchecked %d labelled snapshots", listed)
+				}
+				_, err := reg.GetSnapshot(ctx, store.Key{Project: project, Name: s.Name})
+				switch {
+				case err == nil:
+					return nil
+				case !errors.Is(err, store.ErrNotFound):
+					return err
+				}
+				found = append(found, orphan{Project: project, Name: s.Name, SessionLabel: s.Labels[cfg.SessionLabel],
+					Status: s.Status, CreatedAt: s.CreationTime, SourceDisk: s.SourceDisk})
+				return nil
+			})
+			if err != nil {
+				if tty {
+					fmt.Fprintln(cmd.ErrOrStderr())
+				}
+				return fmt.Errorf("list snapshots of %s: %w", project, err)
+			}
+		}
+		if tty && listed >= 50 {
+			fmt.Fprintln(cmd.ErrOrStderr())
+		}
+		if o.json() {
+			if found == nil {
+				found = []orphan{}
+			}
+			return writeJSONTo(cmd.OutOrStdout(), struct {
+				Orphans []orphan `json:"orphans"`
+				Checked int      `json:"checked"`
+			}{found, listed})
+		}
+		now := o.deps.now()
+		tw := newTable(cmd.OutOrStdout())
+		fmt.Fprintln(tw, "SNAPSHOT\tLABEL "+cfg.SessionLabel+"\tSTATUS\tAGE")
+		for _, s := range found {
+			fmt.Fprintf(tw, "%s/%s\t%s\t%s\t%s\n", s.Project, s.Name, dash(s.SessionLabel), s.Status, age(now, s.CreatedAt))
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+		fmt.Fprintf(cmd.ErrOrStderr(), "%d of %d labelled snapshots in %s are not in the registry\n", len(found), listed, strings.Join(cfg.Projects, ", "))
+		return nil
+	}
+	return cmd
+}
+
+// compute opens the Compute client: a plain-http endpoint without
+// credentials, anything else with Application Default Credentials.
+func (o *opsOptions) compute(ctx context.Context, endpoint string) (*gce.Client, error) {
+	var opts []option.ClientOption
+	if o.deps.computeHTTP != nil {
+		opts = append(opts, option.WithHTTPClient(o.deps.computeHTTP))
+	}
+	c, err := gce.New(ctx, gce.Config{Endpoint: endpoint}, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("compute client: %w", err)
+	}
+	return c, nil
+}

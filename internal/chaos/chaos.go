@@ -1,0 +1,710 @@
+// Package chaos is snapsweep's chaos run (`make chaos`): several `snapsweep
+// serve` processes on the Firestore and Pub/Sub emulators and a faulty
+// Compute fake, fed a duplicated, shuffled stream of migration events while
+// Compute fails, quotas bite, Firestore freezes and an instance is killed;
+// then the faults clear, the sweep runs until there is nothing left to do,
+// and the end state is checked against the rules of the contract.
+//
+// The driver plays Pub/Sub push itself (pull subscriptions, concurrent
+// posts of push envelopes, ack on 2xx, nack with backoff otherwise): the
+// emulator's own push delivers about two messages at a time, far below
+// production concurrency.
+package chaos
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"cloud.google.com/go/firestore"
+	"cloud.google.com/go/pubsub/v2"
+	"cloud.google.com/go/pubsub/v2/apiv1/pubsubpb"
+
+	"github.com/snapsweep/snapsweep/store"
+)
+
+// Config is one chaos run.
+type Config struct {
+	// Bin is the snapsweep binary (built once by scripts/chaos.sh).
+	Bin string
+	// LogDir receives every process's log and summary.json.
+	LogDir string
+	// Project is the GCP project id of the run (Firestore, Pub/Sub and the
+	// snapshots); a fresh one per run keeps runs apart on shared emulators.
+	Project string
+	// FirestorePGID is the process group of the Firestore emulator (its
+	// session leader's pid, as scripts/emulators.sh records it); 0 skips
+	// the freeze.
+	FirestorePGID int
+
+	// DeleteRates is SNAPSWEEP_DELETE_RATE of each serve instance; their
+	// number is the number of instances.
+	DeleteRates []float64
+	// Quota is the fake's delete quota per second and project; FailRate
+	// and FailCode its random failures; OpLatency how long a delete
+	// operation runs.
+	Quota     int
+	FailRate  float64
+	FailCode  int
+	OpLatency time.Duration
+
+	// Inflight is the push concurrency per subscription; AckDeadline the
+	// HTTP timeout of one push; BackoffMin/Max the nack redelivery delay.
+	Inflight               int
+	AckDeadline            time.Duration
+	BackoffMin, BackoffMax time.Duration
+
+	Workload WorkloadConfig
+	// Waves and WaveEvery spread the publishing of the deliveries.
+	Waves     int
+	WaveEvery time.Duration
+
+	// FreezeAt and FreezeFor time the Firestore freeze (from the first
+	// publish); KillAt the SIGKILLs of instance Victim, each restarted
+	// after RestartAfter; FaultsFor when the Compute faults are cleared.
+	FreezeAt, FreezeFor time.Duration
+	KillAt              []time.Duration
+	Victim              int
+	RestartAfter        time.Duration
+	FaultsFor           time.Duration
+
+	// SettleTimeout bounds the phase after the faults: sweeps until quiet.
+	SettleTimeout time.Duration
+	// Lease is SNAPSWEEP_DELETE_LEASE (how long a cleanup claim holds a
+	// snapshot; a killed instance's claims block redeliveries that long)
+	// and StuckAfter SNAPSWEEP_SWEEP_STUCK_AFTER (how old cleanup_pending or
+	// deleting must be before the sweep re-drives it). The production
+	// defaults (2m, 10m) would make the run long.
+	Lease, StuckAfter time.Duration
+	// RSSLimitMB is the peak RSS (VmHWM) each serve process must stay under.
+	RSSLimitMB int
+
+	Out io.Writer
+}
+
+// Result is what a run found.
+type Result struct {
+	Project    string         `json:"project"`
+	Seed       uint64         `json:"seed"`
+	Workload   map[string]int `json:"workload"`
+	Invariants []Invariant    `json:"invariants"`
+	Timeline   []string       `json:"timeline"`
+	Events     pushStats      `json:"eventPushes"`
+	Cleanups   pushStats      `json:"cleanupPushes"`
+	Compute    any            `json:"computeCalls"`
+	Sweeps     int            `json:"sweeps"`
+	Quiet      bool           `json:"quiet"`
+	DurationS  float64        `json:"durationSeconds"`
+	Errors     []string       `json:"errors,omitempty"`
+}
+
+// OK reports whether every invariant held and nothing went wrong.
+func (r *Result) OK() bool {
+	if len(r.Errors) > 0 || len(r.Invariants) == 0 {
+		return false
+	}
+	for _, iv := range r.Invariants {
+		if !iv.OK {
+			return false
+		}
+	}
+	return true
+}
+
+type runner struct {
+	cfg   Config
+	start time.Time
+	res   *Result
+
+	mu sync.Mutex
+
+	ps        *pubsub.Client
+	reg       *store.Firestore
+	fakeURL   string
+	instances []*instance
+	events    *pusher
+	cleanups  *pusher
+}
+
+func (r *runner) logf(format string, args ...any) {
+	line := fmt.Sprintf(format, args...)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	fmt.Fprintf(r.cfg.Out, "[%6.1fs] %s\n", time.Since(r.start).Seconds(), line)
+}
+
+// mark logs a timeline entry (kept in the result).
+func (r *runner) mark(format string, args ...any) {
+	line := fmt.Sprintf(format, args...)
+	r.logf("%s", line)
+	r.mu.Lock()
+	r.res.Timeline = append(r.res.Timeline, fmt.Sprintf("%6.1fs %s", time.Since(r.start).Seconds(), line))
+	r.mu.Unlock()
+}
+
+func (r *runner) fail(err error) {
+	r.logf("ERROR %v", err)
+	r.mu.Lock()
+	r.res.Errors = append(r.res.Errors, err.Error())
+	r.mu.Unlock()
+}
+
+// Run runs the chaos scenario and checks the invariants. The error is for
+// a run that could not be carried out; failed invariants are in the result.
+func Run(ctx context.Context, cfg Config) (*Result, error) {
+	r := &runner{cfg: cfg, start: time.Now(), res: &Result{Project: cfg.Project, Seed: cfg.Workload.Seed}}
+	defer func() { r.res.DurationS = time.Since(r.start).Seconds() }()
+	for _, v := range []string{"FIRESTORE_EMULATOR_HOST", "PUBSUB_EMULATOR_HOST"} {
+		if os.Getenv(v) == "" {
+			return r.res, fmt.Errorf("%s is not set: run through scripts/chaos.sh (make chaos)", v)
+		}
+	}
+	if len(cfg.DeleteRates) < 2 {
+		return r.res, errors.New("at least two serve instances are needed")
+	}
+	if err := os.MkdirAll(cfg.LogDir, 0o755); err != nil {
+		return r.res, err
+	}
+	err := r.run(ctx)
+	if werr := r.writeSummary(); werr != nil && err == nil {
+		err = werr
+	}
+	return r.res, err
+}
+
+func (r *runner) run(ctx context.Context) error {
+	cfg := r.cfg
+	var sum float64
+	for _, d := range cfg.DeleteRates {
+		sum += d
+	}
+	r.mark("chaos run: project %s, seed %d, %d serve instances (delete rates %v/s, sum %g/s), fake quota %d deletes/s, %.0f%% Compute %d, logs in %s",
+		cfg.Project, cfg.Workload.Seed, len(cfg.DeleteRates), cfg.DeleteRates, sum, cfg.Quota, cfg.FailRate*100, cfg.FailCode, cfg.LogDir)
+	if cfg.Quota > 0 && sum <= float64(cfg.Quota) {
+		r.logf("warning: the delete rates (sum %g/s) do not exceed the quota (%d/s)", sum, cfg.Quota)
+	}
+
+	// Pub/Sub: topics and pull subscriptions.
+	ps, err := pubsub.NewClient(ctx, cfg.Project)
+	if err != nil {
+		return fmt.Errorf("pubsub client: %w", err)
+	}
+	defer ps.Close()
+	r.ps = ps
+	subs := map[string]string{}
+	for _, topic := range []string{"migration-events", "snapshot-cleanup"} {
+		tname := "projects/" + cfg.Project + "/topics/" + topic
+		if _, err := ps.TopicAdminClient.CreateTopic(ctx, &pubsubpb.Topic{Name: tname}); err != nil {
+			return fmt.Errorf("create topic %s: %w", topic, err)
+		}
+		sname := "projects/" + cfg.Project + "/subscriptions/chaos-" + topic
+		if _, err := ps.SubscriptionAdminClient.CreateSubscription(ctx, &pubsubpb.Subscription{
+			Name: sname, Topic: tname, AckDeadlineSeconds: int32(cfg.AckDeadline / time.Second),
+		}); err != nil {
+			return fmt.Errorf("create subscription %s: %w", sname, err)
+		}
+		subs[topic] = sname
+	}
+
+	// Firestore, read through the same store code as the service.
+	fs, err := firestore.NewClient(ctx, cfg.Project)
+	if err != nil {
+		return fmt.Errorf("firestore client: %w", err)
+	}
+	defer fs.Close()
+	r.reg = store.NewFirestore(fs)
+
+	// The Compute fake, faulty from the start.
+	port, err := freePort()
+	if err != nil {
+		return err
+	}
+	r.fakeURL = fmt.Sprintf("http://127.0.0.1:%d", port)
+	fake, err := startProc("fake-compute", cfg.Bin, []string{"fake-compute", "--addr", fmt.Sprintf("127.0.0.1:%d", port),
+		"--latency", cfg.OpLatency.String(), "--fail-rate", strconv.FormatFloat(cfg.FailRate, 'g', -1, 64),
+		"--fail-code", strconv.Itoa(cfg.FailCode), "--quota", strconv.Itoa(cfg.Quota),
+		"--seed", strconv.FormatUint(cfg.Workload.Seed, 10)}, os.Environ(), filepath.Join(cfg.LogDir, "fake-compute.log"))
+	if err != nil {
+		return err
+	}
+	defer fake.stop(5 * time.Second)
+	if err := waitHTTP(ctx, fake, r.fakeURL+"/fake/faults", 30*time.Second); err != nil {
+		return err
+	}
+
+	// The workload, and its snapshots in Compute.
+	w := Generate(cfg.Workload)
+	r.res.Workload = w.Counts()
+	r.mark("workload: %v", w.Counts())
+	if err := r.seedCompute(ctx, w); err != nil {
+		return err
+	}
+
+	// The serve instances.
+	for i, rate := range cfg.DeleteRates {
+		port, err := freePort()
+		if err != nil {
+			return err
+		}
+		in := &instance{idx: i, name: fmt.Sprintf("serve-%d", i), port: port, rate: rate, bin: cfg.Bin,
+			log: filepath.Join(cfg.LogDir, fmt.Sprintf("serve-%d.log", i))}
+		in.env = serveEnv(cfg, port, rate, r.fakeURL)
+		r.instances = append(r.instances, in)
+	}
+	for _, in := range r.instances {
+		if err := in.start(ctx); err != nil {
+			return err
+		}
+		r.logf("%s up on :%d (pid %d, delete rate %g/s)", in.name, in.port, in.cur.pid(), in.rate)
+	}
+	defer func() {
+		for _, in := range r.instances {
+			in.stop()
+		}
+	}()
+
+	bg, stopBG := context.WithCancel(ctx)
+	defer stopBG()
+	var bgWG sync.WaitGroup
+	defer bgWG.Wait()
+	defer stopBG()
+	bgWG.Go(func() { r.sampleMemory(bg) })
+
+	targets := func() []*instance { return r.instances }
+	r.events = newPusher("migration-events", "/pubsub/migration-events", subs["migration-events"], ps.SubscriptionAdminClient,
+		targets, cfg.Inflight, cfg.AckDeadline, cfg.BackoffMin, cfg.BackoffMax)
+	r.cleanups = newPusher("snapshot-cleanup", "/pubsub/snapshot-cleanup", subs["snapshot-cleanup"], ps.SubscriptionAdminClient,
+		targets, cfg.Inflight, cfg.AckDeadline, cfg.BackoffMin, cfg.BackoffMax)
+	pushCtx, stopPush := context.WithCancel(ctx)
+	var pushWG sync.WaitGroup
+	pushWG.Go(func() { r.events.run(pushCtx) })
+	pushWG.Go(func() { r.cleanups.run(pushCtx) })
+	defer pushWG.Wait()
+	defer stopPush()
+	bgWG.Go(func() { r.progress(bg) })
+
+	// Chaos: publish in waves while Firestore freezes and an instance dies.
+	t0 := time.Now()
+	var chaos sync.WaitGroup
+	chaos.Go(func() {
+		if err := r.publish(ctx, w); err != nil {
+			r.fail(err)
+		}
+	})
+	var resume func()
+	var resumeMu sync.Mutex
+	defer func() {
+		resumeMu.Lock()
+		defer resumeMu.Unlock()
+		if resume != nil {
+			resume()
+		}
+	}()
+	if cfg.FirestorePGID > 0 && cfg.FreezeFor > 0 {
+		chaos.Go(func() {
+			if !sleepUntil(ctx, t0.Add(cfg.FreezeAt)) {
+				return
+			}
+			members, res, err := freeze(cfg.FirestorePGID)
+			if err != nil {
+				r.fail(fmt.Errorf("freeze Firestore: %w", err))
+				return
+			}
+			resumeMu.Lock()
+			resume = res
+			resumeMu.Unlock()
+			r.mark("Firestore emulator frozen (SIGSTOP process group %d: %s) with %d event and %d cleanup pushes in flight",
+				cfg.FirestorePGID, describe(members), r.events.active.Load(), r.cleanups.active.Load())
+			sleepUntil(ctx, time.Now().Add(cfg.FreezeFor))
+			res()
+			r.mark("Firestore emulator resumed (SIGCONT) after %s", cfg.FreezeFor)
+		})
+	} else {
+		r.mark("no Firestore emulator process group given: skipping the freeze")
+	}
+	chaos.Go(func() { r.killLoop(ctx, t0) })
+	chaos.Go(func() {
+		if !sleepUntil(ctx, t0.Add(cfg.FaultsFor)) {
+			return
+		}
+	})
+	chaos.Wait()
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	zero := 0
+	var zeroF float64
+	if err := postJSON(ctx, r.fakeURL+"/fake/faults", map[string]any{"failRate": zeroF, "quota": zero}, nil); err != nil {
+		return fmt.Errorf("clear faults: %w", err)
+	}
+	r.mark("Compute faults cleared (fail rate 0, no quota)")
+
+	r.settle(ctx, w)
+
+	stopPush()
+	pushWG.Wait()
+	r.res.Events, r.res.Cleanups = r.events.stats(), r.cleanups.stats()
+	r.logf("event pushes:   %s", r.res.Events)
+	r.logf("cleanup pushes: %s", r.res.Cleanups)
+	var calls map[string]any
+	if err := getJSON(ctx, r.fakeURL+"/fake/calls", &calls); err == nil {
+		r.res.Compute = calls
+		b, _ := json.Marshal(calls)
+		r.logf("compute calls:  %s", b)
+	}
+	for _, in := range r.instances {
+		if err := in.crashed(); err != nil {
+			r.fail(err)
+		}
+		in.sample()
+	}
+
+	es, err := readEndState(ctx, r.fakeURL, r.reg, w)
+	if err != nil {
+		return err
+	}
+	r.res.Invariants = checkInvariants(w, es, r.instances, cfg.RSSLimitMB, r.events.ackedCount(), len(w.Deliveries))
+	return nil
+}
+
+func describe(members map[int]string) string {
+	var parts []string
+	for pid, comm := range members {
+		parts = append(parts, fmt.Sprintf("%s[%d]", comm, pid))
+	}
+	return strings.Join(parts, " ")
+}
+
+// serveEnv is the environment of one serve instance: the caller's (for the
+// emulator variables and PATH) without any snapsweep setting, plus the run's.
+func serveEnv(cfg Config, port int, rate float64, fakeURL string) []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		k, _, _ := strings.Cut(kv, "=")
+		if strings.HasPrefix(k, "SNAPSWEEP_") || k == "PORT" || k == "GOOGLE_CLOUD_PROJECT" || strings.HasPrefix(k, "OTEL_") {
+			continue
+		}
+		env = append(env, kv)
+	}
+	return append(env,
+		"GOOGLE_CLOUD_PROJECT="+cfg.Project,
+		"PORT="+strconv.Itoa(port),
+		"SNAPSWEEP_COMPUTE_ENDPOINT="+fakeURL,
+		"SNAPSWEEP_DELETE_RATE="+strconv.FormatFloat(rate, 'g', -1, 64),
+		"SNAPSWEEP_TELEMETRY=none",
+		"SNAPSWEEP_LOG_LEVEL=info",
+		"SNAPSWEEP_DELETE_LEASE="+cfg.Lease.String(),
+		"SNAPSWEEP_SWEEP_STUCK_AFTER="+cfg.StuckAfter.String(),
+	)
+}
+
+func sleepUntil(ctx context.Context, t time.Time) bool {
+	d := time.Until(t)
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	select {
+	case <-timer.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+func postJSON(ctx context.Context, url string, body, out any) error {
+	b, err := json.Marshal(body)
+	if err != nil {
+		return err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(b))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		return fmt.Errorf("POST %s: %s: %s", url, resp.Status, bytes.TrimSpace(msg))
+	}
+	if out != nil {
+		return json.NewDecoder(resp.Body).Decode(out)
+	}
+	return nil
+}
+
+// seedCompute creates the workload's snapshots in the fake (all but those
+// the job deleted itself) and marks some in use.
+func (r *runner) seedCompute(ctx context.Context, w *Workload) error {
+	sem := make(chan struct{}, 16)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var errs []error
+	for _, sn := range w.Snaps {
+		if sn.JobDeleted {
+			continue
+		}
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			err := postJSON(ctx, r.fakeURL+"/fake/snapshots", map[string]any{"project": w.Project, "name": sn.Name,
+				"labels": sn.Labels(labelKey)}, nil)
+			if err == nil && sn.InUse > 0 {
+				err = postJSON(ctx, r.fakeURL+"/fake/inuse", map[string]any{"project": w.Project, "name": sn.Name, "n": sn.InUse}, nil)
+			}
+			if err != nil {
+				mu.Lock()
+				errs = append(errs, err)
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// labelKey is the default SNAPSWEEP_SESSION_LABEL.
+const labelKey = "migration-session"
+
+// publish publishes every delivery to migration-events, in waves.
+func (r *runner) publish(ctx context.Context, w *Workload) error {
+	pub := r.ps.Publisher("migration-events")
+	defer pub.Stop()
+	waves := max(r.cfg.Waves, 1)
+	per := (len(w.Deliveries) + waves - 1) / waves
+	for i := 0; i < len(w.Deliveries); i += per {
+		chunk := w.Deliveries[i:min(i+per, len(w.Deliveries))]
+		results := make([]*pubsub.PublishResult, 0, len(chunk))
+		for _, ev := range chunk {
+			results = append(results, pub.Publish(ctx, &pubsub.Message{Data: w.Events[ev].Data,
+				Attributes: map[string]string{"eventType": string(w.Events[ev].Type)}}))
+		}
+		for _, res := range results {
+			if _, err := res.Get(ctx); err != nil {
+				return fmt.Errorf("publish: %w", err)
+			}
+		}
+		r.logf("published %d/%d event messages", i+len(chunk), len(w.Deliveries))
+		if i+per < len(w.Deliveries) && !sleepUntil(ctx, time.Now().Add(r.cfg.WaveEvery)) {
+			return ctx.Err()
+		}
+	}
+	return nil
+}
+
+// killLoop SIGKILLs the victim at each KillAt, while it has cleanup pushes
+// in flight, and restarts it.
+func (r *runner) killLoop(ctx context.Context, t0 time.Time) {
+	if len(r.cfg.KillAt) == 0 {
+		return
+	}
+	victim := r.instances[r.cfg.Victim%len(r.instances)]
+	for i, at := range r.cfg.KillAt {
+		if !sleepUntil(ctx, t0.Add(at)) {
+			return
+		}
+		// Mid-cleanup: wait (a little) for cleanup pushes to the victim.
+		for wait := time.Now().Add(15 * time.Second); time.Now().Before(wait) && r.cleanups.inflightTo(victim.name) == 0; {
+			time.Sleep(20 * time.Millisecond)
+		}
+		ev, cl := r.events.inflightTo(victim.name), r.cleanups.inflightTo(victim.name)
+		pid := victim.kill()
+		r.mark("SIGKILL %d/%d: %s (pid %d) with %d cleanup and %d event pushes in flight to it",
+			i+1, len(r.cfg.KillAt), victim.name, pid, cl, ev)
+		if !sleepUntil(ctx, time.Now().Add(r.cfg.RestartAfter)) {
+			return
+		}
+		if err := victim.start(ctx); err != nil {
+			r.fail(fmt.Errorf("restart %s: %w", victim.name, err))
+			return
+		}
+		r.mark("%s restarted (pid %d)", victim.name, victim.cur.pid())
+	}
+}
+
+func (r *runner) sampleMemory(ctx context.Context) {
+	t := time.NewTicker(250 * time.Millisecond)
+	defer t.Stop()
+	for {
+		for _, in := range r.instances {
+			in.sample()
+			if err := in.crashed(); err != nil {
+				r.fail(err)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// progress logs the state of things every 10 s.
+func (r *runner) progress(ctx context.Context) {
+	t := time.NewTicker(10 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		qctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		counts, err := r.reg.CountByState(qctx)
+		cancel()
+		reg := "registry unreadable"
+		if err == nil {
+			var parts []string
+			for _, st := range store.States() {
+				if counts[st] > 0 {
+					parts = append(parts, fmt.Sprintf("%s=%d", st, counts[st]))
+				}
+			}
+			reg = strings.Join(parts, " ")
+		}
+		ev, cl := r.events.stats(), r.cleanups.stats()
+		r.logf("progress: events %d msgs/%d deliveries (%d pending), cleanups %d msgs/%d deliveries (%d pending); registry %s",
+			ev.Messages, ev.Deliveries, r.events.pending(), cl.Messages, cl.Deliveries, r.cleanups.pending(), reg)
+	}
+}
+
+// sweepReport is the part of the sweep's JSON report the driver reads.
+type sweepReport struct {
+	RunID   string   `json:"runId"`
+	Skipped string   `json:"skipped"`
+	Status  string   `json:"status"`
+	Errors  []string `json:"errors"`
+	Used    int      `json:"used"`
+	Expired struct {
+		Found int `json:"found"`
+	} `json:"expired"`
+	Threshold struct {
+		Scheduled int `json:"scheduled"`
+	} `json:"threshold"`
+	Stuck struct {
+		Pending          int `json:"pending"`
+		Deleting         int `json:"deleting"`
+		Redriven         int `json:"redriven"`
+		ConfirmedDeleted int `json:"confirmedDeleted"`
+	} `json:"stuck"`
+	Orphans struct {
+		Found   int `json:"found"`
+		Adopted int `json:"adopted"`
+	} `json:"orphans"`
+}
+
+func (s *sweepReport) work() int {
+	return s.Used + s.Expired.Found + s.Threshold.Scheduled + s.Stuck.Pending + s.Stuck.Deleting +
+		s.Stuck.ConfirmedDeleted + s.Orphans.Found + s.Orphans.Adopted
+}
+
+func (r *runner) sweep(ctx context.Context, n int) (*sweepReport, error) {
+	in := r.instances[n%len(r.instances)]
+	if !in.isUp() {
+		in = r.instances[(n+1)%len(r.instances)]
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, in.url()+"/scheduler/sweep", strings.NewReader("{}"))
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("X-CloudScheduler-JobName", "snapsweep-chaos")
+	req.Header.Set("X-CloudScheduler-ScheduleTime", time.Now().UTC().Format(time.RFC3339Nano))
+	c := &http.Client{Timeout: 5 * time.Minute}
+	resp, err := c.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("sweep on %s: %s: %s", in.name, resp.Status, bytes.TrimSpace(body))
+	}
+	var rep sweepReport
+	if err := json.Unmarshal(body, &rep); err != nil {
+		return nil, fmt.Errorf("sweep report: %w", err)
+	}
+	return &rep, nil
+}
+
+// settle lets the pushes drain and sweeps until two sweeps in a row find
+// no work, nothing is cleanup_pending or deleting, and no message waits.
+func (r *runner) settle(ctx context.Context, w *Workload) {
+	deadline := time.Now().Add(r.cfg.SettleTimeout)
+	quiet := 0
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		idle := r.events.ackedCount() >= len(w.Deliveries) && r.events.idleFor(3*time.Second) && r.cleanups.idleFor(3*time.Second)
+		if !idle {
+			time.Sleep(time.Second)
+			continue
+		}
+		rep, err := r.sweep(ctx, r.res.Sweeps)
+		r.res.Sweeps++
+		if err != nil {
+			r.logf("sweep %d: %v", r.res.Sweeps, err)
+			quiet = 0
+			time.Sleep(2 * time.Second)
+			continue
+		}
+		qctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		counts, cerr := r.reg.CountByState(qctx)
+		cancel()
+		open := counts[store.CleanupPending] + counts[store.Deleting]
+		r.logf("sweep %d: status %s, used %d, expired %d, stuck pending %d deleting %d (redriven %d, confirmed deleted %d), orphans %d (adopted %d)%s; registry cleanup_pending=%d deleting=%d",
+			r.res.Sweeps, rep.Status, rep.Used, rep.Expired.Found, rep.Stuck.Pending, rep.Stuck.Deleting, rep.Stuck.Redriven,
+			rep.Stuck.ConfirmedDeleted, rep.Orphans.Found, rep.Orphans.Adopted, skipped(rep), counts[store.CleanupPending], counts[store.Deleting])
+		if cerr == nil && rep.Skipped == "" && len(rep.Errors) == 0 && rep.work() == 0 && open == 0 {
+			quiet++
+			if quiet >= 2 {
+				r.res.Quiet = true
+				r.mark("quiet: %d sweeps, the last two found no work; nothing cleanup_pending or deleting", r.res.Sweeps)
+				return
+			}
+		} else {
+			quiet = 0
+		}
+		time.Sleep(2 * time.Second)
+	}
+	r.mark("not quiet after %s of sweeps (%d sweeps): checking the invariants anyway", r.cfg.SettleTimeout, r.res.Sweeps)
+	// A goroutine dump of every serve process (SIGQUIT), for the post-mortem.
+	for _, in := range r.instances {
+		if pid := in.quit(); pid > 0 {
+			r.logf("%s (pid %d): goroutine dump (SIGQUIT) in %s", in.name, pid, in.log)
+		}
+	}
+}
+
+func skipped(rep *sweepReport) string {
+	s := ""
+	if rep.Skipped != "" {
+		s += ", skipped: " + rep.Skipped
+	}
+	if len(rep.Errors) > 0 {
+		s += ", errors: " + strings.Join(rep.Errors, "; ")
+	}
+	return s
+}
+
+func (r *runner) writeSummary() error {
+	b, err := json.MarshalIndent(r.res, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(r.cfg.LogDir, "summary.json"), b, 0o644)
+}
