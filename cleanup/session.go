@@ -77,6 +77,13 @@ func (j *Judge) JudgeSession(ctx context.Context, id string) (store.Outcome, err
 		if cur == nil {
 			return nil, nil
 		}
+		// Judgements race when a session's last deletions finish together:
+		// one counted before the other's deletion landed. Finished counts
+		// only grow, so a judgement on fewer finished snapshots than the
+		// stored one is stale and must not overwrite it.
+		if cur.Deleted+cur.Failed > deleted+failed || (cur.Outcome == v && cur.Deleted == deleted && cur.Failed == failed) {
+			return nil, nil
+		}
 		next := *cur
 		next.Outcome, next.Deleted, next.Failed, next.OutcomeAt, next.UpdatedAt = v, deleted, failed, at, at
 		return &next, nil

@@ -408,6 +408,27 @@ func (f *Firestore) ListSessions(ctx context.Context, limit int) ([]Session, err
 	return out, nil
 }
 
+// ListSessionsByOutcome returns up to limit sessions whose cleanup outcome
+// is outcome (the sweep re-judges completed sessions still pending).
+func (f *Firestore) ListSessionsByOutcome(ctx context.Context, outcome Outcome, limit int) ([]Session, error) {
+	if limit <= 0 {
+		limit = 100
+	}
+	docs, err := f.col(CollectionSessions).Where("outcome", "==", string(outcome)).Limit(limit).Documents(ctx).GetAll()
+	if err != nil {
+		return nil, classify("list sessions by outcome", err)
+	}
+	out := make([]Session, 0, len(docs))
+	for _, d := range docs {
+		var s Session
+		if err := d.DataTo(&s); err != nil {
+			return nil, fmt.Errorf("decode session: %w", err)
+		}
+		out = append(out, s)
+	}
+	return out, nil
+}
+
 // AddRejected records a message that can never be processed. Recording the
 // same message twice keeps the first record.
 func (f *Firestore) AddRejected(ctx context.Context, r Rejected) error {

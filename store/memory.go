@@ -292,6 +292,23 @@ func (m *Memory) ListSessions(_ context.Context, limit int) ([]Session, error) {
 	return out, nil
 }
 
+// ListSessionsByOutcome returns up to limit sessions with that outcome.
+func (m *Memory) ListSessionsByOutcome(_ context.Context, outcome Outcome, limit int) ([]Session, error) {
+	if limit <= 0 {
+		limit = 100
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []Session
+	for _, s := range m.sessions {
+		if s.Outcome == outcome && len(out) < limit {
+			out = append(out, s)
+		}
+	}
+	slices.SortFunc(out, func(a, b Session) int { return cmp.Compare(a.SessionID, b.SessionID) })
+	return out, nil
+}
+
 // AddRejected records a rejected message; the first record of an id stays.
 func (m *Memory) AddRejected(_ context.Context, r Rejected) error {
 	m.mu.Lock()

@@ -57,5 +57,6 @@ func QueryShapes() []QueryShape {
 		{Name: "rejected-by-time", Collection: CollectionRejected, Fields: []IndexField{desc("receivedAt")}},
 		{Name: "health-by-time", Collection: CollectionHealth, Fields: []IndexField{desc("at")}},
 		{Name: "sessions-by-started", Collection: CollectionSessions, Fields: []IndexField{desc("startedAt")}},
+		{Name: "sessions-by-outcome", Collection: CollectionSessions, Fields: []IndexField{asc("outcome")}},
 	}
 }

@@ -281,6 +281,7 @@ type Registry interface {
 	GetSession(ctx context.Context, id string) (*Session, error)
 	UpdateSession(ctx context.Context, id string, fn SessionFunc) (*Session, error)
 	ListSessions(ctx context.Context, limit int) ([]Session, error)
+	ListSessionsByOutcome(ctx context.Context, outcome Outcome, limit int) ([]Session, error)
 	AddRejected(ctx context.Context, r Rejected) error
 	ListRejected(ctx context.Context, limit int) ([]Rejected, error)
 	MarkProcessed(ctx context.Context, eventID string, at, expireAt time.Time) error

@@ -34,6 +34,7 @@ type Store interface {
 	ReleaseLease(ctx context.Context, name, holder string) error
 	SaveHealth(ctx context.Context, h store.HealthRecord) error
 	Ping(ctx context.Context) error
+	ListSessionsByOutcome(ctx context.Context, outcome store.Outcome, limit int) ([]store.Session, error)
 }
 
 // Compute is what the sweep needs from the Compute API.
@@ -50,6 +51,9 @@ type Config struct {
 	Scheduler *cleanup.Scheduler
 	Publisher cleanup.Publisher
 	Policy    cleanup.Policy
+	// Judge re-judges completed sessions whose outcome is still pending
+	// (a judgement lost to a crash or a race is redone here). Optional.
+	Judge cleanup.SessionJudge
 
 	Projects     []string
 	SessionLabel string
@@ -144,6 +148,8 @@ type Report struct {
 	Threshold Threshold `json:"threshold"`
 	Stuck     Stuck     `json:"stuck"`
 	Orphans   Orphans   `json:"orphans"`
+	// Sessions counts completed sessions re-judged, by resulting outcome.
+	Sessions map[store.Outcome]int `json:"sessions,omitempty"`
 	// Cap is the per-sweep limit of cleanup messages; Deferred counts the
 	// work left for later runs because of it.
 	Cap      int `json:"cap"`
@@ -246,6 +252,7 @@ func (s *Sweeper) Run(ctx context.Context, dryRun bool, runID string) (*Report, 
 		{"expired", s.expired},
 		{"threshold", s.threshold},
 		{"orphans", s.orphans},
+		{"sessions", s.sessions},
 	}
 	for _, st := range steps {
 		t := time.Now()
@@ -460,6 +467,34 @@ func (s *Sweeper) stuck(ctx context.Context, rep *Report) error {
 		}
 		rep.Used++
 		rep.Stuck.Redriven++
+	}
+	return errors.Join(errs...)
+}
+
+// sessions re-judges completed sessions whose outcome is still pending.
+func (s *Sweeper) sessions(ctx context.Context, rep *Report) error {
+	if s.cfg.Judge == nil || rep.DryRun {
+		return nil
+	}
+	pending, err := s.cfg.Store.ListSessionsByOutcome(ctx, store.OutcomePending, 100)
+	if err != nil {
+		return err
+	}
+	rep.Reads += max(len(pending), 1)
+	var errs []error
+	for _, sess := range pending {
+		if sess.State != store.SessionCompleted {
+			continue
+		}
+		v, err := s.cfg.Judge.JudgeSession(ctx, sess.SessionID)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if rep.Sessions == nil {
+			rep.Sessions = map[store.Outcome]int{}
+		}
+		rep.Sessions[v]++
 	}
 	return errors.Join(errs...)
 }

@@ -414,3 +414,30 @@ func TestSweepHealthShowsComputeOutage(t *testing.T) {
 		t.Errorf("compute outage: check %+v, report status %s; want failing", check, rep.Status)
 	}
 }
+
+// TestSweepRejudgesPendingSessions: a completed session whose outcome is
+// still pending (its last judgement was lost) is judged by the sweep.
+func TestSweepRejudgesPendingSessions(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	ctx := context.Background()
+	for i := range 3 {
+		f.put(t, fmt.Sprintf("done-%d", i), store.Deleted, store.TaskSucceeded, t0)
+	}
+	if _, err := f.store.UpdateSession(ctx, "s1", func(*store.Session) (*store.Session, error) {
+		return &store.Session{State: store.SessionCompleted, StartedAt: t0, CompletedAt: t0, Outcome: store.OutcomePending}, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := f.sweeper(func(c *sweep.Config) { c.Judge = &cleanup.Judge{Store: f.store, Tolerance: 0.05, Now: f.clock} }).Run(ctx, false, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := f.store.GetSession(ctx, "s1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Outcome != store.OutcomeCleaned || got.Deleted != 3 || rep.Sessions[store.OutcomeCleaned] != 1 {
+		t.Errorf("session after sweep: %s with %d deleted (report %v); want cleaned with 3", got.Outcome, got.Deleted, rep.Sessions)
+	}
+}

@@ -79,7 +79,7 @@ func run() int {
 	_, _ = rand.Read(suffix)
 	cfg := chaos.Config{
 		DeleteRates: []float64{4, 4},
-		KillAt:      []time.Duration{30 * time.Second, 55 * time.Second},
+		KillAt:      []time.Duration{25 * time.Second, 45 * time.Second},
 		Out:         os.Stdout,
 	}
 	seed := uint64(time.Now().UnixNano() % 1_000_000)
@@ -97,21 +97,21 @@ func run() int {
 	fs.DurationVar(&cfg.AckDeadline, "ack-deadline", 120*time.Second, "ack deadline of the subscriptions = HTTP timeout of one push")
 	fs.DurationVar(&cfg.BackoffMin, "backoff-min", time.Second, "redelivery delay after the first nack")
 	fs.DurationVar(&cfg.BackoffMax, "backoff-max", 10*time.Second, "longest redelivery delay")
-	fs.IntVar(&cfg.Workload.Sessions, "sessions", 8, "migration sessions")
-	fs.IntVar(&cfg.Workload.TasksMin, "tasks-min", 10, "fewest tasks per session")
-	fs.IntVar(&cfg.Workload.TasksMax, "tasks-max", 17, "most tasks per session")
+	fs.IntVar(&cfg.Workload.Sessions, "sessions", 7, "migration sessions")
+	fs.IntVar(&cfg.Workload.TasksMin, "tasks-min", 9, "fewest tasks per session")
+	fs.IntVar(&cfg.Workload.TasksMax, "tasks-max", 15, "most tasks per session")
 	fs.IntVar(&cfg.Workload.SnapsMax, "snaps-max", 4, "most snapshots per task")
 	fs.IntVar(&cfg.Workload.WrongLabels, "wrong-labels", 8, "snapshots with a wrong or missing ownership label")
 	fs.IntVar(&cfg.Workload.InUse, "in-use", 12, "eligible snapshots that are in use for their first 2-4 delete calls")
 	fs.Uint64Var(&seed, "seed", seed, "seed of the workload and the fault injection")
 	fs.IntVar(&cfg.Waves, "waves", 8, "publish the deliveries in this many waves")
-	fs.DurationVar(&cfg.WaveEvery, "wave-every", 3*time.Second, "pause between waves")
-	fs.DurationVar(&cfg.FreezeAt, "freeze-at", 12*time.Second, "when to freeze the Firestore emulator (after the first publish)")
+	fs.DurationVar(&cfg.WaveEvery, "wave-every", 2*time.Second, "pause between waves")
+	fs.DurationVar(&cfg.FreezeAt, "freeze-at", 10*time.Second, "when to freeze the Firestore emulator (after the first publish)")
 	fs.DurationVar(&cfg.FreezeFor, "freeze-for", 10*time.Second, "how long it stays frozen (0: no freeze)")
 	fs.Var((*durations)(&cfg.KillAt), "kill-at", "when to SIGKILL the victim instance (comma list, after the first publish)")
 	fs.IntVar(&cfg.Victim, "victim", 1, "index of the serve instance that is killed")
 	fs.DurationVar(&cfg.RestartAfter, "restart-after", 2*time.Second, "how long the victim stays down")
-	fs.DurationVar(&cfg.FaultsFor, "faults-for", 75*time.Second, "when the Compute faults are cleared (after the first publish)")
+	fs.DurationVar(&cfg.FaultsFor, "faults-for", 60*time.Second, "earliest time the Compute faults are cleared (after the first publish; then once half the eligible snapshots are deleted, at most 2m later)")
 	fs.DurationVar(&cfg.SettleTimeout, "settle-timeout", 5*time.Minute, "how long to sweep for quiet after the faults")
 	fs.DurationVar(&cfg.Lease, "lease", time.Minute, "SNAPSWEEP_DELETE_LEASE given to serve (keep it above the engine's 45 s budget per message)")
 	fs.DurationVar(&cfg.StuckAfter, "stuck-after", time.Minute, "SNAPSWEEP_SWEEP_STUCK_AFTER given to serve (at least the lease)")

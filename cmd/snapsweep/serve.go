@@ -214,7 +214,7 @@ func NewService(ctx context.Context, cfg *config.Config, opts ServiceOptions) (_
 		Store: reg, Compute: compute, Scheduler: sched, Publisher: pub, Policy: policy,
 		Projects: cfg.Projects, SessionLabel: cfg.SessionLabel, MaxLive: cfg.MaxLiveSnapshots,
 		MaxDeletes: cfg.MaxDeletesPerSweep, AdoptOrphans: cfg.AdoptOrphans, DryRun: cfg.DryRun, StuckAfter: cfg.SweepStuckAfter,
-		CheckPublish: checkTopic, Breaker: s.Engine.BreakerState, Now: opts.Now, Meter: opts.Meter,
+		CheckPublish: checkTopic, Breaker: s.Engine.BreakerState, Now: opts.Now, Meter: opts.Meter, Judge: judge,
 	})
 	var guard func(http.Handler) http.Handler
 	if acfg := (auth.Config{Audience: cfg.AuthAudience, ServiceAccounts: cfg.AuthServiceAccounts, Meter: opts.Meter}); auth.Enabled(acfg) {

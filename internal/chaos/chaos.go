@@ -108,6 +108,24 @@ type Result struct {
 	Errors     []string       `json:"errors,omitempty"`
 }
 
+// coverage is what the faults actually hit: a run whose faults hit
+// nothing proves nothing.
+type coverage struct {
+	Frozen                       time.Duration
+	FreezeEvents, FreezeCleanups int
+	KillCleanups                 []int
+	Compute                      computeStats
+}
+
+// computeStats is the fake's GET /fake/calls.
+type computeStats struct {
+	Calls       int            `json:"Calls"`
+	ByStatus    map[string]int `json:"ByStatus"`
+	ByMethod    map[string]int `json:"ByMethod"`
+	QuotaErrors int            `json:"QuotaErrors"`
+	Deleted     int            `json:"Deleted"`
+}
+
 // OK reports whether every invariant held and nothing went wrong.
 func (r *Result) OK() bool {
 	if len(r.Errors) > 0 || len(r.Invariants) == 0 {
@@ -125,6 +143,7 @@ type runner struct {
 	cfg   Config
 	start time.Time
 	res   *Result
+	cov   coverage
 
 	mu sync.Mutex
 
@@ -312,9 +331,14 @@ func (r *runner) run(ctx context.Context) error {
 	}()
 	if cfg.FirestorePGID > 0 && cfg.FreezeFor > 0 {
 		chaos.Go(func() {
-			if !sleepUntil(ctx, t0.Add(cfg.FreezeAt)) {
+			// Mid-run: while events and cleanups are being pushed.
+			r.await(ctx, t0.Add(cfg.FreezeAt), time.Minute, "event and cleanup pushes in flight for the freeze", func() bool {
+				return r.events.active.Load() > 0 && r.cleanups.active.Load() > 0
+			})
+			if ctx.Err() != nil {
 				return
 			}
+			ev, cl := r.events.active.Load(), r.cleanups.active.Load()
 			members, res, err := freeze(cfg.FirestorePGID)
 			if err != nil {
 				r.fail(fmt.Errorf("freeze Firestore: %w", err))
@@ -323,31 +347,43 @@ func (r *runner) run(ctx context.Context) error {
 			resumeMu.Lock()
 			resume = res
 			resumeMu.Unlock()
+			r.cov.FreezeEvents, r.cov.FreezeCleanups = int(ev), int(cl)
 			r.mark("Firestore emulator frozen (SIGSTOP process group %d: %s) with %d event and %d cleanup pushes in flight",
-				cfg.FirestorePGID, describe(members), r.events.active.Load(), r.cleanups.active.Load())
+				cfg.FirestorePGID, describe(members), ev, cl)
 			sleepUntil(ctx, time.Now().Add(cfg.FreezeFor))
 			res()
+			r.cov.Frozen = cfg.FreezeFor
 			r.mark("Firestore emulator resumed (SIGCONT) after %s", cfg.FreezeFor)
 		})
 	} else {
 		r.mark("no Firestore emulator process group given: skipping the freeze")
 	}
 	chaos.Go(func() { r.killLoop(ctx, t0) })
-	chaos.Go(func() {
-		if !sleepUntil(ctx, t0.Add(cfg.FaultsFor)) {
-			return
-		}
-	})
 	chaos.Wait()
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	// Clear the faults once they have bitten: half the eligible snapshots
+	// deleted under them, quota and in-use errors seen (or two minutes on).
+	eligible := r.res.Workload["eligible"]
+	var st computeStats
+	r.await(ctx, t0.Add(cfg.FaultsFor), 2*time.Minute, "half the eligible snapshots deleted under the faults", func() bool {
+		if getJSON(ctx, r.fakeURL+"/fake/calls", &st) != nil {
+			return false
+		}
+		return st.Deleted*2 >= eligible && st.QuotaErrors > 0 && st.ByStatus["400"] > 0
+	})
+	if err := getJSON(ctx, r.fakeURL+"/fake/calls", &st); err != nil {
+		return fmt.Errorf("read the fake's calls: %w", err)
+	}
+	r.cov.Compute = st
 	zero := 0
 	var zeroF float64
 	if err := postJSON(ctx, r.fakeURL+"/fake/faults", map[string]any{"failRate": zeroF, "quota": zero}, nil); err != nil {
 		return fmt.Errorf("clear faults: %w", err)
 	}
-	r.mark("Compute faults cleared (fail rate 0, no quota)")
+	r.mark("Compute faults cleared (fail rate 0, no quota) after %d calls under them: %d answered %d, %d over quota, %d in use or not ready (400); %d of %d eligible snapshots deleted so far",
+		st.Calls, st.ByStatus[strconv.Itoa(cfg.FailCode)], cfg.FailCode, st.QuotaErrors, st.ByStatus["400"], st.Deleted, eligible)
 
 	r.settle(ctx, w)
 
@@ -374,6 +410,7 @@ func (r *runner) run(ctx context.Context) error {
 		return err
 	}
 	r.res.Invariants = checkInvariants(w, es, r.instances, cfg.RSSLimitMB, r.events.ackedCount(), len(w.Deliveries))
+	r.res.Invariants = append(r.res.Invariants, r.cov.check(cfg))
 	return nil
 }
 
@@ -507,23 +544,22 @@ func (r *runner) publish(ctx context.Context, w *Workload) error {
 	return nil
 }
 
-// killLoop SIGKILLs the victim at each KillAt, while it has cleanup pushes
-// in flight, and restarts it.
+// killLoop SIGKILLs the victim at each KillAt, once it has cleanup pushes
+// in flight (mid-cleanup), and restarts it.
 func (r *runner) killLoop(ctx context.Context, t0 time.Time) {
-	if len(r.cfg.KillAt) == 0 {
-		return
-	}
 	victim := r.instances[r.cfg.Victim%len(r.instances)]
 	for i, at := range r.cfg.KillAt {
-		if !sleepUntil(ctx, t0.Add(at)) {
+		// Not before the previous incarnation has had some time to work.
+		at = max(at, time.Since(t0)+10*time.Second)
+		r.await(ctx, t0.Add(at), time.Minute, "cleanup pushes in flight to "+victim.name, func() bool {
+			return r.cleanups.inflightTo(victim.name) > 0
+		})
+		if ctx.Err() != nil {
 			return
-		}
-		// Mid-cleanup: wait (a little) for cleanup pushes to the victim.
-		for wait := time.Now().Add(15 * time.Second); time.Now().Before(wait) && r.cleanups.inflightTo(victim.name) == 0; {
-			time.Sleep(20 * time.Millisecond)
 		}
 		ev, cl := r.events.inflightTo(victim.name), r.cleanups.inflightTo(victim.name)
 		pid := victim.kill()
+		r.cov.KillCleanups = append(r.cov.KillCleanups, cl)
 		r.mark("SIGKILL %d/%d: %s (pid %d) with %d cleanup and %d event pushes in flight to it",
 			i+1, len(r.cfg.KillAt), victim.name, pid, cl, ev)
 		if !sleepUntil(ctx, time.Now().Add(r.cfg.RestartAfter)) {
@@ -535,6 +571,25 @@ func (r *runner) killLoop(ctx context.Context, t0 time.Time) {
 		}
 		r.mark("%s restarted (pid %d)", victim.name, victim.cur.pid())
 	}
+}
+
+// await waits until at, then until cond holds, at most extra longer. It
+// reports whether cond held, and logs when it gave up waiting.
+func (r *runner) await(ctx context.Context, at time.Time, extra time.Duration, what string, cond func() bool) bool {
+	if !sleepUntil(ctx, at) {
+		return false
+	}
+	deadline := time.Now().Add(extra)
+	for !cond() {
+		if time.Now().After(deadline) {
+			r.mark("gave up waiting %s for %s", extra, what)
+			return false
+		}
+		if !sleepUntil(ctx, time.Now().Add(100*time.Millisecond)) {
+			return false
+		}
+	}
+	return true
 }
 
 func (r *runner) sampleMemory(ctx context.Context) {
@@ -568,7 +623,7 @@ func (r *runner) progress(ctx context.Context) {
 		qctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 		counts, err := r.reg.CountByState(qctx)
 		cancel()
-		reg := "registry unreadable"
+		reg := "unreadable"
 		if err == nil {
 			var parts []string
 			for _, st := range store.States() {

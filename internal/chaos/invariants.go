@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -366,4 +367,41 @@ func checkInvariants(w *Workload, es *endState, instances []*instance, rssLimitM
 		out = append(out, iv)
 	}
 	return out
+}
+
+// check judges the run itself: every fault must have hit live work, or the
+// invariants prove nothing.
+func (c coverage) check(cfg Config) Invariant {
+	iv := Invariant{Name: "faults-exercised"}
+	failCode := strconv.Itoa(cfg.FailCode)
+	var parts []string
+	if cfg.FirestorePGID > 0 && cfg.FreezeFor > 0 {
+		parts = append(parts, fmt.Sprintf("Firestore frozen %s with %d event and %d cleanup pushes in flight", c.Frozen, c.FreezeEvents, c.FreezeCleanups))
+		if c.Frozen == 0 || c.FreezeEvents+c.FreezeCleanups == 0 {
+			iv.Problems = append(iv.Problems, "the Firestore freeze hit no request")
+		}
+	}
+	parts = append(parts, fmt.Sprintf("%d SIGKILLs with %v cleanup pushes in flight", len(c.KillCleanups), c.KillCleanups))
+	if len(c.KillCleanups) < len(cfg.KillAt) {
+		iv.Problems = append(iv.Problems, fmt.Sprintf("only %d of %d kills happened", len(c.KillCleanups), len(cfg.KillAt)))
+	}
+	for i, n := range c.KillCleanups {
+		if n == 0 {
+			iv.Problems = append(iv.Problems, fmt.Sprintf("kill %d hit no cleanup in flight", i+1))
+		}
+	}
+	parts = append(parts, fmt.Sprintf("under the Compute faults: %d calls, %d answered %s, %d over quota, %d in use/not ready, %d deleted",
+		c.Compute.Calls, c.Compute.ByStatus[failCode], failCode, c.Compute.QuotaErrors, c.Compute.ByStatus["400"], c.Compute.Deleted))
+	if cfg.FailRate > 0 && c.Compute.ByStatus[failCode] == 0 {
+		iv.Problems = append(iv.Problems, "no Compute call failed with "+failCode)
+	}
+	if cfg.Quota > 0 && c.Compute.QuotaErrors == 0 {
+		iv.Problems = append(iv.Problems, "the quota never refused a call")
+	}
+	if cfg.Workload.InUse > 0 && c.Compute.ByStatus["400"] == 0 {
+		iv.Problems = append(iv.Problems, "no delete was refused as in use")
+	}
+	iv.OK = len(iv.Problems) == 0
+	iv.Detail = strings.Join(parts, "; ")
+	return iv
 }

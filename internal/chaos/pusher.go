@@ -118,7 +118,7 @@ func (p *pusher) run(ctx context.Context) {
 			p.active.Add(1)
 			wg.Go(func() {
 				defer func() { p.active.Add(-1); <-sem }()
-				p.deliver(context.WithoutCancel(ctx), m)
+				p.deliver(ctx, m)
 			})
 		}
 	}
