@@ -29,6 +29,7 @@ type Registry interface {
 	UpdateTask(ctx context.Context, key store.TaskKey, fn store.TaskFunc) (*store.Task, error)
 	UpdateSession(ctx context.Context, id string, fn store.SessionFunc) (*store.Session, error)
 	GetSession(ctx context.Context, id string) (*store.Session, error)
+	CreateSession(ctx context.Context, s *store.Session) (bool, error)
 	ListTasks(ctx context.Context, sessionID string, state store.TaskState) ([]store.Task, error)
 	IsProcessed(ctx context.Context, eventID string) (bool, error)
 	MarkProcessed(ctx context.Context, eventID string, at, expireAt time.Time) error
@@ -114,24 +115,36 @@ func (p *Processor) Apply(ctx context.Context, ev events.Event) (Outcome, error)
 // contention point for every task event.
 func (p *Processor) ensureSession(ctx context.Context, id string, at time.Time) error {
 	// A plain read first: for every event but a session's first, the
-	// session is there already and no transaction is needed.
+	// session is there already and nothing is written.
 	cur, err := p.Store.GetSession(ctx, id)
-	if err == nil && !cur.StartedAt.IsZero() && !cur.StartedAt.After(at) {
-		return nil
-	}
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		return err
 	}
+	if err != nil {
+		// The first events of a session arrive together: create without a
+		// transaction (a precondition that never contends); the losers of
+		// the race read the winner's record.
+		created, err := p.Store.CreateSession(ctx, &store.Session{SessionID: id, State: store.SessionRunning, StartedAt: at, UpdatedAt: p.now()})
+		if err != nil || created {
+			return err
+		}
+		if cur, err = p.Store.GetSession(ctx, id); err != nil {
+			return err
+		}
+	}
+	if !cur.StartedAt.IsZero() && !cur.StartedAt.After(at) {
+		return nil
+	}
+	// An event older than the recorded start (rare): move the start back.
 	_, err = p.Store.UpdateSession(ctx, id, func(cur *store.Session) (*store.Session, error) {
 		if cur != nil && !cur.StartedAt.IsZero() && !cur.StartedAt.After(at) {
 			return nil, nil
 		}
-		next := store.Session{State: store.SessionRunning, StartedAt: at, UpdatedAt: p.now()}
+		next := store.Session{State: store.SessionRunning}
 		if cur != nil {
 			next = *cur
-			next.StartedAt = at
-			next.UpdatedAt = p.now()
 		}
+		next.StartedAt, next.UpdatedAt = at, p.now()
 		return &next, nil
 	})
 	return err

@@ -388,6 +388,21 @@ func update[T any](ctx context.Context, client *firestore.Client, ref *firestore
 	return out, err
 }
 
+// CreateSession writes a session record if none exists, without a
+// transaction: the first events of a new session arrive together, and a
+// create with a does-not-exist precondition never contends. It reports
+// whether this call created it.
+func (f *Firestore) CreateSession(ctx context.Context, s *Session) (bool, error) {
+	_, err := f.col(CollectionSessions).Doc(s.SessionID).Create(ctx, s)
+	if status.Code(err) == codes.AlreadyExists {
+		return false, nil
+	}
+	if err != nil {
+		return false, classify("create session", err)
+	}
+	return true, nil
+}
+
 // ListSessions returns the most recently started sessions.
 func (f *Firestore) ListSessions(ctx context.Context, limit int) ([]Session, error) {
 	if limit <= 0 {

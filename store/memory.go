@@ -274,6 +274,17 @@ func updateMap[T any](records map[string]T, id string, fn func(cur *T) (*T, erro
 	return &out, nil
 }
 
+// CreateSession stores a session record if none exists.
+func (m *Memory) CreateSession(_ context.Context, s *Session) (bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, ok := m.sessions[s.SessionID]; ok {
+		return false, nil
+	}
+	m.sessions[s.SessionID] = *s
+	return true, nil
+}
+
 // ListSessions returns the most recently started sessions.
 func (m *Memory) ListSessions(_ context.Context, limit int) ([]Session, error) {
 	if limit <= 0 {

@@ -280,6 +280,7 @@ type Registry interface {
 	ListTasks(ctx context.Context, sessionID string, state TaskState) ([]Task, error)
 	GetSession(ctx context.Context, id string) (*Session, error)
 	UpdateSession(ctx context.Context, id string, fn SessionFunc) (*Session, error)
+	CreateSession(ctx context.Context, s *Session) (bool, error)
 	ListSessions(ctx context.Context, limit int) ([]Session, error)
 	ListSessionsByOutcome(ctx context.Context, outcome Outcome, limit int) ([]Session, error)
 	AddRejected(ctx context.Context, r Rejected) error

@@ -58,9 +58,12 @@ type Config struct {
 	FailCode  int
 	OpLatency time.Duration
 
-	// Inflight is the push concurrency per subscription; AckDeadline the
-	// HTTP timeout of one push; BackoffMin/Max the nack redelivery delay.
+	// Inflight is the largest push window (pushes in flight) per
+	// subscription; FixedWindow keeps it there instead of adapting it to
+	// the success rate as Pub/Sub does. AckDeadline is the HTTP timeout of
+	// one push; BackoffMin/Max the nack redelivery delay.
 	Inflight               int
+	FixedWindow            bool
 	AckDeadline            time.Duration
 	BackoffMin, BackoffMax time.Duration
 
@@ -207,8 +210,12 @@ func (r *runner) run(ctx context.Context) error {
 	for _, d := range cfg.DeleteRates {
 		sum += d
 	}
-	r.mark("chaos run: project %s, seed %d, %d serve instances (delete rates %v/s, sum %g/s), fake quota %d deletes/s, %.0f%% Compute %d, logs in %s",
-		cfg.Project, cfg.Workload.Seed, len(cfg.DeleteRates), cfg.DeleteRates, sum, cfg.Quota, cfg.FailRate*100, cfg.FailCode, cfg.LogDir)
+	window := "adaptive push window up to"
+	if cfg.FixedWindow {
+		window = "fixed push window of"
+	}
+	r.mark("chaos run: project %s, seed %d, %d serve instances (delete rates %v/s, sum %g/s), fake quota %d deletes/s, %.0f%% Compute %d, %s %d per subscription, logs in %s",
+		cfg.Project, cfg.Workload.Seed, len(cfg.DeleteRates), cfg.DeleteRates, sum, cfg.Quota, cfg.FailRate*100, cfg.FailCode, window, cfg.Inflight, cfg.LogDir)
 	if cfg.Quota > 0 && sum <= float64(cfg.Quota) {
 		r.logf("warning: the delete rates (sum %g/s) do not exceed the quota (%d/s)", sum, cfg.Quota)
 	}
@@ -301,9 +308,9 @@ func (r *runner) run(ctx context.Context) error {
 
 	targets := func() []*instance { return r.instances }
 	r.events = newPusher("migration-events", "/pubsub/migration-events", subs["migration-events"], ps.SubscriptionAdminClient,
-		targets, cfg.Inflight, cfg.AckDeadline, cfg.BackoffMin, cfg.BackoffMax)
+		targets, cfg.Inflight, cfg.FixedWindow, cfg.AckDeadline, cfg.BackoffMin, cfg.BackoffMax)
 	r.cleanups = newPusher("snapshot-cleanup", "/pubsub/snapshot-cleanup", subs["snapshot-cleanup"], ps.SubscriptionAdminClient,
-		targets, cfg.Inflight, cfg.AckDeadline, cfg.BackoffMin, cfg.BackoffMax)
+		targets, cfg.Inflight, cfg.FixedWindow, cfg.AckDeadline, cfg.BackoffMin, cfg.BackoffMax)
 	pushCtx, stopPush := context.WithCancel(ctx)
 	var pushWG sync.WaitGroup
 	pushWG.Go(func() { r.events.run(pushCtx) })

@@ -20,16 +20,22 @@ import (
 
 // pusher plays Pub/Sub push for one subscription: it pulls messages and
 // posts them, wrapped in the push envelope, to the serve instances
-// round-robin with up to inflight requests at once. 2xx (and 102) acks;
-// anything else, or no answer, nacks with a growing delay (the retry
-// policy's backoff), so the message comes back later.
+// round-robin. 2xx (and 102) acks; anything else, or no answer, nacks with
+// a growing delay (the retry policy's backoff), so the message comes back
+// later.
+//
+// Like Pub/Sub push, it adjusts the number of pushes in flight (the push
+// window) to the success rate: the window starts small, grows by one with
+// every success up to the maximum and halves with every failure (at least
+// one). With fixed set, the window stays at the maximum whatever happens.
 type pusher struct {
 	name     string // topic, for the log
 	path     string // /pubsub/...
 	sub      string // full subscription name
 	api      *pubsubapi.SubscriptionAdminClient
 	targets  func() []*instance
-	inflight int
+	inflight int  // the largest window
+	fixed    bool // window always inflight
 	deadline time.Duration // ack deadline = HTTP timeout of one push
 	minBack  time.Duration
 	maxBack  time.Duration
@@ -39,8 +45,10 @@ type pusher struct {
 	active    atomic.Int64
 	lastPull  atomic.Int64 // unix nanos of the last pull that returned messages
 	lastEmpty atomic.Int64 // unix nanos of the last pull that returned nothing
+	finished  chan struct{}
 
 	mu          sync.Mutex
+	window      float64
 	outstanding map[string]bool // message id -> pulled, not acked yet
 	attempts    map[string]int  // message id -> deliveries
 	firstSeen   map[string]time.Time
@@ -59,42 +67,68 @@ type pushStats struct {
 	Messages        int         `json:"messages"`
 	MaxAttempts     int         `json:"maxAttempts"`
 	MaxTimeToAckMs  int64       `json:"maxTimeToAckMs"`
+	MinWindow       int         `json:"minWindow"`
+	MaxWindow       int         `json:"maxWindow"`
 	// Over10 counts messages delivered more than 10 times (production
 	// dead-letters after max_delivery_attempts, 10 by default, though with
 	// its 10 s minimum backoff a message gets fewer attempts per minute).
 	Over10 int `json:"over10"`
 }
 
+// initialWindow is the push window at start ("a small single-digit window").
+const initialWindow = 3
+
 func newPusher(name, path, sub string, api *pubsubapi.SubscriptionAdminClient, targets func() []*instance,
-	inflight int, deadline, minBack, maxBack time.Duration) *pusher {
-	return &pusher{name: name, path: path, sub: sub, api: api, targets: targets, inflight: inflight,
-		deadline: deadline, minBack: minBack, maxBack: maxBack,
-		client:      &http.Client{Timeout: deadline - 2*time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: inflight, MaxConnsPerHost: 0}},
+	inflight int, fixed bool, deadline, minBack, maxBack time.Duration) *pusher {
+	p := &pusher{name: name, path: path, sub: sub, api: api, targets: targets, inflight: inflight, fixed: fixed,
+		deadline: deadline, minBack: minBack, maxBack: maxBack, finished: make(chan struct{}, 1),
+		client:      &http.Client{Timeout: deadline - 2*time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: inflight}},
 		outstanding: map[string]bool{}, attempts: map[string]int{}, firstSeen: map[string]time.Time{},
 		acked: map[string]bool{}, toTarget: map[string]int{}, st: pushStats{ByStatus: map[int]int{}}}
+	p.window = float64(min(initialWindow, inflight))
+	if fixed {
+		p.window = float64(inflight)
+	}
+	p.st.MinWindow, p.st.MaxWindow = int(p.window), int(p.window)
+	return p
+}
+
+// adjust moves the push window after a push that succeeded or not.
+func (p *pusher) adjust(ok bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.fixed {
+		return
+	}
+	if ok {
+		p.window = min(p.window+1, float64(p.inflight))
+	} else {
+		p.window = max(p.window/2, 1)
+	}
+	p.st.MinWindow = min(p.st.MinWindow, int(p.window))
+	p.st.MaxWindow = max(p.st.MaxWindow, int(p.window))
+}
+
+func (p *pusher) free() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return int(p.window) - int(p.active.Load())
 }
 
 // run pulls and pushes until ctx ends, then waits for the requests in flight.
 func (p *pusher) run(ctx context.Context) {
-	sem := make(chan struct{}, p.inflight)
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	for ctx.Err() == nil {
-		// Take every free slot (at least one).
-		select {
-		case sem <- struct{}{}:
-		case <-ctx.Done():
-			return
-		}
-		n := 1
-	more:
-		for n < p.inflight {
+		n := p.free()
+		if n <= 0 {
 			select {
-			case sem <- struct{}{}:
-				n++
-			default:
-				break more
+			case <-p.finished:
+			case <-time.After(100 * time.Millisecond):
+			case <-ctx.Done():
+				return
 			}
+			continue
 		}
 		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		resp, err := p.api.Pull(pctx, &pubsubpb.PullRequest{Subscription: p.sub, MaxMessages: int32(n)})
@@ -102,9 +136,6 @@ func (p *pusher) run(ctx context.Context) {
 		var msgs []*pubsubpb.ReceivedMessage
 		if err == nil {
 			msgs = resp.GetReceivedMessages()
-		}
-		for range n - len(msgs) {
-			<-sem
 		}
 		if len(msgs) == 0 {
 			p.lastEmpty.Store(time.Now().UnixNano())
@@ -117,7 +148,13 @@ func (p *pusher) run(ctx context.Context) {
 		for _, m := range msgs {
 			p.active.Add(1)
 			wg.Go(func() {
-				defer func() { p.active.Add(-1); <-sem }()
+				defer func() {
+					p.active.Add(-1)
+					select {
+					case p.finished <- struct{}{}:
+					default:
+					}
+				}()
 				p.deliver(ctx, m)
 			})
 		}
@@ -177,6 +214,7 @@ func (p *pusher) deliver(ctx context.Context, rm *pubsubpb.ReceivedMessage) {
 	}
 	ok := err == nil && (code == 102 || code == 200 || code == 201 || code == 202 || code == 204)
 	p.mu.Unlock()
+	p.adjust(ok)
 
 	if ok {
 		actx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -291,7 +329,7 @@ func (s pushStats) String() string {
 		}
 		fmt.Fprintf(&b, "%d×%d", c, s.ByStatus[c])
 	}
-	return fmt.Sprintf("%d messages, %d deliveries (%s; %d transport errors), %d acked, %d nacked, max %d deliveries of one message, longest %s to ack",
+	return fmt.Sprintf("%d messages, %d deliveries (%s; %d transport errors), %d acked, %d nacked, max %d deliveries of one message, longest %s to ack; push window %d–%d",
 		s.Messages, s.Deliveries, b.String(), s.TransportErrors, s.Acked, s.Nacked, s.MaxAttempts,
-		(time.Duration(s.MaxTimeToAckMs) * time.Millisecond).Round(100*time.Millisecond))
+		(time.Duration(s.MaxTimeToAckMs) * time.Millisecond).Round(100*time.Millisecond), s.MinWindow, s.MaxWindow)
 }

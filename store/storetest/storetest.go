@@ -225,6 +225,17 @@ func Run(t *testing.T, newStore func(t *testing.T) Store) {
 				t.Fatal(err)
 			}
 		}
+		first := &store.Session{SessionID: "created", State: store.SessionRunning, StartedAt: t0.Add(-2 * time.Hour)}
+		if ok, err := s.CreateSession(ctx, first); err != nil || !ok {
+			t.Fatalf("first CreateSession = %v, %v; want true", ok, err)
+		}
+		second := &store.Session{SessionID: "created", State: store.SessionCompleted, StartedAt: t0.Add(-time.Hour)}
+		if ok, err := s.CreateSession(ctx, second); err != nil || ok {
+			t.Fatalf("second CreateSession = %v, %v; want false", ok, err)
+		}
+		if got, err := s.GetSession(ctx, "created"); err != nil || got.State != store.SessionRunning {
+			t.Errorf("CreateSession of an existing session replaced it: %+v, %v", got, err)
+		}
 		sessions, err := s.ListSessions(ctx, 10)
 		if err != nil {
 			t.Fatal(err)
@@ -233,7 +244,7 @@ func Run(t *testing.T, newStore func(t *testing.T) Store) {
 		for _, ss := range sessions {
 			ids = append(ids, ss.SessionID)
 		}
-		if diff := cmp.Diff([]string{"newer", "older"}, ids); diff != "" {
+		if diff := cmp.Diff([]string{"newer", "older", "created"}, ids); diff != "" {
 			t.Errorf("sessions newest first (-want +got):\n%s", diff)
 		}
 	})
