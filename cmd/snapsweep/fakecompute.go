@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -43,6 +44,8 @@ Admin endpoints (not part of the Compute API):
   GET  /fake/snapshots?project=P                           every snapshot created or deleted in P: exists,
                                                            status, labels, deleteCalls, successfulDeletes
   POST /fake/inuse      {"project","name","n"}             the next n deletes of it fail 400 resourceInUseByAnotherResource
+  POST /fake/slowops    {"project","name","seconds"}       its delete operations report RUNNING for that long
+                                                           (the snapshot itself goes at --latency)
   GET  /fake/faults, POST /fake/faults {"failRate","failCode","failReason","quota"}
                                                            read or change fault injection (omitted fields stay)
   GET  /fake/calls                                         call statistics`,
@@ -133,6 +136,8 @@ type fakeAdmin struct {
 	rejections int
 	names      map[string]map[string]bool // project -> names created or deleted
 	created    int
+	slow       map[[2]string]time.Duration // project, snapshot -> how long its delete operations stay RUNNING
+	slowOps    map[[2]string]time.Time     // project, operation -> RUNNING until
 }
 
 type quotaWindow struct {
@@ -142,7 +147,8 @@ type quotaWindow struct {
 
 func newFakeAdmin(f *gcefake.Fake, quota int) *fakeAdmin {
 	return &fakeAdmin{f: f, quota: quota, failCode: http.StatusServiceUnavailable,
-		window: map[string]quotaWindow{}, rejected: map[[2]string]int{}, names: map[string]map[string]bool{}}
+		window: map[string]quotaWindow{}, rejected: map[[2]string]int{}, names: map[string]map[string]bool{},
+		slow: map[[2]string]time.Duration{}, slowOps: map[[2]string]time.Time{}}
 }
 
 func defaultReason(code int) string {
@@ -228,6 +234,7 @@ func (a *fakeAdmin) compute(w http.ResponseWriter, r *http.Request) {
 				a.rejections++
 			}
 		}
+		slow := a.slow[[2]string{project, name}]
 		a.mu.Unlock()
 		if limited {
 			w.Header().Set("Content-Type", "application/json; charset=UTF-8")
@@ -235,8 +242,89 @@ func (a *fakeAdmin) compute(w http.ResponseWriter, r *http.Request) {
 			_, _ = w.Write([]byte(`{"error":{"code":403,"message":"Rate Limit Exceeded","errors":[{"domain":"usageLimits","reason":"rateLimitExceeded","message":"Rate Limit Exceeded"}]}}`))
 			return
 		}
+		if slow > 0 {
+			// Note the operation; its polls answer RUNNING for a while.
+			a.rewrite(w, r, func(op map[string]any) {
+				if n, _ := op["name"].(string); n != "" {
+					a.mu.Lock()
+					if _, seen := a.slowOps[[2]string{project, n}]; !seen {
+						a.slowOps[[2]string{project, n}] = time.Now().Add(slow)
+					}
+					a.mu.Unlock()
+				}
+				running(op)
+			})
+			return
+		}
+	}
+	if project, op, ok := operationPath(r); ok {
+		a.mu.Lock()
+		until, slow := a.slowOps[[2]string{project, op}]
+		a.mu.Unlock()
+		if slow && time.Now().Before(until) {
+			a.rewrite(w, r, running)
+			return
+		}
 	}
 	a.f.ServeHTTP(w, r)
+}
+
+// running makes an operation in JSON look unfinished.
+func running(op map[string]any) {
+	if _, isOp := op["operationType"]; !isOp {
+		return
+	}
+	op["status"], op["progress"] = "RUNNING", 0
+	delete(op, "endTime")
+	delete(op, "error")
+	delete(op, "httpErrorStatusCode")
+	delete(op, "httpErrorMessage")
+}
+
+// rewrite serves r through the fake and lets edit change a 200 answer.
+func (a *fakeAdmin) rewrite(w http.ResponseWriter, r *http.Request, edit func(map[string]any)) {
+	rec := &recorder{header: http.Header{}, code: http.StatusOK}
+	a.f.ServeHTTP(rec, r)
+	body := rec.body.Bytes()
+	if rec.code == http.StatusOK {
+		var m map[string]any
+		if json.Unmarshal(body, &m) == nil {
+			edit(m)
+			if b, err := json.Marshal(m); err == nil {
+				body = b
+			}
+		}
+	}
+	for k, v := range rec.header {
+		w.Header()[k] = v
+	}
+	w.Header().Del("Content-Length")
+	w.WriteHeader(rec.code)
+	_, _ = w.Write(body)
+}
+
+// recorder keeps an answer in memory.
+type recorder struct {
+	header http.Header
+	code   int
+	body   bytes.Buffer
+}
+
+func (r *recorder) Header() http.Header         { return r.header }
+func (r *recorder) WriteHeader(code int)        { r.code = code }
+func (r *recorder) Write(b []byte) (int, error) { return r.body.Write(b) }
+
+// operationPath returns the project and operation of a globalOperations.get call.
+func operationPath(r *http.Request) (project, op string, ok bool) {
+	if r.Method != http.MethodGet {
+		return "", "", false
+	}
+	// /compute/v1/projects/{project}/global/operations/{op}
+	parts := strings.Split(strings.Trim(r.URL.Path, "/"), "/")
+	if len(parts) != 7 || parts[0] != "compute" || parts[1] != "v1" || parts[2] != "projects" || parts[4] != "global" || parts[5] != "operations" {
+		return "", "", false
+	}
+	return parts[3], parts[6], true
 }
 
 // deletePath returns the project and snapshot of a snapshots.delete call.
@@ -351,6 +439,21 @@ func (a *fakeAdmin) handler() http.Handler {
 			return
 		}
 		a.f.InUse(req.Project, req.Name, req.N)
+		w.WriteHeader(http.StatusNoContent)
+	})
+	mux.HandleFunc("POST /fake/slowops", func(w http.ResponseWriter, r *http.Request) {
+		var req struct {
+			Project string  `json:"project"`
+			Name    string  `json:"name"`
+			Seconds float64 `json:"seconds"`
+		}
+		if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10)).Decode(&req); err != nil || req.Project == "" || req.Name == "" || req.Seconds < 0 {
+			http.Error(w, "want {\"project\",\"name\",\"seconds\"} with seconds >= 0", http.StatusBadRequest)
+			return
+		}
+		a.mu.Lock()
+		a.slow[[2]string{req.Project, req.Name}] = time.Duration(req.Seconds * float64(time.Second))
+		a.mu.Unlock()
 		w.WriteHeader(http.StatusNoContent)
 	})
 	mux.HandleFunc("GET /fake/faults", func(w http.ResponseWriter, _ *http.Request) {

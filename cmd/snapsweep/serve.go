@@ -53,6 +53,7 @@ func serveCommand() *cobra.Command {
 			return &configError{err}
 		}
 		log := newLogger(os.Stdout, cfg)
+		telemetry.RouteLibraryLogs(log)
 		ctx := telemetry.WithLogger(cmd.Context(), log)
 		shutdown, err := telemetry.Setup(ctx, telemetry.Config{Exporter: cfg.Telemetry, Version: version})
 		if err != nil {

@@ -34,8 +34,8 @@ type pusher struct {
 	sub      string // full subscription name
 	api      *pubsubapi.SubscriptionAdminClient
 	targets  func() []*instance
-	inflight int  // the largest window
-	fixed    bool // window always inflight
+	inflight int           // the largest window
+	fixed    bool          // window always inflight
 	deadline time.Duration // ack deadline = HTTP timeout of one push
 	minBack  time.Duration
 	maxBack  time.Duration
