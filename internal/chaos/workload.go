@@ -52,6 +52,10 @@ type Snap struct {
 	WrongLabel string
 	// InUse is how many deletes of it fail with resourceInUseByAnotherResource.
 	InUse int
+	// SlowOp: its delete operations report RUNNING for longer than the
+	// engine waits, so the delete is left pending for a redelivery or the
+	// sweep to confirm.
+	SlowOp bool
 }
 
 // Eligible reports whether the rules say snapsweep must delete it.
@@ -121,7 +125,9 @@ type WorkloadConfig struct {
 	// (most of them in succeeded tasks); InUse how many eligible ones are
 	// in use for a few delete calls.
 	WrongLabels, InUse int
-	Seed               uint64
+	// SlowOps is how many eligible ones have slow delete operations.
+	SlowOps int
+	Seed    uint64
 }
 
 // Generate builds a workload: sessions of tasks that run, take snapshots and
@@ -194,7 +200,7 @@ func Generate(cfg WorkloadConfig) *Workload {
 	pick := func(n int, ok func(*Snap) bool) []*Snap {
 		var cands []*Snap
 		for _, sn := range w.Snaps {
-			if !sn.JobDeleted && sn.WrongLabel == "" && sn.InUse == 0 && ok(sn) {
+			if !sn.JobDeleted && sn.WrongLabel == "" && sn.InUse == 0 && !sn.SlowOp && ok(sn) {
 				cands = append(cands, sn)
 			}
 		}
@@ -215,6 +221,9 @@ func Generate(cfg WorkloadConfig) *Workload {
 	}
 	for _, sn := range pick(cfg.InUse, (*Snap).Eligible) {
 		sn.InUse = 2 + r.IntN(3)
+	}
+	for _, sn := range pick(cfg.SlowOps, (*Snap).Eligible) {
+		sn.SlowOp = true
 	}
 
 	for i := range w.Events {
@@ -244,6 +253,9 @@ func (w *Workload) Counts() map[string]int {
 		}
 		if sn.InUse > 0 {
 			c["in-use"]++
+		}
+		if sn.SlowOp {
+			c["slow-op"]++
 		}
 	}
 	return c
