@@ -7,7 +7,8 @@
 #
 # Arguments go to the driver, e.g.  scripts/chaos.sh --seed 42 --fail-rate 0.5
 # CHAOS_RUNS=N runs it N times in a row (fresh emulators each time) and fails
-# if any run fails. Logs of run N go to ${CHAOS_LOGDIR:-bin/chaos}/<stamp>-N.
+# if any run fails. Logs of run N go to ${CHAOS_LOGDIR:-bin/chaos}/<stamp>-N
+# (driver.log is the driver's output; one log per process; summary.json).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -37,9 +38,11 @@ for n in $(seq 1 "$runs"); do
 	echo "chaos: run $n of $runs: starting the emulators"
 	emulators_start
 	pgid=$(cat "$EMULATORS_DIR/firestore.pid")
+	logdir="$logroot/$stamp-$n"
+	mkdir -p "$logdir"
 	status=0
 	bin/snapsweep-chaos --bin bin/snapsweep --firestore-pgid "$pgid" \
-		--logdir "$logroot/$stamp-$n" "$@" || status=$?
+		--logdir "$logdir" "$@" 2>&1 | tee "$logdir/driver.log" || status=$?
 	# Unfreeze in any case (the driver does too, unless it was SIGKILLed).
 	kill -CONT -- "-$pgid" 2>/dev/null || true
 	emulators_stop

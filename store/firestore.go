@@ -408,19 +408,7 @@ func (f *Firestore) ListSessions(ctx context.Context, limit int) ([]Session, err
 	if limit <= 0 {
 		limit = 100
 	}
-	docs, err := f.col(CollectionSessions).OrderBy("startedAt", firestore.Desc).Limit(limit).Documents(ctx).GetAll()
-	if err != nil {
-		return nil, classify("list sessions", err)
-	}
-	out := make([]Session, 0, len(docs))
-	for _, d := range docs {
-		var s Session
-		if err := d.DataTo(&s); err != nil {
-			return nil, fmt.Errorf("decode session: %w", err)
-		}
-		out = append(out, s)
-	}
-	return out, nil
+	return getAll[Session](ctx, f.col(CollectionSessions).OrderBy("startedAt", firestore.Desc).Limit(limit), "list sessions")
 }
 
 // ListSessionsByOutcome returns up to limit sessions whose cleanup outcome
@@ -429,19 +417,7 @@ func (f *Firestore) ListSessionsByOutcome(ctx context.Context, outcome Outcome, 
 	if limit <= 0 {
 		limit = 100
 	}
-	docs, err := f.col(CollectionSessions).Where("outcome", "==", string(outcome)).Limit(limit).Documents(ctx).GetAll()
-	if err != nil {
-		return nil, classify("list sessions by outcome", err)
-	}
-	out := make([]Session, 0, len(docs))
-	for _, d := range docs {
-		var s Session
-		if err := d.DataTo(&s); err != nil {
-			return nil, fmt.Errorf("decode session: %w", err)
-		}
-		out = append(out, s)
-	}
-	return out, nil
+	return getAll[Session](ctx, f.col(CollectionSessions).Where("outcome", "==", string(outcome)).Limit(limit), "list sessions by outcome")
 }
 
 // AddRejected records a message that can never be processed. Recording the
@@ -459,19 +435,7 @@ func (f *Firestore) ListRejected(ctx context.Context, limit int) ([]Rejected, er
 	if limit <= 0 {
 		limit = 100
 	}
-	docs, err := f.col(CollectionRejected).OrderBy("receivedAt", firestore.Desc).Limit(limit).Documents(ctx).GetAll()
-	if err != nil {
-		return nil, classify("list rejected", err)
-	}
-	out := make([]Rejected, 0, len(docs))
-	for _, d := range docs {
-		var r Rejected
-		if err := d.DataTo(&r); err != nil {
-			return nil, fmt.Errorf("decode rejected: %w", err)
-		}
-		out = append(out, r)
-	}
-	return out, nil
+	return getAll[Rejected](ctx, f.col(CollectionRejected).OrderBy("receivedAt", firestore.Desc).Limit(limit), "list rejected")
 }
 
 // processedID maps an event id (any printable text) to a document id.
@@ -566,17 +530,22 @@ func (f *Firestore) SaveHealth(ctx context.Context, h HealthRecord) error {
 
 // LatestHealth returns the n most recent health reports, newest first.
 func (f *Firestore) LatestHealth(ctx context.Context, n int) ([]HealthRecord, error) {
-	docs, err := f.col(CollectionHealth).OrderBy("at", firestore.Desc).Limit(n).Documents(ctx).GetAll()
+	return getAll[HealthRecord](ctx, f.col(CollectionHealth).OrderBy("at", firestore.Desc).Limit(n), "read health reports")
+}
+
+// getAll runs a bounded query and decodes every document.
+func getAll[T any](ctx context.Context, q firestore.Query, op string) ([]T, error) {
+	docs, err := q.Documents(ctx).GetAll()
 	if err != nil {
-		return nil, classify("read health reports", err)
+		return nil, classify(op, err)
 	}
-	out := make([]HealthRecord, 0, len(docs))
+	out := make([]T, 0, len(docs))
 	for _, d := range docs {
-		var h HealthRecord
-		if err := d.DataTo(&h); err != nil {
-			return nil, fmt.Errorf("decode health report: %w", err)
+		var v T
+		if err := d.DataTo(&v); err != nil {
+			return nil, fmt.Errorf("%s: decode %s: %w", op, d.Ref.ID, err)
 		}
-		out = append(out, h)
+		out = append(out, v)
 	}
 	return out, nil
 }

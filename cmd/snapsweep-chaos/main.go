@@ -93,6 +93,8 @@ func run() int {
 	fs.Float64Var(&cfg.FailRate, "fail-rate", 0.3, "share of Compute calls that fail during the chaos phase")
 	fs.IntVar(&cfg.FailCode, "fail-code", 503, "HTTP status of those failures")
 	fs.DurationVar(&cfg.OpLatency, "op-latency", 300*time.Millisecond, "how long a Compute delete operation runs")
+	fs.IntVar(&cfg.Workload.SlowOps, "slow-ops", 4, "eligible snapshots whose delete operations report RUNNING for --slow-op-for")
+	fs.DurationVar(&cfg.SlowOpFor, "slow-op-for", 40*time.Second, "longer than the engine's 15 s wait, so those deletes are left pending")
 	fs.IntVar(&cfg.Inflight, "inflight", 32, "largest push window: push requests in flight per subscription")
 	fs.BoolVar(&cfg.FixedWindow, "fixed-window", false, "keep --inflight pushes in flight whatever the failures (Pub/Sub shrinks its push window on failures)")
 	fs.DurationVar(&cfg.AckDeadline, "ack-deadline", 120*time.Second, "ack deadline of the subscriptions = HTTP timeout of one push")

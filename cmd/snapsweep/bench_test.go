@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"maps"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -21,17 +20,12 @@ import (
 	"time"
 
 	"cloud.google.com/go/firestore/apiv1/firestorepb"
-	"cloud.google.com/go/pubsub/v2"
-	"cloud.google.com/go/pubsub/v2/apiv1/pubsubpb"
-	"github.com/sethvargo/go-envconfig"
 	"google.golang.org/api/option"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
-	"github.com/snapsweep/snapsweep/config"
 	"github.com/snapsweep/snapsweep/events"
-	"github.com/snapsweep/snapsweep/gce/gcefake"
-	"github.com/snapsweep/snapsweep/internal/emulators"
+	"github.com/snapsweep/snapsweep/telemetry"
 )
 
 // Workload of BenchmarkIngest; scripts/bench.sh writes its figures into
@@ -251,55 +245,14 @@ func (emulatorOwner) GetRequestMetadata(context.Context, ...string) (map[string]
 }
 func (emulatorOwner) RequireTransportSecurity() bool { return false }
 
-// startServiceEnv is startEnv for benchmarks: it takes a testing.TB and
-// extra service options, and does not serve on its listener (requests go
-// to svc.Handler() in-process). Logs are encoded and discarded.
+// startServiceEnv is startEnv for benchmarks, with logs encoded and
+// discarded (requests go to svc.Handler() in-process).
 func startServiceEnv(tb testing.TB, settings map[string]string, opts ServiceOptions) *env {
 	tb.Helper()
-	emulators.Require(tb, emulators.Firestore)
-	emulators.Require(tb, emulators.PubSub)
-	ctx := context.Background()
-	e := &env{project: emulators.ProjectID(tb), fake: gcefake.New(gcefake.Options{Latency: 50 * time.Millisecond}), logs: &syncBuffer{}}
-	fakeSrv := httptest.NewServer(e.fake)
-	tb.Cleanup(fakeSrv.Close)
-	vars := map[string]string{
-		"GOOGLE_CLOUD_PROJECT":       e.project,
-		"SNAPSWEEP_COMPUTE_ENDPOINT": fakeSrv.URL,
-	}
-	for k, v := range settings {
-		vars[k] = v
-	}
-	cfg, err := config.Load(ctx, envconfig.MapLookuper(vars))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	ps, err := pubsub.NewClient(ctx, e.project)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { ps.Close() })
-	e.ps = ps
-	for _, topic := range []string{cfg.EventsTopic, cfg.CleanupTopic} {
-		if _, err := ps.TopicAdminClient.CreateTopic(ctx, &pubsubpb.Topic{Name: e.topic(topic)}); err != nil {
-			tb.Fatalf("create topic %s: %v", topic, err)
-		}
-	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { lis.Close() })
-	opts.Listener = lis
 	if opts.Logger == nil {
-		opts.Logger = newLogger(io.Discard, cfg)
+		opts.Logger = telemetry.NewLogger(io.Discard, nil, "bench")
 	}
-	svc, err := NewService(ctx, cfg, opts)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(svc.Close)
-	e.svc = svc
-	return e
+	return startEnvWith(tb, settings, opts)
 }
 
 // ingestBench is the state BenchmarkIngest's sub-benchmarks share.

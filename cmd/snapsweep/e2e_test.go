@@ -59,13 +59,13 @@ func (s *syncBuffer) String() string {
 
 // startEnv creates the topics, starts a service with extra settings, and
 // returns it serving on a local port.
-func startEnv(t *testing.T, settings map[string]string) *env {
+func startEnv(t testing.TB, settings map[string]string) *env {
 	t.Helper()
 	return startEnvWith(t, settings, ServiceOptions{})
 }
 
 // startEnvWith is startEnv with service options (providers, clocks).
-func startEnvWith(t *testing.T, settings map[string]string, opts ServiceOptions) *env {
+func startEnvWith(t testing.TB, settings map[string]string, opts ServiceOptions) *env {
 	t.Helper()
 	emulators.Require(t, emulators.Firestore)
 	emulators.Require(t, emulators.PubSub)
@@ -101,7 +101,10 @@ func startEnvWith(t *testing.T, settings map[string]string, opts ServiceOptions)
 		t.Fatal(err)
 	}
 	log := newLogger(e.logs, cfg)
-	opts.Logger, opts.Listener = log, lis
+	opts.Listener = lis
+	if opts.Logger == nil {
+		opts.Logger = log
+	}
 	svc, err := NewService(ctx, cfg, opts)
 	if err != nil {
 		t.Fatal(err)

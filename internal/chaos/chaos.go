@@ -52,11 +52,13 @@ type Config struct {
 	DeleteRates []float64
 	// Quota is the fake's delete quota per second and project; FailRate
 	// and FailCode its random failures; OpLatency how long a delete
-	// operation runs.
+	// operation runs; SlowOpFor how long the operations of the
+	// Workload.SlowOps snapshots report RUNNING.
 	Quota     int
 	FailRate  float64
 	FailCode  int
 	OpLatency time.Duration
+	SlowOpFor time.Duration
 
 	// Inflight is the largest push window (pushes in flight) per
 	// subscription; FixedWindow keeps it there instead of adapting it to
@@ -106,9 +108,14 @@ type Result struct {
 	Cleanups   pushStats      `json:"cleanupPushes"`
 	Compute    any            `json:"computeCalls"`
 	Sweeps     int            `json:"sweeps"`
-	Quiet      bool           `json:"quiet"`
-	DurationS  float64        `json:"durationSeconds"`
-	Errors     []string       `json:"errors,omitempty"`
+	// SweepWork sums what the sweeps found and did.
+	SweepWork map[string]int `json:"sweepWork"`
+	// Pending counts the cleanups the engine left pending (delete issued,
+	// not confirmed in time), from the serve logs.
+	Pending   int      `json:"pendingCleanups"`
+	Quiet     bool     `json:"quiet"`
+	DurationS float64  `json:"durationSeconds"`
+	Errors    []string `json:"errors,omitempty"`
 }
 
 // coverage is what the faults actually hit: a run whose faults hit
@@ -410,7 +417,10 @@ func (r *runner) run(ctx context.Context) error {
 			r.fail(err)
 		}
 		in.sample()
+		r.res.Pending += countLines(in.log, `"message":"cleanup pending"`)
 	}
+	r.logf("sweeps: %d, found and did in all: %v; cleanups left pending by the engine (from the logs): %d",
+		r.res.Sweeps, r.res.SweepWork, r.res.Pending)
 
 	es, err := readEndState(ctx, r.fakeURL, r.reg, w)
 	if err != nil {
@@ -419,6 +429,15 @@ func (r *runner) run(ctx context.Context) error {
 	r.res.Invariants = checkInvariants(w, es, r.instances, cfg.RSSLimitMB, r.events.ackedCount(), len(w.Deliveries))
 	r.res.Invariants = append(r.res.Invariants, r.cov.check(cfg))
 	return nil
+}
+
+// countLines counts the lines of a file that contain sub.
+func countLines(path, sub string) int {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0
+	}
+	return strings.Count(string(b), sub)
 }
 
 func describe(members map[int]string) string {
@@ -510,6 +529,10 @@ func (r *runner) seedCompute(ctx context.Context, w *Workload) error {
 				"labels": sn.Labels(labelKey)}, nil)
 			if err == nil && sn.InUse > 0 {
 				err = postJSON(ctx, r.fakeURL+"/fake/inuse", map[string]any{"project": w.Project, "name": sn.Name, "n": sn.InUse}, nil)
+			}
+			if err == nil && sn.SlowOp {
+				err = postJSON(ctx, r.fakeURL+"/fake/slowops", map[string]any{"project": w.Project, "name": sn.Name,
+					"seconds": r.cfg.SlowOpFor.Seconds()}, nil)
 			}
 			if err != nil {
 				mu.Lock()
@@ -728,6 +751,14 @@ func (r *runner) settle(ctx context.Context, w *Workload) {
 		counts, cerr := r.reg.CountByState(qctx)
 		cancel()
 		open := counts[store.CleanupPending] + counts[store.Deleting]
+		if r.res.SweepWork == nil {
+			r.res.SweepWork = map[string]int{}
+		}
+		for k, v := range map[string]int{"used": rep.Used, "stuckPending": rep.Stuck.Pending, "stuckDeleting": rep.Stuck.Deleting,
+			"redriven": rep.Stuck.Redriven, "confirmedDeleted": rep.Stuck.ConfirmedDeleted, "expired": rep.Expired.Found,
+			"orphans": rep.Orphans.Found, "adopted": rep.Orphans.Adopted} {
+			r.res.SweepWork[k] += v
+		}
 		r.logf("sweep %d: status %s, used %d, expired %d, stuck pending %d deleting %d (redriven %d, confirmed deleted %d), orphans %d (adopted %d)%s; registry cleanup_pending=%d deleting=%d",
 			r.res.Sweeps, rep.Status, rep.Used, rep.Expired.Found, rep.Stuck.Pending, rep.Stuck.Deleting, rep.Stuck.Redriven,
 			rep.Stuck.ConfirmedDeleted, rep.Orphans.Found, rep.Orphans.Adopted, skipped(rep), counts[store.CleanupPending], counts[store.Deleting])
