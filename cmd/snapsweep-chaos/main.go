@@ -10,6 +10,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -115,11 +116,38 @@ func run() int {
 	fs.IntVar(&cfg.Victim, "victim", 1, "index of the serve instance that is killed")
 	fs.DurationVar(&cfg.RestartAfter, "restart-after", 2*time.Second, "how long the victim stays down")
 	fs.DurationVar(&cfg.FaultsFor, "faults-for", 60*time.Second, "earliest time the Compute faults are cleared (after the first publish; then once half the eligible snapshots are deleted, at most 2m later)")
-	fs.DurationVar(&cfg.SettleTimeout, "settle-timeout", 5*time.Minute, "how long to sweep for quiet after the faults")
+	fs.DurationVar(&cfg.SettleTimeout, "settle-timeout", 4*time.Minute, "how long to sweep for quiet after the faults")
 	fs.DurationVar(&cfg.Lease, "lease", time.Minute, "SNAPSWEEP_DELETE_LEASE given to serve (keep it above the engine's 45 s budget per message)")
 	fs.DurationVar(&cfg.StuckAfter, "stuck-after", time.Minute, "SNAPSWEEP_SWEEP_STUCK_AFTER given to serve (at least the lease)")
 	fs.IntVar(&cfg.RSSLimitMB, "rss-limit-mb", 300, "peak RSS each serve process must stay under")
 	if err := fs.Parse(os.Args[1:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	var bad []string
+	w := cfg.Workload
+	if w.Sessions < 1 || w.TasksMin < 1 || w.TasksMax < w.TasksMin || w.SnapsMax < 1 {
+		bad = append(bad, "want --sessions, --tasks-min, --snaps-max >= 1 and --tasks-max >= --tasks-min")
+	}
+	if len(cfg.DeleteRates) < 2 {
+		bad = append(bad, "--delete-rates must name at least two instances")
+	}
+	if cfg.Inflight < 1 {
+		bad = append(bad, "--inflight must be at least 1")
+	}
+	if cfg.FailRate < 0 || cfg.FailRate > 1 {
+		bad = append(bad, "--fail-rate must be within [0, 1]")
+	}
+	if cfg.Lease < 10*time.Second || cfg.StuckAfter < cfg.Lease {
+		bad = append(bad, "want --lease >= 10s and --stuck-after >= --lease (serve refuses anything else)")
+	}
+	if cfg.AckDeadline < 10*time.Second || cfg.AckDeadline > 600*time.Second {
+		bad = append(bad, "--ack-deadline must be within [10s, 600s]")
+	}
+	if len(bad) > 0 {
+		fmt.Fprintln(os.Stderr, "snapsweep-chaos: "+strings.Join(bad, "; "))
 		return 2
 	}
 	cfg.Workload.Seed = seed

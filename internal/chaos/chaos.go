@@ -205,6 +205,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		return r.res, err
 	}
 	err := r.run(ctx)
+	r.res.DurationS = time.Since(r.start).Seconds()
 	if werr := r.writeSummary(); werr != nil && err == nil {
 		err = werr
 	}
