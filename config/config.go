@@ -133,8 +133,10 @@ func (c *Config) Validate() error {
 			bad("SNAPSWEEP_AUTH_SERVICE_ACCOUNTS", "%q is not an email", a)
 		}
 	}
-	if c.DeleteLease < 10*time.Second {
-		bad("SNAPSWEEP_DELETE_LEASE", "must be at least 10s, got %s", c.DeleteLease)
+	if c.DeleteLease < time.Minute {
+		// The engine works on one message for up to 45 s; a shorter lease
+		// would let a second delivery take over a claim still at work.
+		bad("SNAPSWEEP_DELETE_LEASE", "must be at least 1m (longer than the 45s per-message budget), got %s", c.DeleteLease)
 	}
 	if c.SweepStuckAfter < c.DeleteLease {
 		bad("SNAPSWEEP_SWEEP_STUCK_AFTER", "must be at least SNAPSWEEP_DELETE_LEASE (%s), got %s", c.DeleteLease, c.SweepStuckAfter)

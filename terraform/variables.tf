@@ -478,7 +478,7 @@ variable "telemetry" {
 
 variable "delete_lease" {
   type        = string
-  description = "SNAPSWEEP_DELETE_LEASE: how long a cleanup claim holds a snapshot before another delivery may take over (Go duration, at least 10s)."
+  description = "SNAPSWEEP_DELETE_LEASE: how long a cleanup claim holds a snapshot before another delivery may take over (Go duration, at least 1m)."
   default     = "2m"
   validation {
     condition     = can(regex("^([0-9]+(\\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$", var.delete_lease))

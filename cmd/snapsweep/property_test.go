@@ -240,4 +240,33 @@ func TestColdSessionBurstRunsNoSessionTransaction(t *testing.T) {
 	if err != nil || !s.StartedAt.Equal(at.Truncate(time.Microsecond)) {
 		t.Errorf("session after the burst: %+v, %v", s, err)
 	}
+
+	// Late events older than the recorded start (half of a shuffled
+	// stream) must not contend on the session either: the chaos run found
+	// them livelocking when each moved the start back in a transaction.
+	counter.Reset()
+	for i := range n {
+		wg.Go(func() {
+			data := event(fmt.Sprintf("late-%d", i), events.SnapshotCreated, "cold-session", fmt.Sprintf("late-vm-%d", i), at.Add(-time.Hour),
+				&events.SnapshotRef{Project: e.project, Name: fmt.Sprintf("late-%d", i)})
+			codes[i] = push(t, h, "/pubsub/migration-events", fmt.Sprintf("late-%d", i), data)
+		})
+	}
+	wg.Wait()
+	for i, c := range codes {
+		if c != http.StatusOK {
+			t.Errorf("late event %d: status %d, want 200", i, c)
+		}
+	}
+	_, _, methods = counter.Snapshot()
+	if got := methods["BeginTransaction"]; got != n {
+		t.Errorf("%d late events ran %d transactions, want %d (none on the session)", n, got, n)
+	}
+	// session.started alone moves the start back.
+	if code := push(t, h, "/pubsub/migration-events", "started", event("started", events.SessionStarted, "cold-session", "", at.Add(-2*time.Hour), nil)); code != http.StatusOK {
+		t.Fatalf("session.started: %d", code)
+	}
+	if s, err := e.svc.Store.GetSession(context.Background(), "cold-session"); err != nil || !s.StartedAt.Equal(at.Add(-2*time.Hour).Truncate(time.Microsecond)) {
+		t.Errorf("session.started did not move the start back: %+v, %v", s, err)
+	}
 }
