@@ -287,20 +287,9 @@ func (m *Memory) CreateSession(_ context.Context, s *Session) (bool, error) {
 
 // ListSessions returns the most recently started sessions.
 func (m *Memory) ListSessions(_ context.Context, limit int) ([]Session, error) {
-	if limit <= 0 {
-		limit = 100
-	}
 	m.mu.Lock()
-	out := make([]Session, 0, len(m.sessions))
-	for _, s := range m.sessions {
-		out = append(out, s)
-	}
-	m.mu.Unlock()
-	slices.SortFunc(out, func(a, b Session) int { return b.StartedAt.Compare(a.StartedAt) })
-	if len(out) > limit {
-		out = out[:limit]
-	}
-	return out, nil
+	defer m.mu.Unlock()
+	return newestFirst(m.sessions, limit, func(s Session) time.Time { return s.StartedAt }), nil
 }
 
 // ListSessionsByOutcome returns up to limit sessions with that outcome.
@@ -332,20 +321,9 @@ func (m *Memory) AddRejected(_ context.Context, r Rejected) error {
 
 // ListRejected returns the most recent rejected messages.
 func (m *Memory) ListRejected(_ context.Context, limit int) ([]Rejected, error) {
-	if limit <= 0 {
-		limit = 100
-	}
 	m.mu.Lock()
-	out := make([]Rejected, 0, len(m.rejected))
-	for _, r := range m.rejected {
-		out = append(out, r)
-	}
-	m.mu.Unlock()
-	slices.SortFunc(out, func(a, b Rejected) int { return b.ReceivedAt.Compare(a.ReceivedAt) })
-	if len(out) > limit {
-		out = out[:limit]
-	}
-	return out, nil
+	defer m.mu.Unlock()
+	return newestFirst(m.rejected, limit, func(r Rejected) time.Time { return r.ReceivedAt }), nil
 }
 
 // MarkProcessed records that an event was applied.
@@ -396,14 +374,24 @@ func (m *Memory) SaveHealth(_ context.Context, h HealthRecord) error {
 // LatestHealth returns the n most recent health reports, newest first.
 func (m *Memory) LatestHealth(_ context.Context, n int) ([]HealthRecord, error) {
 	m.mu.Lock()
-	out := make([]HealthRecord, 0, len(m.health))
-	for _, h := range m.health {
-		out = append(out, h)
+	defer m.mu.Unlock()
+	return newestFirst(m.health, n, func(h HealthRecord) time.Time { return h.At }), nil
+}
+
+// newestFirst returns up to limit records (100 when limit <= 0), newest by
+// at first: Memory's counterpart of an ordered, limited Firestore query.
+// The caller holds the lock.
+func newestFirst[T any](records map[string]T, limit int, at func(T) time.Time) []T {
+	if limit <= 0 {
+		limit = 100
 	}
-	m.mu.Unlock()
-	slices.SortFunc(out, func(a, b HealthRecord) int { return b.At.Compare(a.At) })
-	if len(out) > n {
-		out = out[:n]
+	out := make([]T, 0, len(records))
+	for _, r := range records {
+		out = append(out, r)
 	}
-	return out, nil
+	slices.SortFunc(out, func(a, b T) int { return at(b).Compare(at(a)) })
+	if len(out) > limit {
+		out = out[:limit]
+	}
+	return out
 }

@@ -38,16 +38,22 @@ func (g grpcLogger) log(level slog.Level, msg string) {
 	g.l.Log(context.Background(), level, msg, "logger", "grpc")
 }
 
-func (g grpcLogger) Info(args ...any)                    {}
-func (g grpcLogger) Infoln(args ...any)                  {}
-func (g grpcLogger) Infof(format string, args ...any)    {}
-func (g grpcLogger) Warning(args ...any)                 { g.log(slog.LevelWarn, fmt.Sprint(args...)) }
-func (g grpcLogger) Warningln(args ...any)               { g.log(slog.LevelWarn, fmt.Sprint(args...)) }
-func (g grpcLogger) Warningf(format string, args ...any) { g.log(slog.LevelWarn, fmt.Sprintf(format, args...)) }
-func (g grpcLogger) Error(args ...any)                   { g.log(slog.LevelError, fmt.Sprint(args...)) }
-func (g grpcLogger) Errorln(args ...any)                 { g.log(slog.LevelError, fmt.Sprint(args...)) }
-func (g grpcLogger) Errorf(format string, args ...any)   { g.log(slog.LevelError, fmt.Sprintf(format, args...)) }
-func (g grpcLogger) Fatal(args ...any)                   { g.log(slog.LevelError+4, fmt.Sprint(args...)) }
-func (g grpcLogger) Fatalln(args ...any)                 { g.log(slog.LevelError+4, fmt.Sprint(args...)) }
-func (g grpcLogger) Fatalf(format string, args ...any)   { g.log(slog.LevelError+4, fmt.Sprintf(format, args...)) }
-func (g grpcLogger) V(l int) bool                        { return false }
+func (g grpcLogger) Info(args ...any)                 {}
+func (g grpcLogger) Infoln(args ...any)               {}
+func (g grpcLogger) Infof(format string, args ...any) {}
+func (g grpcLogger) Warning(args ...any)              { g.log(slog.LevelWarn, fmt.Sprint(args...)) }
+func (g grpcLogger) Warningln(args ...any)            { g.log(slog.LevelWarn, fmt.Sprint(args...)) }
+func (g grpcLogger) Warningf(format string, args ...any) {
+	g.log(slog.LevelWarn, fmt.Sprintf(format, args...))
+}
+func (g grpcLogger) Error(args ...any)   { g.log(slog.LevelError, fmt.Sprint(args...)) }
+func (g grpcLogger) Errorln(args ...any) { g.log(slog.LevelError, fmt.Sprint(args...)) }
+func (g grpcLogger) Errorf(format string, args ...any) {
+	g.log(slog.LevelError, fmt.Sprintf(format, args...))
+}
+func (g grpcLogger) Fatal(args ...any)   { g.log(slog.LevelError+4, fmt.Sprint(args...)) }
+func (g grpcLogger) Fatalln(args ...any) { g.log(slog.LevelError+4, fmt.Sprint(args...)) }
+func (g grpcLogger) Fatalf(format string, args ...any) {
+	g.log(slog.LevelError+4, fmt.Sprintf(format, args...))
+}
+func (g grpcLogger) V(l int) bool { return false }
