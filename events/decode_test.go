@@ -428,10 +428,23 @@ func TestTypes(t *testing.T) {
 	if Type("task.paused").Valid() || Type("").Valid() {
 		t.Error("unknown types are valid")
 	}
+	// Reasons are metric label values and stored in rejection records: their
+	// spelling is part of the contract.
+	want := []Reason{"bad_json", "unknown_type", "missing_field", "invalid_field",
+		"project_not_allowed", "bad_envelope", "too_large", "future_time", "conflicting_duplicate"}
+	if diff := cmp.Diff(want, Reasons()); diff != "" {
+		t.Errorf("Reasons() (-want +got):\n%s", diff)
+	}
 	for _, r := range Reasons() {
 		if !r.Valid() {
 			t.Errorf("Reasons() has invalid %q", r)
 		}
+	}
+	if ReasonFutureTime != "future_time" || ReasonConflictingDuplicate != "conflicting_duplicate" {
+		t.Errorf("reason constants changed: %q, %q", ReasonFutureTime, ReasonConflictingDuplicate)
+	}
+	if Reason("future").Valid() || Reason("").Valid() {
+		t.Error("unknown reasons are valid")
 	}
 }
 

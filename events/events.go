@@ -120,9 +120,10 @@ type Event struct {
 	Error string `json:"error,omitempty"`
 }
 
-// Validate checks e against every rule of the contract except the project
-// allowlist (see Allowlist), and returns a *RejectError naming the first
-// field in error, or nil.
+// Validate checks e against every rule of the contract except those that
+// need configuration or state: the project allowlist (see Allowlist), the
+// clock skew (ReasonFutureTime) and ids already used (ReasonConflictingDuplicate).
+// It returns a *RejectError naming the first field in error, or nil.
 func (e Event) Validate() error {
 	if err := checkPrintable("id", e.ID, MaxIDLen); err != nil {
 		return err
@@ -342,6 +343,16 @@ const (
 	ReasonBadEnvelope Reason = "bad_envelope"
 	// ReasonTooLarge: the message exceeds the size limit.
 	ReasonTooLarge Reason = "too_large"
+	// ReasonFutureTime: the event is stamped further in the future than
+	// SNAPSWEEP_MAX_CLOCK_SKEW allows (Field "time"). Accepting it would let
+	// a job with a wrong clock push a snapshot's expiry out of reach.
+	ReasonFutureTime Reason = "future_time"
+	// ReasonConflictingDuplicate: the event's id was already used by an
+	// event with other content (see Event.ContentHash; Field "id"). The same
+	// event delivered again is a duplicate and is not rejected; a different
+	// event under a used id is a producer bug, and neither event may
+	// silently win.
+	ReasonConflictingDuplicate Reason = "conflicting_duplicate"
 )
 
 // Reasons returns every rejection reason, in a fixed order; useful to
@@ -350,6 +361,7 @@ func Reasons() []Reason {
 	return []Reason{
 		ReasonBadJSON, ReasonUnknownType, ReasonMissingField, ReasonInvalidField,
 		ReasonProjectNotAllowed, ReasonBadEnvelope, ReasonTooLarge,
+		ReasonFutureTime, ReasonConflictingDuplicate,
 	}
 }
 
@@ -357,7 +369,8 @@ func Reasons() []Reason {
 func (r Reason) Valid() bool {
 	switch r {
 	case ReasonBadJSON, ReasonUnknownType, ReasonMissingField, ReasonInvalidField,
-		ReasonProjectNotAllowed, ReasonBadEnvelope, ReasonTooLarge:
+		ReasonProjectNotAllowed, ReasonBadEnvelope, ReasonTooLarge,
+		ReasonFutureTime, ReasonConflictingDuplicate:
 		return true
 	}
 	return false
