@@ -47,6 +47,7 @@ func Decode(data []byte) (Event, error) {
 				Name:       errs.str(sm, "name", "snapshot.name"),
 				SourceDisk: errs.str(sm, "sourceDisk", "snapshot.sourceDisk"),
 				Retention:  errs.str(sm, "retention", "snapshot.retention"),
+				ID:         errs.snapshotID(sm, "id", "snapshot.id"),
 			}
 		}
 	}
@@ -59,7 +60,7 @@ func Decode(data []byte) (Event, error) {
 
 var (
 	eventKeys    = []string{"id", "type", "time", "sessionId", "taskId", "snapshot", "error"}
-	snapshotKeys = []string{"project", "name", "sourceDisk", "retention"}
+	snapshotKeys = []string{"project", "name", "sourceDisk", "retention", "id"}
 )
 
 // members reads the JSON object in data and returns the raw values of the
@@ -358,6 +359,52 @@ func (f *firstError) str(m map[string]json.RawMessage, key, field string) string
 		return ""
 	}
 	return s
+}
+
+// snapshotID returns m[key] as a snapshot id in canonical decimal; null and
+// absent give "". Compute's REST JSON renders its uint64 ids as strings, and
+// some producers send numbers, so both are accepted as long as they are
+// written as plain decimal digits: a number such as 1e3 or 12.0 is refused
+// rather than converted, because no producer that means an id writes one.
+// An empty string is refused too: it is not "absent" but a bug.
+func (f *firstError) snapshotID(m map[string]json.RawMessage, key, field string) string {
+	raw := m[key]
+	switch {
+	case isNull(raw):
+		return ""
+	case raw[0] == '"':
+		var s string
+		if err := json.Unmarshal(raw, &s); err != nil {
+			f.set(invalid(field, "must be a string or number"))
+			return ""
+		}
+		if !ValidSnapshotID(s) {
+			f.set(invalidSnapshotID(field, quote(s)))
+		}
+		return s
+	case raw[0] == '-' || '0' <= raw[0] && raw[0] <= '9':
+		if !ValidSnapshotID(string(raw)) {
+			f.set(invalidSnapshotID(field, "the number "+excerpt(raw)))
+			return ""
+		}
+		return string(raw)
+	case raw[0] == 't' || raw[0] == 'f':
+		f.set(invalidSnapshotID(field, "the boolean "+string(raw)))
+		return ""
+	default:
+		f.set(invalidSnapshotID(field, jsonKind(raw)))
+		return ""
+	}
+}
+
+// excerpt returns a raw JSON number for an error detail, cut to a short
+// prefix (numbers are ASCII).
+func excerpt(raw []byte) string {
+	const max = 64
+	if len(raw) <= max {
+		return string(raw)
+	}
+	return string(raw[:max]) + "…"
 }
 
 // time returns m[key] as an RFC 3339 time; null, absent and "" give the

@@ -129,6 +129,26 @@ func TestDecodeValid(t *testing.T) {
 			want: Event{ID: "e1", Type: SnapshotDeleted, Time: at, SessionID: "s1", TaskID: "t", Snapshot: &SnapshotRef{Project: "example.com:my-project", Name: "s"}},
 		},
 		{
+			name: "snapshot.id as a string",
+			data: `{"id":"e1","type":"snapshot.created","time":"2024-05-01T12:00:00Z","sessionId":"s1","taskId":"t","snapshot":{"project":"my-project","name":"s","id":"4862391045337619302"}}`,
+			want: Event{ID: "e1", Type: SnapshotCreated, Time: at, SessionID: "s1", TaskID: "t", Snapshot: &SnapshotRef{Project: "my-project", Name: "s", ID: "4862391045337619302"}},
+		},
+		{
+			name: "snapshot.id as a number, the largest",
+			data: `{"id":"e1","type":"snapshot.deleted","time":"2024-05-01T12:00:00Z","sessionId":"s1","taskId":"t","snapshot":{"project":"my-project","name":"s","id":18446744073709551615}}`,
+			want: Event{ID: "e1", Type: SnapshotDeleted, Time: at, SessionID: "s1", TaskID: "t", Snapshot: &SnapshotRef{Project: "my-project", Name: "s", ID: "18446744073709551615"}},
+		},
+		{
+			name: "snapshot.id escaped, null and repeated",
+			data: `{"id":"e1","type":"snapshot.created","time":"2024-05-01T12:00:00Z","sessionId":"s1","taskId":"t","snapshot":{"project":"my-project","name":"s","id":null,"\u0069d":"\u0031"}}`,
+			want: Event{ID: "e1", Type: SnapshotCreated, Time: at, SessionID: "s1", TaskID: "t", Snapshot: &SnapshotRef{Project: "my-project", Name: "s", ID: "1"}},
+		},
+		{
+			name: "snapshot.id null is absent",
+			data: `{"id":"e1","type":"snapshot.created","time":"2024-05-01T12:00:00Z","sessionId":"s1","taskId":"t","snapshot":{"project":"my-project","name":"s","id":null}}`,
+			want: Event{ID: "e1", Type: SnapshotCreated, Time: at, SessionID: "s1", TaskID: "t", Snapshot: &SnapshotRef{Project: "my-project", Name: "s"}},
+		},
+		{
 			name: "unknown fields ignored, nested and all",
 			data: `{"id":"e1","extra":{"a":[1,2,{"b":null}]},"type":"session.started","Type":"bogus","time":"2024-05-01T12:00:00Z","sessionId":"s1","n":1e400}`,
 			want: Event{ID: "e1", Type: SessionStarted, Time: at, SessionID: "s1"},
@@ -288,6 +308,28 @@ func TestDecodeRejects(t *testing.T) {
 		{"snapshot.retention over 10 years", with("snapshot.retention", "87601h"), inv("snapshot.retention")},
 		{"snapshot.retention overflow", with("snapshot.retention", "9999999999999h"), inv("snapshot.retention")},
 		{"snapshot.retention number", with("snapshot.retention", 72), inv("snapshot.retention")},
+		{"snapshot.id empty", with("snapshot.id", ""), inv("snapshot.id")},
+		{"snapshot.id zero", with("snapshot.id", "0"), inv("snapshot.id")},
+		{"snapshot.id zero number", with("snapshot.id", 0), inv("snapshot.id")},
+		{"snapshot.id leading zero", with("snapshot.id", "012"), inv("snapshot.id")},
+		{"snapshot.id plus sign", with("snapshot.id", "+12"), inv("snapshot.id")},
+		{"snapshot.id minus sign", with("snapshot.id", "-12"), inv("snapshot.id")},
+		{"snapshot.id negative number", with("snapshot.id", -12), inv("snapshot.id")},
+		{"snapshot.id letters", with("snapshot.id", "12a"), inv("snapshot.id")},
+		{"snapshot.id hex", with("snapshot.id", "0x1f"), inv("snapshot.id")},
+		{"snapshot.id spaces", with("snapshot.id", " 12 "), inv("snapshot.id")},
+		{"snapshot.id Arabic-Indic digits", with("snapshot.id", "١٢"), inv("snapshot.id")},
+		{"snapshot.id over uint64", with("snapshot.id", "18446744073709551616"), inv("snapshot.id")},
+		{"snapshot.id number over uint64", with("snapshot.id", json.Number("18446744073709551616")), inv("snapshot.id")},
+		{"snapshot.id 21 digits", with("snapshot.id", "100000000000000000000"), inv("snapshot.id")},
+		{"snapshot.id fraction", with("snapshot.id", 12.5), inv("snapshot.id")},
+		{"snapshot.id zero fraction", with("snapshot.id", json.Number("12.0")), inv("snapshot.id")},
+		{"snapshot.id exponent", with("snapshot.id", json.Number("12e2")), inv("snapshot.id")},
+		{"snapshot.id decimal string", with("snapshot.id", "12.0"), inv("snapshot.id")},
+		{"snapshot.id bool", with("snapshot.id", true), inv("snapshot.id")},
+		{"snapshot.id array", with("snapshot.id", []any{"12"}), inv("snapshot.id")},
+		{"snapshot.id object", with("snapshot.id", map[string]any{"id": "12"}), inv("snapshot.id")},
+		{"snapshot.id invalid on a task event", []byte(`{"id":"e1","type":"task.completed","time":"2024-05-01T12:00:00Z","sessionId":"s1","taskId":"t","snapshot":{"project":"my-project","name":"s","id":"x"}}`), inv("snapshot.id")},
 		{"snapshot invalid on session event", []byte(`{"id":"e1","type":"session.started","time":"2024-05-01T12:00:00Z","sessionId":"s1","snapshot":{"project":"my-project"}}`), miss("snapshot.name")},
 
 		// error
@@ -302,6 +344,37 @@ func TestDecodeRejects(t *testing.T) {
 				t.Errorf("Decode rejection (-want +got):\n%s\nerror: %v", diff, err)
 			}
 		})
+	}
+}
+
+// TestSnapshotIDRejectDetail: the detail of a refused snapshot.id quotes
+// what was sent, in its JSON form, and stays short.
+func TestSnapshotIDRejectDetail(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		v    any
+		want string
+	}{
+		{"", `not ""`},
+		{"007", `not "007"`},
+		{"snap-1", `not "snap-1"`},
+		{json.Number("1e3"), "not the number 1e3"},
+		{json.Number("-5"), "not the number -5"},
+		{json.Number("1" + strings.Repeat("0", 200)), "not the number 1" + strings.Repeat("0", 63) + "…"},
+		{strings.Repeat("9", 200), `not "` + strings.Repeat("9", 64) + `"…`},
+		{false, "not the boolean false"},
+		{map[string]any{}, "not an object"},
+	}
+	for _, tc := range cases {
+		_, err := Decode(with("snapshot.id", tc.v))
+		re, ok := AsReject(err)
+		if !ok || re.Reason != ReasonInvalidField || re.Field != "snapshot.id" {
+			t.Errorf("snapshot.id %#v: %v, want an invalid_field rejection of snapshot.id", tc.v, err)
+			continue
+		}
+		if !strings.HasSuffix(re.Detail, tc.want) || !strings.Contains(re.Detail, "18446744073709551615") {
+			t.Errorf("snapshot.id %#v: detail %q, want it to state the rule and end in %q", tc.v, re.Detail, tc.want)
+		}
 	}
 }
 
@@ -332,6 +405,14 @@ func TestValidateGoValues(t *testing.T) {
 			e.Type, e.TaskID = SnapshotCreated, "t"
 			e.Snapshot = &SnapshotRef{Project: "my-project", Name: "s", SourceDisk: "\xc3"}
 		}, &rejection{ReasonInvalidField, "snapshot.sourceDisk"}},
+		{"snapshot.id not canonical", func(e *Event) {
+			e.Type, e.TaskID = SnapshotCreated, "t"
+			e.Snapshot = &SnapshotRef{Project: "my-project", Name: "s", ID: "0012"}
+		}, &rejection{ReasonInvalidField, "snapshot.id"}},
+		{"snapshot.id valid", func(e *Event) {
+			e.Type, e.TaskID = SnapshotDeleted, "t"
+			e.Snapshot = &SnapshotRef{Project: "my-project", Name: "s", ID: "12"}
+		}, nil},
 		{"year 10000", func(e *Event) { e.Time = time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC) }, &rejection{ReasonInvalidField, "time"}},
 		{"zero time", func(e *Event) { e.Time = time.Time{} }, &rejection{ReasonMissingField, "time"}},
 	}
@@ -388,6 +469,9 @@ func TestValidIdentifiers(t *testing.T) {
 		{ValidSnapshotName, "ValidSnapshotName",
 			[]string{"a", "snap-1", "a" + strings.Repeat("b", 62)},
 			[]string{"", "1a", "a-", "A", "a_b", "a" + strings.Repeat("b", 63)}},
+		{ValidSnapshotID, "ValidSnapshotID",
+			[]string{"1", "10", "4862391045337619302", "18446744073709551615"},
+			[]string{"", "0", "00", "01", "+1", "-1", " 1", "1 ", "1.0", "1e3", "0x10", "18446744073709551616", "99999999999999999999", "١"}},
 		{ValidTaskID, "ValidTaskID",
 			[]string{"t", "vm 1", "ταυ", "🚀", strings.Repeat("x", 256)},
 			[]string{"", " \t", "a\nb", "\u2028", strings.Repeat("x", 257), "\xff"}},

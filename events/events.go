@@ -99,6 +99,15 @@ type SnapshotRef struct {
 	// Retention, a Go duration such as "72h", overrides the default TTL of
 	// this snapshot when set.
 	Retention string `json:"retention,omitempty"`
+	// ID is Compute Engine's numeric id of the snapshot (the insert
+	// operation's targetId) in canonical decimal, such as
+	// "4862391045337619302", or empty when the job does not send it. A name
+	// can be reused once a snapshot is deleted; the id cannot, so when it is
+	// set only the snapshot with this id may ever be deleted under this
+	// record. Decode accepts it as a JSON string or number; it is encoded as
+	// a string, as Compute's REST API renders it, because many JSON
+	// libraries round integers above 2^53.
+	ID string `json:"id,omitempty"`
 }
 
 // Event is one migration event as published on topic migration-events.
@@ -174,7 +183,16 @@ func (s *SnapshotRef) validate() error {
 			return invalid("snapshot.retention", err.Error())
 		}
 	}
+	if s.ID != "" && !ValidSnapshotID(s.ID) {
+		return invalidSnapshotID("snapshot.id", quote(s.ID))
+	}
 	return nil
+}
+
+// invalidSnapshotID rejects a snapshot id; sent is what the message held,
+// already quoted or described for the detail.
+func invalidSnapshotID(field, sent string) error {
+	return invalid(field, "must be Compute's numeric snapshot id, a decimal integer from 1 to 18446744073709551615 without leading zeros (as a JSON string or number), not "+sent)
 }
 
 // RetentionOverride returns the snapshot's own retention, parsed. ok is
@@ -213,12 +231,18 @@ const (
 	// A project id, optionally scoped by a domain as in the legacy
 	// "example.com:my-project".
 	projectIDPattern = `^(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)+:)?[a-z][a-z0-9-]{4,28}[a-z0-9]$`
+	// A Compute resource id: a uint64 other than 0, in decimal without
+	// leading zeros. The alternatives after the first spell out "at most
+	// 18446744073709551615" for 20-digit numbers, digit by digit, so that a
+	// JSON Schema validator can check the range of the string form too.
+	snapshotIDPattern = `^(?:[1-9][0-9]{0,18}|1[0-7][0-9]{18}|18[0-3][0-9]{17}|184[0-3][0-9]{16}|1844[0-5][0-9]{15}|18446[0-6][0-9]{14}|184467[0-3][0-9]{13}|1844674[0-3][0-9]{12}|184467440[0-6][0-9]{10}|1844674407[0-2][0-9]{9}|18446744073[0-6][0-9]{8}|1844674407370[0-8][0-9]{6}|18446744073709[0-4][0-9]{5}|184467440737095[0-4][0-9]{4}|18446744073709550[0-9]{3}|18446744073709551[0-5][0-9]{2}|1844674407370955160[0-9]|1844674407370955161[0-5])$`
 )
 
 var (
 	sessionIDRE    = regexp.MustCompile(sessionIDPattern)
 	snapshotNameRE = regexp.MustCompile(snapshotNamePattern)
 	projectIDRE    = regexp.MustCompile(projectIDPattern)
+	snapshotIDRE   = regexp.MustCompile(snapshotIDPattern)
 )
 
 // ValidSessionID reports whether s is a valid session id: it must also be
@@ -227,6 +251,12 @@ func ValidSessionID(s string) bool { return len(s) <= 63 && sessionIDRE.MatchStr
 
 // ValidSnapshotName reports whether s is a valid GCE snapshot name.
 func ValidSnapshotName(s string) bool { return len(s) <= 63 && snapshotNameRE.MatchString(s) }
+
+// ValidSnapshotID reports whether s is a valid snapshot.id: a Compute
+// resource id (a uint64 other than 0) in canonical decimal, with no sign,
+// leading zeros, spaces or exponent. strconv.ParseUint(s, 10, 64) succeeds
+// on every valid id.
+func ValidSnapshotID(s string) bool { return len(s) <= 20 && snapshotIDRE.MatchString(s) }
 
 // ValidTaskID reports whether s is a valid task id: 1 to 256 printable
 // characters of valid UTF-8.

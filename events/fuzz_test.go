@@ -37,6 +37,17 @@ func hostileSeeds() [][]byte {
 		[]byte(`{"n":` + strings.Repeat("9", 2000) + `}`),
 		[]byte(`{` + strings.Repeat(`"id":"x",`, 500) + `"id":"y"}`),
 		[]byte(`{"id":"e","snapshot":{"retention":"` + strings.Repeat("1h", 1000) + `"}}`),
+		// snapshot.id: every JSON kind, the uint64 edge, and numbers that
+		// are integers only by value.
+		[]byte(`{"id":"e","type":"snapshot.created","time":"2024-05-01T12:00:00Z","sessionId":"s","taskId":"t","snapshot":{"project":"my-project","name":"n","id":"18446744073709551616"}}`),
+		[]byte(`{"id":"e","type":"snapshot.created","time":"2024-05-01T12:00:00Z","sessionId":"s","taskId":"t","snapshot":{"project":"my-project","name":"n","id":18446744073709551616}}`),
+		[]byte(`{"id":"e","type":"snapshot.created","time":"2024-05-01T12:00:00Z","sessionId":"s","taskId":"t","snapshot":{"project":"my-project","name":"n","id":-0}}`),
+		[]byte(`{"id":"e","type":"snapshot.created","time":"2024-05-01T12:00:00Z","sessionId":"s","taskId":"t","snapshot":{"project":"my-project","name":"n","id":1.0e1}}`),
+		[]byte(`{"id":"e","type":"snapshot.deleted","time":"2024-05-01T12:00:00Z","sessionId":"s","taskId":"t","snapshot":{"project":"my-project","name":"n","id":"007"}}`),
+		[]byte(`{"id":"e","type":"snapshot.deleted","time":"2024-05-01T12:00:00Z","sessionId":"s","taskId":"t","snapshot":{"project":"my-project","name":"n","id":""}}`),
+		[]byte(`{"id":"e","type":"snapshot.deleted","time":"2024-05-01T12:00:00Z","sessionId":"s","taskId":"t","snapshot":{"project":"my-project","name":"n","id":"\u0031\u0032"}}`),
+		[]byte(`{"id":"e","type":"snapshot.deleted","time":"2024-05-01T12:00:00Z","sessionId":"s","taskId":"t","snapshot":{"project":"my-project","name":"n","id":[1],"id":{"a":true}}}`),
+		[]byte(`{"snapshot":{"id":` + strings.Repeat("9", 2000) + `}}`),
 	}
 }
 
@@ -49,6 +60,8 @@ func validSeeds() [][]byte {
 		[]byte(`{"id":"e5","type":"task.failed","time":"2024-05-01T12:00:00Z","sessionId":"s1","taskId":"vm-1","error":"boom\n\ttrace"}`),
 		[]byte(`{"id":"e6","type":"snapshot.created","time":"2024-05-01T12:00:00Z","sessionId":"s1","taskId":"vm-1","snapshot":{"project":"my-project","name":"snap-1","sourceDisk":"zones/z/disks/d","retention":"1h30m"}}`),
 		[]byte(`{"id":"e7","type":"snapshot.deleted","time":"2024-05-01T12:00:00Z","sessionId":"s1","taskId":"vm-1","snapshot":{"project":"example.com:my-project","name":"snap-1"}}`),
+		[]byte(`{"id":"e8","type":"snapshot.created","time":"2024-05-01T12:00:00Z","sessionId":"s1","taskId":"vm-1","snapshot":{"project":"my-project","name":"snap-1","id":"4862391045337619302"}}`),
+		[]byte(`{"id":"e9","type":"snapshot.deleted","time":"2024-05-01T12:00:00Z","sessionId":"s1","taskId":"vm-1","snapshot":{"project":"my-project","name":"snap-1","id":18446744073709551615}}`),
 	}
 }
 

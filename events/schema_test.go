@@ -3,10 +3,12 @@ package events
 import (
 	"bytes"
 	"encoding/json"
+	"math"
 	"os"
 	"path/filepath"
 	"regexp/syntax"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"unicode"
@@ -95,6 +97,19 @@ var exampleRejections = map[string]rejection{
 	"invalid-error-too-long.json":                      {ReasonInvalidField, "error"},
 	"invalid-error-wrong-type.json":                    {ReasonInvalidField, "error"},
 	"invalid-not-an-object.json":                       {ReasonBadJSON, ""},
+	"invalid-snapshot-id-empty.json":                   {ReasonInvalidField, "snapshot.id"},
+	"invalid-snapshot-id-zero.json":                    {ReasonInvalidField, "snapshot.id"},
+	"invalid-snapshot-id-zero-number.json":             {ReasonInvalidField, "snapshot.id"},
+	"invalid-snapshot-id-leading-zero.json":            {ReasonInvalidField, "snapshot.id"},
+	"invalid-snapshot-id-sign.json":                    {ReasonInvalidField, "snapshot.id"},
+	"invalid-snapshot-id-negative-number.json":         {ReasonInvalidField, "snapshot.id"},
+	"invalid-snapshot-id-not-digits.json":              {ReasonInvalidField, "snapshot.id"},
+	"invalid-snapshot-id-space.json":                   {ReasonInvalidField, "snapshot.id"},
+	"invalid-snapshot-id-too-large.json":               {ReasonInvalidField, "snapshot.id"},
+	"invalid-snapshot-id-too-large-number.json":        {ReasonInvalidField, "snapshot.id"},
+	"invalid-snapshot-id-fraction.json":                {ReasonInvalidField, "snapshot.id"},
+	"invalid-snapshot-id-wrong-type.json":              {ReasonInvalidField, "snapshot.id"},
+	"invalid-snapshot-id-object.json":                  {ReasonInvalidField, "snapshot.id"},
 }
 
 var cleanupExampleRejections = map[string]rejection{
@@ -190,6 +205,11 @@ func TestSchemaLooserThanDecode(t *testing.T) {
 		{"retention overflows int64", with("snapshot.retention", "9999999999999h"), rejection{ReasonInvalidField, "snapshot.retention"}},
 		{"retention rounds to zero", with("snapshot.retention", "0.1ns"), rejection{ReasonInvalidField, "snapshot.retention"}},
 		{"zero time with an offset", with("time", "0001-01-01T01:00:00+01:00"), rejection{ReasonMissingField, "time"}},
+		// JSON Schema's "integer" is a value, not a spelling: 12.0 and 1.2e1
+		// are the integer 12 to it. Decode wants an id's digits as written.
+		{"snapshot.id number with a zero fraction", with("snapshot.id", json.Number("4862391045337619302.0")), rejection{ReasonInvalidField, "snapshot.id"}},
+		{"snapshot.id number with an exponent", with("snapshot.id", json.Number("1e3")), rejection{ReasonInvalidField, "snapshot.id"}},
+		{"snapshot.id number with a capital exponent and fraction", with("snapshot.id", json.Number("4.862391045337619302E18")), rejection{ReasonInvalidField, "snapshot.id"}},
 		// encoding/json and the validator both replace invalid UTF-8.
 		{"invalid UTF-8", []byte("{\"id\":\"\xff\",\"type\":\"session.started\",\"time\":\"2024-05-01T12:00:00Z\",\"sessionId\":\"s\"}"), rejection{ReasonBadJSON, ""}},
 	}
@@ -232,6 +252,7 @@ func TestSchemaPatternsMatchGo(t *testing.T) {
 		"projectId":    projectIDPattern,
 		"time":         rfc3339Pattern,
 		"printable256": `^[\p{L}\p{M}\p{N}\p{P}\p{S} ]+$`,
+		"snapshotId":   snapshotIDPattern,
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("schema patterns (-Go +schema):\n%s", diff)
@@ -260,9 +281,64 @@ func TestSchemaPatternsMatchGo(t *testing.T) {
 	}
 }
 
+// TestSchemaSnapshotIDBounds checks the schema's snapshot.id against
+// ValidSnapshotID and strconv.ParseUint on both sides of every digit of
+// the largest id, in both JSON forms: the pattern spells the uint64 range
+// out digit by digit, and a slip in one alternative would show only there.
+func TestSchemaSnapshotIDBounds(t *testing.T) {
+	t.Parallel()
+	eventSchema, _ := compileSchemas(t)
+	max := strconv.FormatUint(math.MaxUint64, 10)
+	ids := []string{"0", "1", "9", "10", "01", "00", strings.Repeat("9", 19), "1" + strings.Repeat("0", 19),
+		strings.Repeat("9", 20), "1" + strings.Repeat("0", 20), max, max + "0"}
+	for i := range max {
+		for d := byte('0'); d <= '9'; d++ {
+			ids = append(ids, max[:i]+string(d)+max[i+1:])
+		}
+	}
+	for _, id := range ids {
+		n, err := strconv.ParseUint(id, 10, 64)
+		want := err == nil && n != 0 && id[0] != '0'
+		if got := ValidSnapshotID(id); got != want {
+			t.Errorf("ValidSnapshotID(%q) = %v, want %v", id, got, want)
+		}
+		forms := []any{id}
+		if id == "0" || id[0] != '0' { // JSON has no numbers with leading zeros
+			forms = append(forms, json.Number(id))
+		}
+		for _, form := range forms {
+			data := with("snapshot.id", form)
+			if ok, why := schemaAccepts(eventSchema, data); ok != want {
+				t.Errorf("schema on snapshot.id %#v: accepts = %v, want %v: %s", form, ok, want, why)
+			}
+			_, err := Decode(data)
+			if (err == nil) != want {
+				t.Errorf("Decode of snapshot.id %#v: %v, want valid = %v", form, err, want)
+			}
+		}
+	}
+}
+
+// snapshotIDSpelledAsNonInteger reports whether data's snapshot.id is a
+// JSON number with a fraction or an exponent: the schema cannot tell those
+// from plain digits (see TestSchemaLooserThanDecode).
+func snapshotIDSpelledAsNonInteger(data []byte) bool {
+	var doc struct {
+		Snapshot struct {
+			ID json.RawMessage `json:"id"`
+		} `json:"snapshot"`
+	}
+	if json.Unmarshal(data, &doc) != nil {
+		return false
+	}
+	id := doc.Snapshot.ID
+	return len(id) > 0 && id[0] != '"' && bytes.ContainsAny(id, ".eE")
+}
+
 // FuzzSchemaAgrees looks for JSON on which the schema and Decode disagree,
 // beyond the known cases of TestSchemaLooserThanDecode (the range of
-// retention, the zero time written with an offset, invalid UTF-8).
+// retention, the zero time written with an offset, invalid UTF-8, a
+// snapshot.id number written with a fraction or exponent).
 func FuzzSchemaAgrees(f *testing.F) {
 	for _, s := range validSeeds() {
 		f.Add(s)
@@ -281,7 +357,8 @@ func FuzzSchemaAgrees(f *testing.F) {
 			return
 		}
 		if re, _ := AsReject(err); schemaOK && re != nil &&
-			(re.Field == "snapshot.retention" || re.Field == "time" && re.Reason == ReasonMissingField) {
+			(re.Field == "snapshot.retention" || re.Field == "time" && re.Reason == ReasonMissingField ||
+				re.Field == "snapshot.id" && snapshotIDSpelledAsNonInteger(data)) {
 			return
 		}
 		t.Fatalf("schema accepts = %v (%s), but Decode says %v, for %q", schemaOK, why, err, data)
