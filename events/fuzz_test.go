@@ -110,6 +110,9 @@ func FuzzDecode(f *testing.F) {
 		if diff := cmp.Diff(e, e2); diff != "" {
 			t.Fatalf("round trip (-decoded +re-decoded):\n%s", diff)
 		}
+		if h, h2 := e.ContentHash(), e2.ContentHash(); h != h2 {
+			t.Fatalf("the re-encoded event %s hashes %s, the decoded one %s", again, h2, h)
+		}
 	})
 }
 
