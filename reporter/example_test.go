@@ -7,17 +7,21 @@ import (
 	"log"
 	"time"
 
+	compute "cloud.google.com/go/compute/apiv1"
+	"cloud.google.com/go/compute/apiv1/computepb"
 	"cloud.google.com/go/pubsub/v2"
 	"google.golang.org/api/idtoken"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/snapsweep/snapsweep/events"
 	"github.com/snapsweep/snapsweep/reporter"
 )
 
 // migrate stands for the job's own work on one VM: it creates its
-// snapshots with the given labels and returns their names.
-func migrate(ctx context.Context, vm string, labels map[string]string) (snapshots []string, err error) {
-	return []string{vm + "-boot"}, nil
+// snapshots with the given labels and returns them, each with the id
+// Compute gave it (the insert operation's targetId).
+func migrate(ctx context.Context, vm string, labels map[string]string) (snapshots []events.SnapshotRef, err error) {
+	return []events.SnapshotRef{{Project: "disk-project", Name: vm + "-boot", ID: "4862391045337619302"}}, nil
 }
 
 // A migration job reports its session to snapsweep: the snapshots of
@@ -43,8 +47,8 @@ func Example() {
 			log.Fatal(err)
 		}
 		snaps, err := migrate(ctx, vm, r.Labels()) // create every snapshot with r.Labels()
-		for _, name := range snaps {
-			if err := r.RegisterSnapshot(ctx, vm, "disk-project", name); err != nil {
+		for _, snap := range snaps {
+			if err := r.SnapshotCreated(ctx, vm, snap); err != nil {
 				log.Fatal(err)
 			}
 		}
@@ -94,6 +98,7 @@ func ExampleReporter_CleanupStatus() {
 }
 
 // A snapshot with its own retention overrides the service's default TTL.
+// ID is the snapshot's Compute id, from the insert operation's targetId.
 func ExampleReporter_SnapshotCreated() {
 	ctx := context.Background()
 	var r *reporter.Reporter // the session's reporter
@@ -102,8 +107,43 @@ func ExampleReporter_SnapshotCreated() {
 		Name:       "vm-1-data",
 		SourceDisk: "projects/disk-project/zones/europe-west1-b/disks/vm-1-data",
 		Retention:  "24h",
+		ID:         "4862391045337619302",
 	})
 	if err != nil {
 		log.Fatal(err) // a *events.RejectError: nothing was published
+	}
+}
+
+// A job that creates its snapshots with the Compute client reports each
+// with the id Compute gave it (the insert operation's targetId): a name can
+// be reused once a snapshot is deleted, and with the id snapsweep never
+// deletes a different snapshot of the same name.
+func ExampleReporter_RegisterSnapshotWithID() {
+	ctx := context.Background()
+	var r *reporter.Reporter // the session's reporter
+	snapshots, err := compute.NewSnapshotsRESTClient(ctx)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer snapshots.Close()
+	op, err := snapshots.Insert(ctx, &computepb.InsertSnapshotRequest{
+		Project: "disk-project",
+		SnapshotResource: &computepb.Snapshot{
+			Name:       proto.String("vm-1-boot"),
+			SourceDisk: proto.String("projects/disk-project/zones/europe-west1-b/disks/vm-1-boot"),
+			Labels:     r.Labels(),
+		},
+	})
+	if err == nil {
+		err = op.Wait(ctx)
+	}
+	if err != nil {
+		log.Fatal(err)
+	}
+	if e := op.Proto().GetError(); e != nil {
+		log.Fatalf("create snapshot: %v", e.GetErrors())
+	}
+	if err := r.RegisterSnapshotWithID(ctx, "vm-1", "disk-project", "vm-1-boot", op.Proto().GetTargetId()); err != nil {
+		log.Fatal(err)
 	}
 }

@@ -14,6 +14,12 @@
 //	SessionCompleted
 //	Close
 //
+// A job should report each snapshot with Compute's numeric id (the
+// targetId of the insert operation; SnapshotRef.ID, or
+// RegisterSnapshotWithID): a snapshot name can be reused once the snapshot
+// is deleted, and with the id snapsweep never deletes a different snapshot
+// that happens to carry the same name.
+//
 // Every method validates its event with the same rules as the service before
 // it publishes anything, and publishes asynchronously; Flush and Close wait
 // for the publishes and report those that failed.
@@ -28,6 +34,7 @@ import (
 	"net/http"
 	"net/url"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -182,19 +189,34 @@ func (r *Reporter) TaskFailed(ctx context.Context, taskID, reason string) error 
 }
 
 // SnapshotCreated registers a snapshot the job took for task taskID. Report
-// it once the snapshot exists, and create the snapshot with Labels().
+// it once the snapshot exists, and create the snapshot with Labels(). Set
+// snap.ID to the snapshot's Compute id (strconv.FormatUint of the insert
+// operation's targetId) whenever the job has it: the service then deletes
+// only that snapshot under this record, never a later one that reuses the
+// name. Without it, the service takes the id from its first read of the
+// snapshot.
 func (r *Reporter) SnapshotCreated(ctx context.Context, taskID string, snap events.SnapshotRef) error {
 	return r.publish(ctx, events.Event{Type: events.SnapshotCreated, TaskID: taskID, Snapshot: &snap})
 }
 
 // RegisterSnapshot is SnapshotCreated for a snapshot known by project and
-// name only.
+// name only. Prefer RegisterSnapshotWithID when the job has the id.
 func (r *Reporter) RegisterSnapshot(ctx context.Context, taskID, project, name string) error {
 	return r.SnapshotCreated(ctx, taskID, events.SnapshotRef{Project: project, Name: name})
 }
 
+// RegisterSnapshotWithID is SnapshotCreated for a snapshot known by project,
+// name and Compute's numeric id: the targetId of the insert operation that
+// created it (computepb.Operation.GetTargetId). An id of 0, which is what a
+// getter returns when the operation carries none, is rejected as an invalid
+// snapshot.id; use RegisterSnapshot for a snapshot without an id.
+func (r *Reporter) RegisterSnapshotWithID(ctx context.Context, taskID, project, name string, id uint64) error {
+	return r.SnapshotCreated(ctx, taskID, events.SnapshotRef{Project: project, Name: name, ID: strconv.FormatUint(id, 10)})
+}
+
 // SnapshotDeleted reports that the job deleted a snapshot itself; the
-// service marks it deleted and calls no API.
+// service marks it deleted and calls no API. Set snap.ID as for
+// SnapshotCreated: it says which snapshot of that name the job deleted.
 func (r *Reporter) SnapshotDeleted(ctx context.Context, taskID string, snap events.SnapshotRef) error {
 	return r.publish(ctx, events.Event{Type: events.SnapshotDeleted, TaskID: taskID, Snapshot: &snap})
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"go/parser"
 	"go/token"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -100,6 +101,10 @@ func TestReporterPublishesEvents(t *testing.T) {
 		func() error { return r.TaskCompleted(ctx, "vm/1") },
 		func() error { return r.TaskFailed(ctx, "vm-2", "disk attach timed out") },
 		func() error { return r.SessionCompleted(ctx) },
+		func() error { return r.RegisterSnapshotWithID(ctx, "vm-3", "disk-project", "snap-3", math.MaxUint64) },
+		func() error {
+			return r.SnapshotDeleted(ctx, "vm-3", events.SnapshotRef{Project: "disk-project", Name: "snap-3", ID: "18446744073709551615"})
+		},
 	}
 	for i, call := range calls {
 		if err := call(); err != nil {
@@ -114,14 +119,16 @@ func TestReporterPublishesEvents(t *testing.T) {
 		return events.Event{ID: id, Type: typ, Time: at, SessionID: "sess-1", TaskID: task, Snapshot: s, Error: reason}
 	}
 	want := map[string]events.Event{
-		"ev-1": ev("ev-1", events.SessionStarted, "", nil, ""),
-		"ev-2": ev("ev-2", events.TaskStarted, "vm/1", nil, ""),
-		"ev-3": ev("ev-3", events.SnapshotCreated, "vm/1", &snap, ""),
-		"ev-4": ev("ev-4", events.SnapshotCreated, "vm/1", &events.SnapshotRef{Project: "disk-project", Name: "snap-2"}, ""),
-		"ev-5": ev("ev-5", events.SnapshotDeleted, "vm/1", &events.SnapshotRef{Project: "disk-project", Name: "snap-2"}, ""),
-		"ev-6": ev("ev-6", events.TaskCompleted, "vm/1", nil, ""),
-		"ev-7": ev("ev-7", events.TaskFailed, "vm-2", nil, "disk attach timed out"),
-		"ev-8": ev("ev-8", events.SessionCompleted, "", nil, ""),
+		"ev-1":  ev("ev-1", events.SessionStarted, "", nil, ""),
+		"ev-2":  ev("ev-2", events.TaskStarted, "vm/1", nil, ""),
+		"ev-3":  ev("ev-3", events.SnapshotCreated, "vm/1", &snap, ""),
+		"ev-4":  ev("ev-4", events.SnapshotCreated, "vm/1", &events.SnapshotRef{Project: "disk-project", Name: "snap-2"}, ""),
+		"ev-5":  ev("ev-5", events.SnapshotDeleted, "vm/1", &events.SnapshotRef{Project: "disk-project", Name: "snap-2"}, ""),
+		"ev-6":  ev("ev-6", events.TaskCompleted, "vm/1", nil, ""),
+		"ev-7":  ev("ev-7", events.TaskFailed, "vm-2", nil, "disk attach timed out"),
+		"ev-8":  ev("ev-8", events.SessionCompleted, "", nil, ""),
+		"ev-9":  ev("ev-9", events.SnapshotCreated, "vm-3", &events.SnapshotRef{Project: "disk-project", Name: "snap-3", ID: "18446744073709551615"}, ""),
+		"ev-10": ev("ev-10", events.SnapshotDeleted, "vm-3", &events.SnapshotRef{Project: "disk-project", Name: "snap-3", ID: "18446744073709551615"}, ""),
 	}
 	got := map[string]events.Event{}
 	for _, m := range srv.Messages() {
@@ -131,6 +138,11 @@ func TestReporterPublishesEvents(t *testing.T) {
 			continue
 		}
 		got[e.ID] = e
+		// The id goes out as a string, as Compute renders it: a JSON
+		// number above 2^53 would be rounded by many consumers.
+		if e.Snapshot != nil && e.Snapshot.ID != "" && !strings.Contains(string(m.Data), `"id":"`+e.Snapshot.ID+`"`) {
+			t.Errorf("%s: snapshot id %s not sent as a JSON string: %s", e.ID, e.Snapshot.ID, m.Data)
+		}
 		wantAttrs := map[string]string{"type": string(e.Type), "sessionId": "sess-1"}
 		if diff := cmp.Diff(wantAttrs, m.Attributes); diff != "" {
 			t.Errorf("%s attributes (-want +got):\n%s", e.ID, diff)
@@ -202,6 +214,15 @@ func TestReporterValidatesBeforePublish(t *testing.T) {
 		{"retention", func(r *reporter.Reporter) error {
 			return r.SnapshotCreated(ctx, "t", events.SnapshotRef{Project: "disk-project", Name: "snap-1", Retention: "3 days"})
 		}, "snapshot.retention"},
+		{"snapshot id zero", func(r *reporter.Reporter) error {
+			return r.RegisterSnapshotWithID(ctx, "t", "disk-project", "snap-1", 0)
+		}, "snapshot.id"},
+		{"snapshot id not canonical", func(r *reporter.Reporter) error {
+			return r.SnapshotCreated(ctx, "t", events.SnapshotRef{Project: "disk-project", Name: "snap-1", ID: "0042"})
+		}, "snapshot.id"},
+		{"deleted snapshot id not a number", func(r *reporter.Reporter) error {
+			return r.SnapshotDeleted(ctx, "t", events.SnapshotRef{Project: "disk-project", Name: "snap-1", ID: "snap-1"})
+		}, "snapshot.id"},
 		{"deleted without task", func(r *reporter.Reporter) error {
 			return r.SnapshotDeleted(ctx, "", events.SnapshotRef{Project: "disk-project", Name: "snap-1"})
 		}, "taskId"},
