@@ -38,6 +38,7 @@ type publishSettings struct {
 type eventFlags struct {
 	session, task                 string
 	snapshot, snapshotProject     string
+	snapshotID                    string
 	sourceDisk, retention, reason string
 	id, at                        string
 }
@@ -91,7 +92,8 @@ complete event ({"id","type","time","sessionId",...}); if any line is invalid,
 every bad line is reported and nothing is published.`,
 		Example: `  gcloud compute snapshots create snap-1 --source-disk=disk-1 --source-disk-zone=europe-west1-b \
       --labels=migration-session=wave-7
-  snapsweep publish snapshot-created --session wave-7 --task vm-1 --snapshot snap-1 --source-disk disk-1
+  snapsweep publish snapshot-created --session wave-7 --task vm-1 --snapshot snap-1 --source-disk disk-1 \
+      --snapshot-id "$(gcloud compute snapshots describe snap-1 --format='value(id)')"
   snapsweep publish task-completed --session wave-7 --task vm-1
   snapsweep publish task-failed --session wave-7 --task vm-2 --error "disk attach timed out"
   snapsweep publish session-completed --session wave-7
@@ -157,6 +159,9 @@ every bad line is reported and nothing is published.`,
 			fl.StringVar(&f.snapshot, "snapshot", "", "snapshot name (required)")
 			fl.StringVar(&f.snapshotProject, "snapshot-project", "", "project of the snapshot (default: --project)")
 			fl.StringVar(&f.sourceDisk, "source-disk", "", "disk the snapshot was taken from")
+			fl.StringVar(&f.snapshotID, "snapshot-id", "",
+				"Compute's numeric id of the snapshot (gcloud compute snapshots describe NAME --format='value(id)'); "+
+					"snapsweep then never deletes another snapshot that reuses the name")
 			if ec.typ == events.SnapshotCreated {
 				fl.StringVar(&f.retention, "retention", "", `keep it this long unless cleaned up earlier, a Go duration such as "72h" (default: the service's TTL)`)
 			}
@@ -188,35 +193,86 @@ func eventNames() string {
 var flagOf = map[string]string{
 	"id": "--id", "time": "--time", "sessionId": "--session", "taskId": "--task", "error": "--error",
 	"snapshot.name": "--snapshot", "snapshot.project": "--snapshot-project",
-	"snapshot.sourceDisk": "--source-disk", "snapshot.retention": "--retention",
+	"snapshot.sourceDisk": "--source-disk", "snapshot.retention": "--retention", "snapshot.id": "--snapshot-id",
+}
+
+// standIns replace the value of a field that failed validation with a valid
+// one, so that validating again finds the next bad field (see flagProblems).
+var standIns = map[string]func(*events.Event){
+	"id":                  func(e *events.Event) { e.ID = "x" },
+	"time":                func(e *events.Event) { e.Time = time.Unix(0, 0).UTC() },
+	"sessionId":           func(e *events.Event) { e.SessionID = "s" },
+	"taskId":              func(e *events.Event) { e.TaskID = "t" },
+	"error":               func(e *events.Event) { e.Error = "" },
+	"snapshot.project":    func(e *events.Event) { e.Snapshot.Project = "stand-in" },
+	"snapshot.name":       func(e *events.Event) { e.Snapshot.Name = "s" },
+	"snapshot.sourceDisk": func(e *events.Event) { e.Snapshot.SourceDisk = "" },
+	"snapshot.retention":  func(e *events.Event) { e.Snapshot.Retention = "" },
+	"snapshot.id":         func(e *events.Event) { e.Snapshot.ID = "" },
+}
+
+// flagProblems validates ev with the service's rules and names every bad
+// flag, not just the first: Validate stops at the first field in error, so
+// that field gets a valid stand-in and the event is validated again, until
+// it passes. Fields in reported (whose flags are already reported missing)
+// are not named again.
+func flagProblems(ev events.Event, reported map[string]bool) []string {
+	if ev.Snapshot != nil {
+		snap := *ev.Snapshot
+		ev.Snapshot = &snap // the stand-ins must not change the caller's
+	}
+	var problems []string
+	for range len(standIns) + 1 {
+		err := ev.Validate()
+		if err == nil {
+			break
+		}
+		rej, ok := events.AsReject(err)
+		if !ok || standIns[rej.Field] == nil {
+			return append(problems, err.Error())
+		}
+		if !reported[rej.Field] {
+			problems = append(problems, fmt.Sprintf("%s: %s", flagOf[rej.Field], rej.Detail))
+		}
+		standIns[rej.Field](&ev)
+	}
+	return problems
 }
 
 // event builds and validates the event the flags describe. It reports
-// every missing flag at once.
+// every missing or invalid flag at once, in one error.
 func (f *eventFlags) event(typ events.Type, needTask, needSnapshot bool, set publishSettings) (events.Event, error) {
-	var missing []string
-	if f.session == "" {
-		missing = append(missing, "--session")
+	var (
+		missing  []string
+		problems []string
+		reported = map[string]bool{} // fields whose flag is reported missing
+	)
+	need := func(ok bool, flag, field string) {
+		if !ok {
+			missing = append(missing, flag)
+			reported[field] = true
+		}
 	}
-	if needTask && f.task == "" {
-		missing = append(missing, "--task")
+	need(f.session != "", "--session", "sessionId")
+	if needTask {
+		need(f.task != "", "--task", "taskId")
 	}
-	if needSnapshot && f.snapshot == "" {
-		missing = append(missing, "--snapshot")
+	if needSnapshot {
+		need(f.snapshot != "", "--snapshot", "snapshot.name")
 	}
 	if len(missing) > 0 {
-		return events.Event{}, fmt.Errorf("missing %s", strings.Join(missing, ", "))
+		problems = append(problems, "missing "+strings.Join(missing, ", "))
 	}
 	ev := events.Event{ID: f.id, Type: typ, Time: time.Now().UTC(), SessionID: f.session, TaskID: f.task, Error: f.reason}
 	if ev.ID == "" {
 		ev.ID = uuid.NewString()
 	}
 	if f.at != "" {
-		t, err := time.Parse(time.RFC3339Nano, f.at)
-		if err != nil {
-			return ev, fmt.Errorf("--time %q: must be an RFC 3339 time such as 2024-05-01T12:00:00Z", f.at)
+		if t, err := time.Parse(time.RFC3339Nano, f.at); err != nil {
+			problems = append(problems, fmt.Sprintf("--time %q: must be an RFC 3339 time such as 2024-05-01T12:00:00Z", f.at))
+		} else {
+			ev.Time = t
 		}
-		ev.Time = t
 	}
 	if needSnapshot {
 		project := f.snapshotProject
@@ -224,15 +280,14 @@ func (f *eventFlags) event(typ events.Type, needTask, needSnapshot bool, set pub
 			project = pubsubProject(set)
 		}
 		if project == "" {
-			return ev, errors.New("missing --snapshot-project (or --project, or GOOGLE_CLOUD_PROJECT)")
+			problems = append(problems, "missing --snapshot-project (or --project, or GOOGLE_CLOUD_PROJECT)")
+			reported["snapshot.project"] = true
 		}
-		ev.Snapshot = &events.SnapshotRef{Project: project, Name: f.snapshot, SourceDisk: f.sourceDisk, Retention: f.retention}
+		ev.Snapshot = &events.SnapshotRef{Project: project, Name: f.snapshot, SourceDisk: f.sourceDisk, Retention: f.retention, ID: f.snapshotID}
 	}
-	if err := ev.Validate(); err != nil {
-		if rej, ok := events.AsReject(err); ok && flagOf[rej.Field] != "" {
-			return ev, fmt.Errorf("%s: %s", flagOf[rej.Field], rej.Detail)
-		}
-		return ev, err
+	problems = append(problems, flagProblems(ev, reported)...)
+	if len(problems) > 0 {
+		return ev, errors.New(strings.Join(problems, "; "))
 	}
 	return ev, nil
 }

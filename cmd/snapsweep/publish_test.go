@@ -246,9 +246,9 @@ func TestPublishCommandEvents(t *testing.T) {
 		{"publish", "session-started", "--session", "wave-7", "--id", "e1", "--time", at},
 		{"publish", "task-started", "--session", "wave-7", "--task", "vm-1", "--id", "e2", "--time", at},
 		{"publish", "snapshot-created", "--session", "wave-7", "--task", "vm-1", "--snapshot", "snap-1",
-			"--source-disk", "disk-1", "--retention", "72h", "--id", "e3", "--time", at},
+			"--source-disk", "disk-1", "--retention", "72h", "--snapshot-id", "4862391045337619302", "--id", "e3", "--time", at},
 		{"publish", "snapshot-deleted", "--session", "wave-7", "--task", "vm-1", "--snapshot", "snap-0",
-			"--snapshot-project", "other-project", "--id", "e4", "--time", at},
+			"--snapshot-project", "other-project", "--snapshot-id", "18446744073709551615", "--id", "e4", "--time", at},
 		{"publish", "task-completed", "--session", "wave-7", "--task", "vm-1", "--id", "e5", "--time", at},
 		{"publish", "task-failed", "--session", "wave-7", "--task", "vm-2", "--error", "disk attach timed out", "--id", "e6", "--time", at},
 		{"publish", "--project", project, "session-completed", "--session", "wave-7", "--id", "e7", "--time", at},
@@ -282,8 +282,8 @@ func TestPublishCommandEvents(t *testing.T) {
 	want := map[string]events.Event{
 		"e1": ev("e1", events.SessionStarted, "", nil, ""),
 		"e2": ev("e2", events.TaskStarted, "vm-1", nil, ""),
-		"e3": ev("e3", events.SnapshotCreated, "vm-1", &events.SnapshotRef{Project: project, Name: "snap-1", SourceDisk: "disk-1", Retention: "72h"}, ""),
-		"e4": ev("e4", events.SnapshotDeleted, "vm-1", &events.SnapshotRef{Project: "other-project", Name: "snap-0"}, ""),
+		"e3": ev("e3", events.SnapshotCreated, "vm-1", &events.SnapshotRef{Project: project, Name: "snap-1", SourceDisk: "disk-1", Retention: "72h", ID: "4862391045337619302"}, ""),
+		"e4": ev("e4", events.SnapshotDeleted, "vm-1", &events.SnapshotRef{Project: "other-project", Name: "snap-0", ID: "18446744073709551615"}, ""),
 		"e5": ev("e5", events.TaskCompleted, "vm-1", nil, ""),
 		"e6": ev("e6", events.TaskFailed, "vm-2", nil, "disk attach timed out"),
 		"e7": ev("e7", events.SessionCompleted, "", nil, ""),
@@ -400,6 +400,10 @@ func TestPublishCommandInvalidInput(t *testing.T) {
 			[]string{"--retention", "Go duration"}},
 		{"invalid time", vars, "", []string{"publish", "task-started", "--session", "wave-9", "--task", "vm-1", "--time", "yesterday"},
 			[]string{`--time "yesterday"`}},
+		{"invalid snapshot id", vars, "", []string{"publish", "snapshot-created", "--session", "wave-9", "--task", "vm-1", "--snapshot", "snap-1", "--snapshot-id", "0042"},
+			[]string{"--snapshot-id: must be Compute's numeric snapshot id", `not "0042"`}},
+		{"snapshot id of another event", vars, "", []string{"publish", "task-completed", "--session", "wave-9", "--task", "vm-1", "--snapshot-id", "42"},
+			[]string{"unknown flag: --snapshot-id"}},
 		{"unknown flag", vars, "", []string{"publish", "task-completed", "--sesion", "wave-9"}, []string{"unknown flag: --sesion"}},
 		{"flag of another event", vars, "", []string{"publish", "task-completed", "--session", "wave-9", "--task", "vm-1", "--error", "x"},
 			[]string{"unknown flag: --error"}},
@@ -440,6 +444,66 @@ func TestPublishCommandInvalidInput(t *testing.T) {
 	}
 	if msgs := receive(t, ps, sub, 1, 3*time.Second); len(msgs) != 0 {
 		t.Errorf("invalid input published %d messages, first: %s", len(msgs), msgs[0].Data)
+	}
+}
+
+// TestPublishCommandNamesEveryBadFlag: one message names every missing or
+// invalid flag, each with the service's rule, so a shell job is fixed in
+// one go. Invalid flags never reach Pub/Sub, so no emulator is needed.
+func TestPublishCommandNamesEveryBadFlag(t *testing.T) {
+	t.Parallel()
+	vars := map[string]string{"GOOGLE_CLOUD_PROJECT": "host-project"}
+	cases := []struct {
+		name string
+		vars map[string]string
+		args []string
+		want []string // the problems, in order
+	}{
+		{"every snapshot flag invalid", vars,
+			[]string{"publish", "snapshot-created", "--session", "Wave 9", "--task", "vm\t1", "--snapshot", "Snap_1", "--snapshot-project", "P",
+				"--source-disk", strings.Repeat("d", events.MaxSourceDiskLen+1), "--retention", "3 days", "--snapshot-id", "-7", "--time", "yesterday"},
+			[]string{`--time "yesterday"`, "--session: must match", "--task: must contain printable characters only", "--snapshot-project: must be a GCP project id",
+				"--snapshot: must match", "--source-disk: must be at most 1024 characters", "--retention: must be a Go duration",
+				`--snapshot-id: must be Compute's numeric snapshot id, a decimal integer from 1 to 18446744073709551615 without leading zeros (as a JSON string or number), not "-7"`}},
+		{"missing and invalid together", nil,
+			[]string{"publish", "snapshot-deleted", "--snapshot-id", "18446744073709551616"},
+			[]string{"missing --session, --task, --snapshot", "missing --snapshot-project (or --project, or GOOGLE_CLOUD_PROJECT)",
+				`--snapshot-id: must be Compute's numeric snapshot id`}},
+		{"snapshot id zero", vars,
+			[]string{"publish", "snapshot-created", "--session", "wave-9", "--task", "vm-1", "--snapshot", "snap-1", "--snapshot-id", "0"},
+			[]string{`--snapshot-id: must be Compute's numeric snapshot id`}},
+		{"snapshot id empty is absent", vars,
+			[]string{"publish", "snapshot-created", "--session", "Wave", "--task", "vm-1", "--snapshot", "snap-1", "--snapshot-id", ""},
+			[]string{"--session: must match"}},
+		{"snapshot id with spaces", vars,
+			[]string{"publish", "snapshot-created", "--session", "wave-9", "--task", "vm-1", "--snapshot", "snap-1", "--snapshot-id", " 42"},
+			[]string{`not " 42"`}},
+		{"snapshot id as an exponent", vars,
+			[]string{"publish", "snapshot-deleted", "--session", "wave-9", "--task", "vm-1", "--snapshot", "snap-1", "--snapshot-id", "4.2e1"},
+			[]string{`not "4.2e1"`}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			res := runPublish(t, tc.vars, "", tc.args...)
+			if res.code != 2 {
+				t.Fatalf("exit %d (%v), want 2", res.code, res.err)
+			}
+			msg := res.err.Error()
+			_, problems, ok := strings.Cut(msg, ": ")
+			if !ok {
+				t.Fatalf("message %q names no command", msg)
+			}
+			got := strings.Split(problems, "; ")
+			if len(got) != len(tc.want) {
+				t.Errorf("%d problems, want %d:\n%s", len(got), len(tc.want), strings.Join(got, "\n"))
+			}
+			for i, w := range tc.want {
+				if i < len(got) && !strings.HasPrefix(got[i], w) && !strings.Contains(got[i], w) {
+					t.Errorf("problem %d is %q, want it to say %q", i+1, got[i], w)
+				}
+			}
+		})
 	}
 }
 
