@@ -3,6 +3,7 @@ package cleanup_test
 import (
 	"context"
 	"slices"
+	"strconv"
 	"testing"
 	"time"
 
@@ -33,11 +34,12 @@ func (f *fixture) registerTask(t *testing.T, project, name, session, taskID stri
 	}
 	rec := &store.Snapshot{Project: project, Name: name, SessionID: session, TaskID: taskID, State: st,
 		CreatedAt: t0, RegisteredAt: t0, UpdatedAt: t0, ExpiresAt: t0.Add(72 * time.Hour)}
+	if labels != nil {
+		// The registry knows the Compute id, as from an event that sent it.
+		rec.ComputeID = strconv.FormatUint(f.fake.AddSnapshot(project, name, labels), 10)
+	}
 	if err := f.store.PutSnapshot(ctx, rec); err != nil {
 		t.Fatal(err)
-	}
-	if labels != nil {
-		f.fake.AddSnapshot(project, name, labels)
 	}
 	return events.CleanupMessage{Project: project, Name: name, SessionID: session, TaskID: taskID,
 		Reason: events.ReasonTaskCompleted, RequestedAt: t0}
@@ -108,7 +110,10 @@ func TestAttackNothingIsDeleted(t *testing.T) {
 			wantRes: cleanup.ResultRefused, wantState: store.Refused, wantReads: true},
 		{name: "snapshot replaced by another owner's of the same name", task: store.TaskSucceeded, state: store.CleanupPending, labels: own("s1"),
 			between: func(f *fixture) { f.fake.AddSnapshot("proj-a", "snap-1", map[string]string{"owner": "someone-else"}) },
-			wantRes: cleanup.ResultRefused, wantState: store.Refused, wantReads: true},
+			wantRes: cleanup.ResultAlreadyGone, wantState: store.Vanished, wantReads: true},
+		{name: "name reused by another snapshot of the same session (rule 6)", task: store.TaskSucceeded, state: store.CleanupPending, labels: own("s1"),
+			between: func(f *fixture) { f.fake.AddSnapshot("proj-a", "snap-1", own("s1")) },
+			wantRes: cleanup.ResultAlreadyGone, wantState: store.Vanished, wantReads: true},
 		{name: "running task, not expired", task: store.TaskRunning, state: store.CleanupPending, labels: own("s1"), now: 71 * time.Hour,
 			wantRes: cleanup.ResultSkipped, wantState: store.Active},
 		{name: "running task, message claims the task completed", task: store.TaskRunning, state: store.Active, labels: own("s1"),

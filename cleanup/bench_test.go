@@ -16,6 +16,7 @@ import (
 	"github.com/snapsweep/snapsweep/events"
 	"github.com/snapsweep/snapsweep/gce"
 	"github.com/snapsweep/snapsweep/gce/gcefake"
+	"github.com/snapsweep/snapsweep/lifecycle"
 	"github.com/snapsweep/snapsweep/store"
 )
 
@@ -162,7 +163,7 @@ func runCleanupWorkload(b *testing.B, n, workers int) cleanupRun {
 	mem := store.NewMemory()
 	engine := cleanup.NewEngine(cleanup.EngineConfig{
 		Store: mem, Compute: client, SessionLabel: benchLabel,
-		Policy: cleanup.Policy{TTL: 72 * time.Hour, FailedRetention: 168 * time.Hour},
+		Policy: lifecycle.Policy{TTL: 72 * time.Hour, FailedRetention: 168 * time.Hour, Projects: events.NewAllowlist([]string{"proj-a", "proj-b"})},
 		Rate:   benchRate, Concurrency: 16, OpWait: 5 * time.Second, Budget: 10 * time.Second,
 		// The fake's quota is per whole second (Compute's: per minute).
 		QuotaRefill: func(now time.Time) time.Time { return now.Truncate(time.Second).Add(time.Second) },

@@ -18,6 +18,7 @@ import (
 
 	"github.com/snapsweep/snapsweep/events"
 	"github.com/snapsweep/snapsweep/gce"
+	"github.com/snapsweep/snapsweep/lifecycle"
 	"github.com/snapsweep/snapsweep/store"
 )
 
@@ -31,6 +32,12 @@ type Compute interface {
 // EngineStore is what the engine needs from the registry.
 type EngineStore interface {
 	UpdateSnapshot(ctx context.Context, key store.Key, task store.TaskKey, fn store.SnapshotFunc) (*store.Snapshot, error)
+}
+
+// update runs one lifecycle transition on the record of key in a registry
+// transaction; the transition sees the record and its task as they are now.
+func update(ctx context.Context, st EngineStore, key store.Key, fn func(cur *store.Snapshot, t *store.Task) (*store.Snapshot, error)) (*store.Snapshot, error) {
+	return st.UpdateSnapshot(ctx, key, store.TaskKey{}, fn)
 }
 
 // ErrRetryLater marks a cleanup that could not finish now for a reason a
@@ -64,7 +71,9 @@ type Outcome struct {
 type EngineConfig struct {
 	Store   EngineStore
 	Compute Compute
-	Policy  Policy
+	// Policy holds the rules; its allowlist is enforced here (rule 1),
+	// whatever the caller checked before.
+	Policy lifecycle.Policy
 	// SessionLabel is the label whose value must equal the session id.
 	SessionLabel string
 	// DryRun does everything but the delete call.
@@ -220,12 +229,14 @@ func (e *Engine) now() time.Time { return now(e.cfg.Now) }
 // claim is what the claim transaction decided.
 type claim struct {
 	rec     *store.Snapshot
+	lease   lifecycle.Lease
 	outcome *Outcome // set when there is nothing to delete
 }
 
 // Handle processes one cleanup message. A nil error means the message is
 // done with (acknowledge it); an error wrapping ErrRetryLater or
-// store.ErrUnavailable means redeliver it later.
+// store.ErrUnavailable means redeliver it later; a *events.RejectError means
+// the message can never be processed (acknowledge and record it).
 func (e *Engine) Handle(ctx context.Context, m events.CleanupMessage) (out Outcome, err error) {
 	ctx, span := e.tracer.Start(ctx, "cleanup snapshot", trace.WithAttributes(
 		attribute.String("snapsweep.snapshot", m.Project+"/"+m.Name), attribute.String("snapsweep.session.id", m.SessionID),
@@ -242,6 +253,10 @@ func (e *Engine) Handle(ctx context.Context, m events.CleanupMessage) (out Outco
 }
 
 func (e *Engine) handle(ctx context.Context, m events.CleanupMessage) (Outcome, error) {
+	if err := e.cfg.Policy.Projects.Check(m.Project); err != nil {
+		// Rule 1, where the delete happens: nothing is read or written.
+		return Outcome{Result: ResultSkipped, Why: err.Error()}, err
+	}
 	if e.breaker.State() == gobreaker.StateOpen {
 		return Outcome{}, fmt.Errorf("compute circuit breaker open: %w", ErrRetryLater)
 	}
@@ -264,75 +279,47 @@ func (e *Engine) handle(ctx context.Context, m events.CleanupMessage) (Outcome, 
 		e.metrics.results.Add(ctx, 1, metric.WithAttributes(attribute.String("result", string(c.outcome.Result))))
 		return *c.outcome, nil
 	}
-	out, err := e.delete(ctx, c.rec, dry)
-	if err == nil && (out.Result == ResultDryRun || out.Result == ResultPending) {
+	out, err := e.delete(ctx, c, dry)
+	if err == nil && (out.Result == ResultDryRun || out.Result == ResultPending || out.Result == ResultSkipped) {
 		e.metrics.results.Add(ctx, 1, metric.WithAttributes(attribute.String("result", string(out.Result))))
 	}
 	if err != nil {
-		if rbErr := e.release(context.WithoutCancel(ctx), c.rec, err); rbErr != nil {
-			err = errors.Join(err, rbErr)
-		}
-		return out, err
+		return out, e.release(context.WithoutCancel(ctx), c, err, false)
 	}
 	return out, nil
 }
 
-// claim moves the record to deleting under a lease, or says why not.
+// claim takes the record's lease for this message (lifecycle.StartDelete),
+// or says why not. A dry run checks the same rules and writes nothing.
 func (e *Engine) claim(ctx context.Context, key store.Key, m events.CleanupMessage, dry bool) (claim, error) {
 	at := e.now()
 	var c claim
 	var busy bool
-	_, err := e.cfg.Store.UpdateSnapshot(ctx, key, store.TaskKey{}, func(cur *store.Snapshot, t *store.Task) (*store.Snapshot, error) {
+	_, err := update(ctx, e.cfg.Store, key, func(cur *store.Snapshot, t *store.Task) (*store.Snapshot, error) {
 		c, busy = claim{}, false
-		skip := func(res Result, st store.State, why string) (*store.Snapshot, error) {
-			c.outcome = &Outcome{Result: res, State: st, Why: why}
-			return nil, nil
-		}
+		next, st, err := e.cfg.Policy.StartDeleteFor(cur, t, m, e.cfg.Owner, e.cfg.Lease, at)
 		switch {
-		case cur == nil:
-			return skip(ResultSkipped, "", "not registered")
-		case cur.SessionID != m.SessionID:
-			return skip(ResultSkipped, cur.State, fmt.Sprintf("registered to session %q, message names %q", cur.SessionID, m.SessionID))
-		case cur.State == store.Deleted:
-			return skip(ResultAlreadyGone, cur.State, "already deleted")
-		case cur.State == store.Deleting && cur.LeaseUntil.After(at):
+		case err != nil:
+			return nil, err
+		case st.Busy:
 			busy = true
 			return nil, nil
-		case cur.State == store.Failed && m.Reason != events.ReasonManual:
-			return skip(ResultSkipped, cur.State, "failed earlier; needs a manual cleanup: "+cur.Error)
-		case cur.State == store.Held, cur.State == store.Refused:
-			return skip(ResultSkipped, cur.State, string(cur.State))
-		}
-		d := e.cfg.Policy.Eligible(cur, t, at)
-		if !d.Eligible {
-			if cur.State == store.CleanupPending || cur.State == store.Deleting {
-				// A stale request: put the record back where the policy says.
-				next := *cur
-				next.State, next.ExpiresAt = e.cfg.Policy.Settle(cur, t)
-				next.PrevState, next.LeaseUntil, next.LeaseOwner, next.UpdatedAt = "", time.Time{}, "", at
-				c.outcome = &Outcome{Result: ResultSkipped, State: next.State, Why: d.Why}
-				return &next, nil
+		case st.Done:
+			res := ResultSkipped
+			if st.Gone {
+				res = ResultAlreadyGone
 			}
-			return skip(ResultSkipped, cur.State, d.Why)
+			c.outcome = &Outcome{Result: res, State: st.State, Why: st.Why}
+			if dry {
+				return nil, nil
+			}
+			return next, nil
 		}
-		next := *cur
-		if cur.State != store.Deleting {
-			next.PrevState = cur.State
-		}
+		c.rec, c.lease = next, *st.Lease
 		if dry {
-			c.rec = &next
 			return nil, nil
 		}
-		next.State = store.Deleting
-		next.Attempt = cur.Attempt + 1
-		next.LeaseUntil = at.Add(e.cfg.Lease)
-		next.LeaseOwner = e.cfg.Owner
-		next.UpdatedAt = at
-		if next.CleanupReason == "" {
-			next.CleanupReason = string(m.Reason)
-		}
-		c.rec = &next
-		return &next, nil
+		return next, nil
 	})
 	if err != nil {
 		return claim{}, fmt.Errorf("claim %s: %w", key, err)
@@ -344,7 +331,9 @@ func (e *Engine) claim(ctx context.Context, key store.Key, m events.CleanupMessa
 }
 
 // call runs one Compute call through the concurrency limit and the breaker.
-func (e *Engine) call(ctx context.Context, op string, fn func(ctx context.Context) error) error {
+// pre, when set, runs after every wait and right before the call: it is the
+// last check of the rules (see arm), and an error from it stops the call.
+func (e *Engine) call(ctx context.Context, op string, pre, fn func(ctx context.Context) error) error {
 	select {
 	case e.sem <- struct{}{}:
 	case <-ctx.Done():
@@ -360,6 +349,11 @@ func (e *Engine) call(ctx context.Context, op string, fn func(ctx context.Contex
 			return fmt.Errorf("wait for delete quota: %w: %w", ErrRetryLater, err)
 		}
 	}
+	if pre != nil {
+		if err := pre(ctx); err != nil {
+			return err
+		}
+	}
 	_, err := e.breaker.Execute(func() (any, error) { return nil, fn(ctx) })
 	if errors.Is(err, gobreaker.ErrOpenState) || errors.Is(err, gobreaker.ErrTooManyRequests) {
 		return fmt.Errorf("compute circuit breaker open: %w", ErrRetryLater)
@@ -373,31 +367,53 @@ func (e *Engine) call(ctx context.Context, op string, fn func(ctx context.Contex
 // opDelete names the delete call; it is the one the rate limit paces.
 const opDelete = "delete snapshot"
 
+// errStop wraps an error of a pre-call check: it ends the retries as is.
+type errStop struct{ err error }
+
+func (s errStop) Error() string { return s.err.Error() }
+func (s errStop) Unwrap() error { return s.err }
+
 // retryable runs fn until it succeeds, fails for good, or the budget ends.
 // Transient, in-use and rate-limited answers are retried with exponential
 // backoff and jitter; a rate-limited answer also waits for the next quota
 // refill (if the budget allows) and pauses this instance's other deletes.
-func (e *Engine) retryable(ctx context.Context, op string, attempts *int, fn func(ctx context.Context) error) error {
+// refused, when set, is told of answers that prove the call was not
+// executed (quota, in use), before the wait.
+func (e *Engine) retryable(ctx context.Context, op string, attempts *int, pre func(ctx context.Context) error, refused func(), fn func(ctx context.Context) error) error {
 	b := e.cfg.Backoff()
+	wrapped := pre
+	if pre != nil {
+		wrapped = func(ctx context.Context) error {
+			if err := pre(ctx); err != nil {
+				return errStop{err}
+			}
+			return nil
+		}
+	}
 	for {
 		*attempts++
-		err := e.call(ctx, op, fn)
-		if err == nil || errors.Is(err, ErrRetryLater) {
+		err := e.call(ctx, op, wrapped, fn)
+		var stop errStop
+		if err == nil || errors.Is(err, ErrRetryLater) || errors.As(err, &stop) {
 			return err
 		}
 		class := gce.Classify(err)
 		switch class {
-		case gce.ClassTransient, gce.ClassInUse, gce.ClassRateLimited:
+		case gce.ClassTransient:
+		case gce.ClassInUse, gce.ClassRateLimited:
+			if refused != nil {
+				refused()
+			}
 		default:
 			return err
 		}
-		d, stop := b.Next()
+		d, stop2 := b.Next()
 		if class == gce.ClassRateLimited {
 			refill := e.cfg.QuotaRefill(e.cfg.Now())
 			e.quotaUntil.Store(refill.UnixNano())
 			d = max(d, refill.Sub(e.cfg.Now()))
 		}
-		if dl, ok := ctx.Deadline(); stop || (ok && e.cfg.Now().Add(d).After(dl)) {
+		if dl, ok := ctx.Deadline(); stop2 || (ok && e.cfg.Now().Add(d).After(dl)) {
 			return fmt.Errorf("%s: giving up for now after %d attempts: %w: %w", op, *attempts, ErrRetryLater, err)
 		}
 		if err := e.cfg.Sleep(ctx, d); err != nil {
@@ -416,11 +432,18 @@ func (e *Engine) waitQuota(ctx context.Context) error {
 	return e.limiter.Wait(ctx)
 }
 
-// delete re-reads the snapshot, checks ownership, deletes and confirms.
-func (e *Engine) delete(ctx context.Context, rec *store.Snapshot, dry bool) (Outcome, error) {
+// errAborted ends a delete whose rules no longer hold at the last check.
+var errAborted = errors.New("delete aborted by the last check")
+
+// delete re-reads the snapshot, checks ownership and identity, deletes and
+// confirms. Right before every DELETE (after every wait) it checks the
+// rules again in a registry transaction (lifecycle.Arm); once a DELETE may
+// have gone out, the record stays deleting until the deletion is confirmed.
+func (e *Engine) delete(ctx context.Context, c claim, dry bool) (Outcome, error) {
+	rec := c.rec
 	out := Outcome{}
 	var snap gce.Snapshot
-	err := e.retryable(ctx, "get snapshot", &out.Attempts, func(ctx context.Context) error {
+	err := e.retryable(ctx, "get snapshot", &out.Attempts, nil, nil, func(ctx context.Context) error {
 		var err error
 		snap, err = e.cfg.Compute.Get(ctx, rec.Project, rec.Name)
 		return err
@@ -430,13 +453,20 @@ func (e *Engine) delete(ctx context.Context, rec *store.Snapshot, dry bool) (Out
 		if dry {
 			return Outcome{Result: ResultDryRun, State: rec.State, Why: "already gone"}, nil
 		}
-		return e.finish(ctx, rec, ResultAlreadyGone, "not found before delete", out.Attempts, nil)
+		return e.confirm(ctx, c, ResultAlreadyGone, "not found before delete", out.Attempts)
 	case errors.Is(err, ErrRetryLater):
 		return out, err
 	case err != nil && gce.Classify(err) == gce.ClassPermanent:
-		return e.finish(ctx, rec, ResultFailed, "read before delete: "+err.Error(), out.Attempts, err)
+		return e.fail(ctx, c, "read before delete: "+err.Error(), out.Attempts, err)
 	case err != nil:
 		return out, fmt.Errorf("read before delete: %w: %w", ErrRetryLater, err)
+	}
+	seen := lifecycle.Observed{ComputeID: snap.ID, CreationTime: snap.CreationTime, Fresh: true}
+	if why, other := e.cfg.Policy.OtherSnapshot(rec, seen); other {
+		if dry {
+			return Outcome{Result: ResultDryRun, State: rec.State, Why: "would close: " + why}, nil
+		}
+		return e.vanish(ctx, c, why, out.Attempts)
 	}
 	if got, ok := snap.Labels[e.cfg.SessionLabel]; !ok || got != rec.SessionID {
 		why := fmt.Sprintf("label %s=%q does not match session %q", e.cfg.SessionLabel, got, rec.SessionID)
@@ -446,177 +476,206 @@ func (e *Engine) delete(ctx context.Context, rec *store.Snapshot, dry bool) (Out
 		if dry {
 			return Outcome{Result: ResultDryRun, State: rec.State, Why: "would refuse: " + why}, nil
 		}
-		return e.finish(ctx, rec, ResultRefused, why, out.Attempts, nil)
+		return e.refuse(ctx, c, why, out.Attempts)
 	}
 	if dry {
 		return e.dryRun(ctx, rec)
 	}
 	if snap.Status == "DELETING" {
-		// A previous attempt's delete is still running: confirm it rather
-		// than issuing a second one.
-		return e.confirmGone(ctx, rec, out.Attempts)
+		// A delete is already running (an earlier attempt's): confirm it
+		// rather than issuing a second one.
+		return e.confirmGone(ctx, c, out.Attempts)
 	}
-	reqID := gce.RequestID(rec.Project, rec.Name, rec.Attempt)
+	var aborted *Outcome
+	arm := func(ctx context.Context) error {
+		at := e.now()
+		var res lifecycle.ArmResult
+		_, err := update(ctx, e.cfg.Store, rec.Key(), func(cur *store.Snapshot, t *store.Task) (*store.Snapshot, error) {
+			next, r, err := e.cfg.Policy.ArmFor(cur, t, c.lease, seen, e.cfg.Lease, at)
+			res = r
+			return next, err
+		})
+		seen.Fresh = false // from here on a DELETE may have gone out
+		if err != nil {
+			return fmt.Errorf("last check before delete: %w", err)
+		}
+		if !res.OK {
+			o := Outcome{Result: ResultSkipped, State: rec.State, Why: "not deleted: " + res.Why}
+			if res.Vanished {
+				o.Result, o.State = ResultAlreadyGone, store.Vanished
+			}
+			aborted = &o
+			return errAborted
+		}
+		return nil
+	}
+	disarm := func() {
+		_, _ = update(context.WithoutCancel(ctx), e.cfg.Store, rec.Key(), func(cur *store.Snapshot, _ *store.Task) (*store.Snapshot, error) {
+			return e.cfg.Policy.DisarmFor(cur, c.lease, e.now())
+		})
+		seen.Fresh = true // Compute refused it: no DELETE is in effect
+	}
+	reqID := gce.RequestID(rec.Project, rec.Name, snap.ID, rec.Attempt)
 	var opName string
-	err = e.retryable(ctx, opDelete, &out.Attempts, func(ctx context.Context) error {
+	err = e.retryable(ctx, opDelete, &out.Attempts, arm, disarm, func(ctx context.Context) error {
 		var err error
 		opName, err = e.cfg.Compute.Delete(ctx, rec.Project, rec.Name, reqID)
 		return err
 	})
+	if aborted != nil {
+		aborted.Attempts = out.Attempts
+		return *aborted, nil
+	}
 	if err == nil {
-		var done bool
-		done, err = e.cfg.Compute.WaitOperation(ctx, rec.Project, opName, e.cfg.OpWait)
-		if err == nil && !done {
-			return e.pending(ctx, rec, opName, out.Attempts)
+		// Accepted: from here on the record is never rolled back.
+		done, werr := e.cfg.Compute.WaitOperation(ctx, rec.Project, opName, e.cfg.OpWait)
+		switch {
+		case done && werr == nil:
+			return e.confirm(ctx, c, ResultDeleted, "deleted", out.Attempts)
+		case done && gce.Classify(werr) == gce.ClassNotFound:
+			return e.confirm(ctx, c, ResultAlreadyGone, "not found at delete", out.Attempts)
+		case done && gce.Classify(werr) == gce.ClassPermanent:
+			return e.fail(ctx, c, werr.Error(), out.Attempts, werr)
+		case done:
+			// The operation finished with an error a retry may fix: the
+			// snapshot is still there, and a new attempt may delete it.
+			return out, e.release(ctx, c, fmt.Errorf("delete operation: %w: %w", ErrRetryLater, werr), true)
 		}
-		if gce.Classify(err) == gce.ClassNotFound {
-			// The operation is unknown, which says nothing about the
-			// snapshot: read it before calling it gone.
-			if _, gerr := e.cfg.Compute.Get(ctx, rec.Project, rec.Name); gce.Classify(gerr) != gce.ClassNotFound {
-				return e.pending(ctx, rec, opName, out.Attempts)
-			}
-		}
+		return e.pending(ctx, c, opName, out.Attempts)
 	}
 	switch class := gce.Classify(err); {
-	case err == nil:
-		return e.finish(ctx, rec, ResultDeleted, "deleted", out.Attempts, nil)
 	case class == gce.ClassNotFound:
-		return e.finish(ctx, rec, ResultAlreadyGone, "not found at delete", out.Attempts, nil)
+		return e.confirm(ctx, c, ResultAlreadyGone, "not found at delete", out.Attempts)
 	case errors.Is(err, ErrRetryLater):
 		return out, err
 	case class == gce.ClassPermanent:
-		return e.finish(ctx, rec, ResultFailed, err.Error(), out.Attempts, err)
+		return e.fail(ctx, c, err.Error(), out.Attempts, err)
 	default:
 		return out, fmt.Errorf("delete: %w: %w", ErrRetryLater, err)
 	}
 }
 
 // confirmGone polls a snapshot that is already being deleted.
-func (e *Engine) confirmGone(ctx context.Context, rec *store.Snapshot, attempts int) (Outcome, error) {
+func (e *Engine) confirmGone(ctx context.Context, c claim, attempts int) (Outcome, error) {
 	deadline := e.cfg.Now().Add(e.cfg.OpWait)
 	for e.cfg.Now().Before(deadline) {
 		if err := e.cfg.Sleep(ctx, time.Second); err != nil {
 			break
 		}
 		attempts++
-		_, err := e.cfg.Compute.Get(ctx, rec.Project, rec.Name)
+		_, err := e.cfg.Compute.Get(ctx, c.rec.Project, c.rec.Name)
 		if gce.Classify(err) == gce.ClassNotFound {
-			return e.finish(ctx, rec, ResultAlreadyGone, "deleted by an earlier attempt", attempts, nil)
+			return e.confirm(ctx, c, ResultAlreadyGone, "deleted by an earlier attempt", attempts)
 		}
 	}
-	return e.pending(ctx, rec, rec.Operation, attempts)
+	return e.pending(ctx, c, c.rec.Operation, attempts)
 }
 
-// pending records a delete that was issued but not confirmed in time: the
+// pending records a delete that was accepted but not confirmed in time: the
 // record stays deleting (its lease runs out) and the sweep, or a
 // redelivery, confirms it later instead of holding this request.
-func (e *Engine) pending(ctx context.Context, rec *store.Snapshot, opName string, attempts int) (Outcome, error) {
+func (e *Engine) pending(ctx context.Context, c claim, opName string, attempts int) (Outcome, error) {
 	at := e.now()
-	_, err := e.cfg.Store.UpdateSnapshot(ctx, rec.Key(), store.TaskKey{}, func(cur *store.Snapshot, _ *store.Task) (*store.Snapshot, error) {
-		if cur == nil || cur.State != store.Deleting || cur.Attempt != rec.Attempt {
-			return nil, nil
-		}
-		next := *cur
-		next.Operation = opName
-		next.UpdatedAt = at
-		return &next, nil
+	_, err := update(ctx, e.cfg.Store, c.rec.Key(), func(cur *store.Snapshot, _ *store.Task) (*store.Snapshot, error) {
+		return e.cfg.Policy.AcceptFor(cur, c.lease, opName, at)
 	})
 	if err != nil {
 		return Outcome{}, err
 	}
-	return Outcome{Result: ResultPending, State: store.Deleting, Why: "delete issued, not confirmed within the wait; the sweep confirms it", Attempts: attempts}, nil
+	return Outcome{Result: ResultPending, State: store.Deleting, Why: "delete accepted, not confirmed within the wait; the sweep confirms it", Attempts: attempts}, nil
 }
 
 func (e *Engine) dryRun(ctx context.Context, rec *store.Snapshot) (Outcome, error) {
-	if rec.State == store.CleanupPending {
-		// Leave nothing claiming work that dry-run never does.
-		at := e.now()
-		_, err := e.cfg.Store.UpdateSnapshot(ctx, rec.Key(), store.TaskKey{}, func(cur *store.Snapshot, t *store.Task) (*store.Snapshot, error) {
-			if cur == nil || cur.State != store.CleanupPending {
-				return nil, nil
-			}
-			next := *cur
-			next.State, next.ExpiresAt = e.cfg.Policy.Settle(cur, t)
-			next.PrevState, next.UpdatedAt = "", at
-			next.Error = "dry run: would delete"
-			return &next, nil
-		})
-		if err != nil {
-			return Outcome{}, err
+	// Leave nothing claiming work that dry-run never does.
+	at := e.now()
+	_, err := update(ctx, e.cfg.Store, rec.Key(), func(cur *store.Snapshot, t *store.Task) (*store.Snapshot, error) {
+		if cur == nil || cur.State != store.CleanupPending {
+			return nil, nil
 		}
+		return e.cfg.Policy.SettleStale(cur, t, "dry run: would delete", at)
+	})
+	if err != nil {
+		return Outcome{}, err
 	}
 	return Outcome{Result: ResultDryRun, State: rec.State, Why: "would delete"}, nil
 }
 
-// finish records a final outcome of this claim.
-func (e *Engine) finish(ctx context.Context, rec *store.Snapshot, res Result, why string, attempts int, cause error) (Outcome, error) {
+// confirm records that the snapshot is gone (lifecycle.Confirm).
+func (e *Engine) confirm(ctx context.Context, c claim, res Result, why string, attempts int) (Outcome, error) {
+	by := "snapsweep"
+	if res == ResultAlreadyGone {
+		by = "already-gone"
+	}
+	return e.record(ctx, c, res, why, attempts, func(cur *store.Snapshot, at time.Time) (*store.Snapshot, error) {
+		return e.cfg.Policy.ConfirmFor(cur, by, at)
+	})
+}
+
+// refuse records a failed ownership check (lifecycle.Refuse).
+func (e *Engine) refuse(ctx context.Context, c claim, why string, attempts int) (Outcome, error) {
+	return e.record(ctx, c, ResultRefused, why, attempts, func(cur *store.Snapshot, at time.Time) (*store.Snapshot, error) {
+		return e.cfg.Policy.RefuseFor(cur, c.lease, why, at)
+	})
+}
+
+// fail records a permanent error (lifecycle.Fail).
+func (e *Engine) fail(ctx context.Context, c claim, why string, attempts int, cause error) (Outcome, error) {
+	return e.record(ctx, c, ResultFailed, why, attempts, func(cur *store.Snapshot, at time.Time) (*store.Snapshot, error) {
+		return e.cfg.Policy.FailFor(cur, c.lease, why, string(gce.Classify(cause)), at)
+	})
+}
+
+// vanish closes a record whose snapshot is gone: the name belongs to
+// another snapshot now (lifecycle.Vanish).
+func (e *Engine) vanish(ctx context.Context, c claim, why string, attempts int) (Outcome, error) {
+	return e.record(ctx, c, ResultAlreadyGone, why, attempts, func(cur *store.Snapshot, at time.Time) (*store.Snapshot, error) {
+		if !c.lease.Holds(cur) {
+			return nil, nil
+		}
+		return e.cfg.Policy.Vanished(cur, why, at)
+	})
+}
+
+// record writes a final outcome of this claim with one lifecycle
+// transition, then counts it and has the session judged.
+func (e *Engine) record(ctx context.Context, c claim, res Result, why string, attempts int, tr func(cur *store.Snapshot, at time.Time) (*store.Snapshot, error)) (Outcome, error) {
 	at := e.now()
 	var final *store.Snapshot
-	_, err := e.cfg.Store.UpdateSnapshot(ctx, rec.Key(), store.TaskKey{}, func(cur *store.Snapshot, _ *store.Task) (*store.Snapshot, error) {
-		final = nil
-		if cur == nil || cur.State == store.Deleted {
-			return nil, nil
+	_, err := update(ctx, e.cfg.Store, c.rec.Key(), func(cur *store.Snapshot, _ *store.Task) (*store.Snapshot, error) {
+		next, err := tr(cur, at)
+		if next != nil {
+			next.Retries = cur.Retries + max(attempts-1, 0)
 		}
-		gone := res == ResultDeleted || res == ResultAlreadyGone
-		// The truth that a snapshot is gone is always recorded; other
-		// outcomes only while this claim still holds the record.
-		if !gone && (cur.State != store.Deleting || cur.Attempt != rec.Attempt) {
-			return nil, nil
-		}
-		next := *cur
-		next.LeaseUntil, next.LeaseOwner, next.UpdatedAt = time.Time{}, "", at
-		next.Retries = cur.Retries + max(attempts-1, 0)
-		switch res {
-		case ResultDeleted, ResultAlreadyGone:
-			next.State, next.DeletedAt, next.Error, next.ErrorClass = store.Deleted, at, "", ""
-			next.DeletedBy = "snapsweep"
-			if res == ResultAlreadyGone {
-				next.DeletedBy = "vanished"
-			}
-		case ResultRefused:
-			next.State, next.Error, next.ErrorClass = store.Refused, why, "ownership"
-		case ResultFailed:
-			next.State, next.Error, next.ErrorClass = store.Failed, why, string(gce.Classify(cause))
-		}
-		final = &next
-		return &next, nil
+		final = next
+		return next, err
 	})
 	if err != nil {
-		return Outcome{}, fmt.Errorf("record %s of %s: %w", res, rec.Key(), err)
+		return Outcome{}, fmt.Errorf("record %s of %s: %w", res, c.rec.Key(), err)
 	}
 	if final == nil {
-		return Outcome{Result: res, State: store.Deleted, Why: why, Attempts: attempts}, nil
+		return Outcome{Result: res, State: c.rec.State, Why: why + " (the record had changed; left as is)", Attempts: attempts}, nil
 	}
 	e.metrics.result(ctx, final, res, at)
 	if e.cfg.Judge != nil {
-		if _, err := e.cfg.Judge.JudgeSession(ctx, final.SessionID); err != nil {
-			// The outcome is recorded; the judgement is redone by the next
-			// finished snapshot or the sweep.
-			return Outcome{Result: res, State: final.State, Why: why, Attempts: attempts}, nil
-		}
+		// An error is not this message's: the outcome is recorded, and
+		// the judgement is redone by the next finished snapshot or the sweep.
+		_, _ = e.cfg.Judge.JudgeSession(ctx, final.SessionID)
 	}
 	return Outcome{Result: res, State: final.State, Why: why, Attempts: attempts}, nil
 }
 
 // release is the engine's rollback: it gives a claim up after a failure a
 // retry may fix, putting the record back to cleanup_pending so the
-// redelivery (or the sweep) can claim it again at once.
-func (e *Engine) release(ctx context.Context, rec *store.Snapshot, cause error) error {
+// redelivery (or the sweep) can claim it again at once. A record whose
+// DELETE may have gone out is not released (lifecycle.Release refuses it),
+// unless Compute said the delete definitely did not happen (definite).
+func (e *Engine) release(ctx context.Context, c claim, cause error, definite bool) error {
 	at := e.now()
-	_, err := e.cfg.Store.UpdateSnapshot(ctx, rec.Key(), store.TaskKey{}, func(cur *store.Snapshot, _ *store.Task) (*store.Snapshot, error) {
-		if cur == nil || cur.State != store.Deleting || cur.Attempt != rec.Attempt || cur.LeaseOwner != e.cfg.Owner {
-			return nil, nil
-		}
-		next := *cur
-		next.State = store.CleanupPending
-		next.LeaseUntil, next.LeaseOwner = time.Time{}, ""
-		next.CleanupRequestedAt, next.UpdatedAt = at, at
-		next.Error, next.ErrorClass = cause.Error(), string(gce.Classify(cause))
-		next.Retries = cur.Retries + 1
-		return &next, nil
+	_, err := update(ctx, e.cfg.Store, c.rec.Key(), func(cur *store.Snapshot, _ *store.Task) (*store.Snapshot, error) {
+		return e.cfg.Policy.ReleaseFor(cur, c.lease, cause.Error(), string(gce.Classify(cause)), definite, at)
 	})
 	if err != nil {
-		return fmt.Errorf("release claim of %s: %w", rec.Key(), err)
+		return errors.Join(cause, fmt.Errorf("release claim of %s: %w", c.rec.Key(), err))
 	}
-	return nil
+	return cause
 }

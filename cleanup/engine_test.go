@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"sync"
 	"testing"
 	"testing/synctest"
@@ -19,6 +20,7 @@ import (
 	"github.com/snapsweep/snapsweep/events"
 	"github.com/snapsweep/snapsweep/gce"
 	"github.com/snapsweep/snapsweep/gce/gcefake"
+	"github.com/snapsweep/snapsweep/lifecycle"
 	"github.com/snapsweep/snapsweep/store"
 )
 
@@ -54,7 +56,7 @@ func newFixture(t *testing.T, fopts gcefake.Options, mod func(*cleanup.EngineCon
 	t.Cleanup(func() { client.Close() })
 	cfg := cleanup.EngineConfig{
 		Store: f.store, Compute: client, SessionLabel: label,
-		Policy: cleanup.Policy{TTL: 72 * time.Hour, FailedRetention: 168 * time.Hour},
+		Policy: lifecycle.Policy{TTL: 72 * time.Hour, FailedRetention: 168 * time.Hour, Projects: events.NewAllowlist([]string{"proj-a", "proj-b"})},
 		Rate:   1000, Concurrency: 16, OpWait: 5 * time.Second, Owner: "test",
 		Now: func() time.Time { return f.now },
 	}
@@ -80,11 +82,12 @@ func (f *fixture) register(t *testing.T, project, name, session string, task sto
 	}
 	rec := &store.Snapshot{Project: project, Name: name, SessionID: session, TaskID: tk.TaskID, State: st,
 		CreatedAt: t0, RegisteredAt: t0, UpdatedAt: t0, ExpiresAt: t0.Add(72 * time.Hour)}
+	if labels != nil {
+		// The registry knows the Compute id, as from an event that sent it.
+		rec.ComputeID = strconv.FormatUint(f.fake.AddSnapshot(project, name, labels), 10)
+	}
 	if err := f.store.PutSnapshot(ctx, rec); err != nil {
 		t.Fatal(err)
-	}
-	if labels != nil {
-		f.fake.AddSnapshot(project, name, labels)
 	}
 	return events.CleanupMessage{Project: project, Name: name, SessionID: session, TaskID: tk.TaskID,
 		Reason: events.ReasonTaskCompleted, RequestedAt: t0}

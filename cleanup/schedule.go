@@ -3,10 +3,10 @@ package cleanup
 import (
 	"context"
 	"fmt"
-	"slices"
 	"time"
 
 	"github.com/snapsweep/snapsweep/events"
+	"github.com/snapsweep/snapsweep/lifecycle"
 	"github.com/snapsweep/snapsweep/store"
 )
 
@@ -29,7 +29,7 @@ type Publisher interface {
 type Scheduler struct {
 	Store       SnapshotStore
 	Publisher   Publisher
-	Policy      Policy
+	Policy      lifecycle.Policy
 	Now         func() time.Time
 	Concurrency int
 }
@@ -40,18 +40,6 @@ func now(clock func() time.Time) time.Time {
 		clock = time.Now
 	}
 	return clock().UTC().Truncate(time.Microsecond)
-}
-
-// claimable are the states a cleanup may start from. Failed records are
-// re-claimed only by an explicit (manual) request.
-func claimable(s store.State, reason events.CleanupReason) bool {
-	switch s {
-	case store.Active, store.Retained:
-		return true
-	case store.Failed:
-		return reason == events.ReasonManual
-	}
-	return false
 }
 
 // ScheduleTask schedules the cleanup of every live snapshot of a task that
@@ -83,16 +71,33 @@ type Scheduled struct {
 	Published int
 	// Skipped counts the snapshots left alone, by reason.
 	Skipped map[string]int
+	// GaveUp counts the records failed for an operator instead (re-driven
+	// too often, or outside the allowlist).
+	GaveUp int
 }
 
 // Schedule claims and publishes each snapshot the policy allows. It returns
 // an error when any publish failed (after rolling that claim back), so that
 // the caller nacks and the work is redone.
 func (s *Scheduler) Schedule(ctx context.Context, snaps []store.Snapshot, reason events.CleanupReason) (Scheduled, error) {
+	return s.schedule(ctx, snaps, reason, false)
+}
+
+// Redrive publishes the cleanup messages of stuck cleanup_pending records
+// again, counting each re-drive: a record re-driven too often without
+// progress is failed for an operator (lifecycle.Policy.MaxRedrives).
+func (s *Scheduler) Redrive(ctx context.Context, snaps []store.Snapshot, reason events.CleanupReason) (Scheduled, error) {
+	return s.schedule(ctx, snaps, reason, true)
+}
+
+func (s *Scheduler) schedule(ctx context.Context, snaps []store.Snapshot, reason events.CleanupReason, redrive bool) (Scheduled, error) {
 	units := make([]Unit, 0, len(snaps))
 	sus := make([]*scheduleUnit, 0, len(snaps))
 	for _, sn := range snaps {
-		u := &scheduleUnit{s: s, key: sn.Key(), reason: reason}
+		if sn.Archived {
+			continue
+		}
+		u := &scheduleUnit{s: s, key: sn.Key(), reason: reason, redrive: redrive}
 		units, sus = append(units, u), append(sus, u)
 	}
 	res, err := Executor{Concurrency: s.Concurrency}.Run(ctx, units)
@@ -104,19 +109,24 @@ func (s *Scheduler) Schedule(ctx context.Context, snaps []store.Snapshot, reason
 		case u.skipped != "":
 			out.Skipped[u.skipped]++
 		}
+		if u.gaveUp {
+			out.GaveUp++
+		}
 	}
 	return out, err
 }
 
 // scheduleUnit claims one snapshot and publishes its cleanup message.
 type scheduleUnit struct {
-	s      *Scheduler
-	key    store.Key
-	reason events.CleanupReason
+	s       *Scheduler
+	key     store.Key
+	reason  events.CleanupReason
+	redrive bool
 
 	claimedAt time.Time // zero unless Execute claimed the record
 	skipped   string
 	published bool
+	gaveUp    bool
 }
 
 func (u *scheduleUnit) Name() string { return "schedule cleanup of " + u.key.String() }
@@ -125,47 +135,24 @@ func (u *scheduleUnit) Execute(ctx context.Context) error {
 	at := now(u.s.Now)
 	var msg *events.CleanupMessage
 	u.claimedAt, u.skipped, u.published = time.Time{}, "", false
-	rec, err := u.s.Store.UpdateSnapshot(ctx, u.key, store.TaskKey{}, func(cur *store.Snapshot, t *store.Task) (*store.Snapshot, error) {
-		msg, u.claimedAt, u.skipped = nil, time.Time{}, ""
-		if cur == nil {
-			u.skipped = "not registered"
-			return nil, nil
+	_, err := u.s.Store.UpdateSnapshot(ctx, u.key, store.TaskKey{}, func(cur *store.Snapshot, t *store.Task) (*store.Snapshot, error) {
+		msg, u.claimedAt = nil, time.Time{}
+		next, c, err := u.s.Policy.ClaimFor(cur, t, u.reason, u.redrive, at)
+		u.skipped, u.gaveUp = c.Skipped, next != nil && next.State == store.Failed
+		if err != nil || !c.Publish {
+			return next, err
 		}
-		m := events.CleanupMessage{Project: cur.Project, Name: cur.Name, SessionID: cur.SessionID,
-			TaskID: cur.TaskID, Reason: u.reason, RequestedAt: at}
-		if cur.State == store.CleanupPending {
-			// Republish (a redelivered event, or the sweep re-driving a
-			// request that stalled): refresh the request time so the sweep
-			// does not see it as stuck again at once. Nothing to roll back.
-			if r := events.CleanupReason(cur.CleanupReason); r.Valid() {
-				m.Reason = r
-			}
-			msg = &m
-			next := *cur
-			next.CleanupRequestedAt, next.UpdatedAt = at, at
-			return &next, nil
+		msg = &events.CleanupMessage{Project: cur.Project, Name: cur.Name, SessionID: cur.SessionID,
+			TaskID: cur.TaskID, Reason: c.Reason, RequestedAt: at}
+		if c.Fresh {
+			u.claimedAt = at
 		}
-		if !claimable(cur.State, u.reason) {
-			u.skipped = "state " + string(cur.State)
-			return nil, nil
-		}
-		if d := u.s.Policy.Eligible(cur, t, at); !d.Eligible {
-			u.skipped = d.Why
-			return nil, nil
-		}
-		next := *cur
-		next.PrevState = cur.State
-		next.State = store.CleanupPending
-		next.CleanupReason = string(u.reason)
-		next.CleanupRequestedAt = at
-		next.UpdatedAt = at
-		msg, u.claimedAt = &m, at
-		return &next, nil
+		return next, nil
 	})
 	if err != nil {
 		return fmt.Errorf("claim: %w", err)
 	}
-	if rec == nil || msg == nil {
+	if msg == nil {
 		return nil
 	}
 	if err := u.s.Publisher.Publish(ctx, *msg); err != nil {
@@ -183,19 +170,7 @@ func (u *scheduleUnit) Rollback(ctx context.Context) error {
 	}
 	at := now(u.s.Now)
 	_, err := u.s.Store.UpdateSnapshot(ctx, u.key, store.TaskKey{}, func(cur *store.Snapshot, _ *store.Task) (*store.Snapshot, error) {
-		if cur == nil || cur.State != store.CleanupPending || !cur.CleanupRequestedAt.Equal(u.claimedAt) {
-			return nil, nil
-		}
-		next := *cur
-		next.State = cur.PrevState
-		if !slices.Contains(store.LiveStates(), next.State) {
-			next.State = store.Active
-		}
-		next.PrevState = ""
-		next.CleanupReason = ""
-		next.CleanupRequestedAt = time.Time{}
-		next.UpdatedAt = at
-		return &next, nil
+		return u.s.Policy.UnclaimFor(cur, u.claimedAt, at)
 	})
 	if err != nil {
 		return fmt.Errorf("roll back claim of %s: %w", u.key, err)

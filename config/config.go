@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/snapsweep/snapsweep/events"
+	"github.com/snapsweep/snapsweep/lifecycle"
 )
 
 // Config holds every setting of the contract. Each field is an environment
@@ -54,6 +55,23 @@ type Config struct {
 	// SweepStuckAfter is how old a cleanup_pending or deleting record must
 	// be before the sweep re-drives it.
 	SweepStuckAfter time.Duration `env:"SNAPSWEEP_SWEEP_STUCK_AFTER, default=10m"`
+	// MaxClockSkew: events stamped further than this in the future are
+	// rejected (future_time).
+	MaxClockSkew time.Duration `env:"SNAPSWEEP_MAX_CLOCK_SKEW, default=10m"`
+	// OrphanGrace is how old a labelled, unreported snapshot of a known
+	// session must be before the sweep adopts it.
+	OrphanGrace time.Duration `env:"SNAPSWEEP_ORPHAN_GRACE, default=1h"`
+	// MaxRedrives is how often the sweep re-drives a stuck cleanup before
+	// the record is failed for an operator.
+	MaxRedrives int `env:"SNAPSWEEP_MAX_REDRIVES, default=5"`
+}
+
+// Policy returns the lifecycle rules these settings configure; the
+// service, the sweep and the operator commands all decide by it.
+func (c *Config) Policy() lifecycle.Policy {
+	return lifecycle.Policy{TTL: c.SnapshotTTL, FailedRetention: c.FailedRetention, MaxClockSkew: c.MaxClockSkew,
+		OrphanGrace: c.OrphanGrace, OrphanTTL: c.SnapshotTTL, MaxRedrives: c.MaxRedrives,
+		Projects: events.NewAllowlist(c.Projects)}.WithDefaults()
 }
 
 var (
@@ -137,6 +155,15 @@ func (c *Config) Validate() error {
 		// The engine works on one message for up to 45 s; a shorter lease
 		// would let a second delivery take over a claim still at work.
 		bad("SNAPSWEEP_DELETE_LEASE", "must be at least 1m (longer than the 45s per-message budget), got %s", c.DeleteLease)
+	}
+	if c.MaxClockSkew <= 0 {
+		bad("SNAPSWEEP_MAX_CLOCK_SKEW", "must be positive, got %s", c.MaxClockSkew)
+	}
+	if c.OrphanGrace <= 0 {
+		bad("SNAPSWEEP_ORPHAN_GRACE", "must be positive, got %s", c.OrphanGrace)
+	}
+	if c.MaxRedrives <= 0 {
+		bad("SNAPSWEEP_MAX_REDRIVES", "must be positive, got %d", c.MaxRedrives)
 	}
 	if c.SweepStuckAfter < c.DeleteLease {
 		bad("SNAPSWEEP_SWEEP_STUCK_AFTER", "must be at least SNAPSWEEP_DELETE_LEASE (%s), got %s", c.DeleteLease, c.SweepStuckAfter)

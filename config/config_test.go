@@ -25,6 +25,7 @@ func TestDefaultsMatchTheContract(t *testing.T) {
 		SnapshotTTL: 72 * time.Hour, FailedRetention: 168 * time.Hour, MaxLiveSnapshots: 1000, MaxDeletesPerSweep: 500,
 		FailureTolerance: 0.05, DeleteRate: 10, DeleteConcurrency: 16, LogLevel: "info", AdoptOrphans: true, Telemetry: "auto",
 		DeleteLease: 2 * time.Minute, SweepStuckAfter: 10 * time.Minute,
+		MaxClockSkew: 10 * time.Minute, OrphanGrace: time.Hour, MaxRedrives: 5,
 	}
 	if diff := cmp.Diff(&want, cfg); diff != "" {
 		t.Errorf("defaults (-want +got):\n%s", diff)

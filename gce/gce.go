@@ -66,6 +66,9 @@ type Snapshot struct {
 	CreationTime time.Time
 	// SourceDisk is the URL of the disk the snapshot was taken from, if any.
 	SourceDisk string
+	// ID is Compute's numeric id in decimal, empty when the API did not send one. A name can
+	// be reused after a deletion; the id tells the two snapshots apart.
+	ID string
 }
 
 // Client talks to the Compute Engine API. It is safe for concurrent use.
@@ -348,24 +351,32 @@ func (c *Client) checkNames(op, project, name string, nameRE *regexp.Regexp) err
 }
 
 // RequestID returns the request id for delete attempt generation attempt of a snapshot. It
-// is a UUIDv5 of project, name and attempt, so every retry of one generation (e.g. after a
-// timeout whose outcome is unknown) carries the same id and Compute runs the delete at most
-// once; a new generation (after a delete that definitely failed) gets a new id.
-func RequestID(project, name string, attempt int) string {
-	// "/" cannot occur in project ids or snapshot names, so the joined key is unambiguous.
-	return uuid.NewSHA1(requestIDSpace, []byte(project+"/"+name+"/"+strconv.Itoa(attempt))).String()
+// is a UUIDv5 of project, name, the snapshot's Compute id and attempt, so every retry of one
+// generation (e.g. after a timeout whose outcome is unknown) carries the same id and Compute
+// runs the delete at most once; a new generation (after a delete that definitely failed) gets
+// a new id, and so does another snapshot that reuses the name (a request id Compute still
+// remembers for the old one would otherwise answer with the old, finished operation).
+func RequestID(project, name, computeID string, attempt int) string {
+	// "/" cannot occur in project ids, snapshot names or numeric ids, so the joined key is
+	// unambiguous.
+	return uuid.NewSHA1(requestIDSpace, []byte(project+"/"+name+"/"+computeID+"/"+strconv.Itoa(attempt))).String()
 }
 
 func fromProto(project string, s *computepb.Snapshot) Snapshot {
 	// Compute writes RFC 3339 with fractional seconds and an offset, which time.RFC3339
 	// parses.
 	created, _ := time.Parse(time.RFC3339, s.GetCreationTimestamp())
+	var id string
+	if s.Id != nil {
+		id = strconv.FormatUint(s.GetId(), 10)
+	}
 	return Snapshot{
 		Project:      project,
 		Name:         s.GetName(),
 		Labels:       s.GetLabels(),
 		Status:       s.GetStatus(),
 		CreationTime: created,
+		ID:           id,
 		SourceDisk:   s.GetSourceDisk(),
 	}
 }

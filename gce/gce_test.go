@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -67,7 +68,7 @@ func TestGet(t *testing.T) {
 	t.Parallel()
 	clk := newClock()
 	c, fake := setup(t, gcefake.Options{Now: clk.Now})
-	fake.AddSnapshot(project, "snap-1", map[string]string{"migration-session": "s1", "team": "x"})
+	id := fake.AddSnapshot(project, "snap-1", map[string]string{"migration-session": "s1", "team": "x"})
 
 	got, err := c.Get(t.Context(), project, "snap-1")
 	if err != nil {
@@ -80,9 +81,15 @@ func TestGet(t *testing.T) {
 		Status:       "READY",
 		CreationTime: clk.Now(),
 		SourceDisk:   "https://www.googleapis.com/compute/v1/projects/proj-a/zones/us-central1-a/disks/disk-snap-1",
+		ID:           strconv.FormatUint(id, 10),
 	}
 	if diff := cmp.Diff(want, got, cmp.Comparer(time.Time.Equal)); diff != "" {
 		t.Errorf("Get (-want +got):\n%s", diff)
+	}
+	// A name reused after a deletion is another snapshot: another id.
+	again := fake.AddSnapshot(project, "snap-1", map[string]string{"migration-session": "s1"})
+	if reused, err := c.Get(t.Context(), project, "snap-1"); err != nil || reused.ID == got.ID || reused.ID != strconv.FormatUint(again, 10) {
+		t.Errorf("Get of a reused name: id %q (err %v), want %d (not the old %s)", reused.ID, err, again, got.ID)
 	}
 
 	_, err = c.Get(t.Context(), project, "snap-missing")
@@ -157,7 +164,7 @@ func TestDeleteAndWait(t *testing.T) {
 	fake.AddSnapshot(project, "snap-1", nil)
 	ctx := t.Context()
 
-	id := gce.RequestID(project, "snap-1", 1)
+	id := gce.RequestID(project, "snap-1", "", 1)
 	op, err := c.Delete(ctx, project, "snap-1", id)
 	if err != nil {
 		t.Fatalf("Delete: %v", err)
@@ -189,7 +196,7 @@ func TestDeleteAndWait(t *testing.T) {
 		t.Errorf("Delete after done with the same id = %q, %v; want %q, nil", op3, err, op)
 	}
 	// A new attempt generation finds nothing to delete.
-	_, err = c.Delete(ctx, project, "snap-1", gce.RequestID(project, "snap-1", 2))
+	_, err = c.Delete(ctx, project, "snap-1", gce.RequestID(project, "snap-1", "", 2))
 	if got, want := gce.Classify(err), gce.ClassNotFound; got != want {
 		t.Errorf("Delete of a deleted snapshot: class %q, want %q (err %v)", got, want, err)
 	}
@@ -204,7 +211,7 @@ func TestDeleteAndWait(t *testing.T) {
 func TestDeleteMissing(t *testing.T) {
 	t.Parallel()
 	c, _ := setup(t, gcefake.Options{})
-	_, err := c.Delete(t.Context(), project, "nope", gce.RequestID(project, "nope", 1))
+	_, err := c.Delete(t.Context(), project, "nope", gce.RequestID(project, "nope", "", 1))
 
 	var gerr *gce.Error
 	if !errors.As(err, &gerr) {
@@ -222,7 +229,7 @@ func TestWaitTimeout(t *testing.T) {
 	t.Parallel()
 	c, fake := setup(t, gcefake.Options{Latency: time.Hour})
 	fake.AddSnapshot(project, "slow", nil)
-	op, err := c.Delete(t.Context(), project, "slow", gce.RequestID(project, "slow", 1))
+	op, err := c.Delete(t.Context(), project, "slow", gce.RequestID(project, "slow", "", 1))
 	if err != nil {
 		t.Fatalf("Delete: %v", err)
 	}
@@ -257,7 +264,7 @@ func TestFaultClasses(t *testing.T) {
 		return err
 	}
 	del := func(ctx context.Context, c *gce.Client, _ *clock) error {
-		_, err := c.Delete(ctx, project, "snap", gce.RequestID(project, "snap", 1))
+		_, err := c.Delete(ctx, project, "snap", gce.RequestID(project, "snap", "", 1))
 		return err
 	}
 	list := func(ctx context.Context, c *gce.Client, _ *clock) error {
@@ -267,7 +274,7 @@ func TestFaultClasses(t *testing.T) {
 	// deleteAndWait lets the operation run for a minute, so that its failure is seen by
 	// WaitOperation rather than in the delete's answer. Use it with Latency: time.Minute.
 	deleteAndWait := func(ctx context.Context, c *gce.Client, clk *clock) error {
-		op, err := c.Delete(ctx, project, "snap", gce.RequestID(project, "snap", 1))
+		op, err := c.Delete(ctx, project, "snap", gce.RequestID(project, "snap", "", 1))
 		if err != nil {
 			return fmt.Errorf("delete failed before the operation ran: %v", err)
 		}
@@ -291,7 +298,7 @@ func TestFaultClasses(t *testing.T) {
 		srv := httptest.NewServer(f)
 		defer srv.Close()
 		c := newClient(t, srv.URL)
-		if _, err := c.Delete(t.Context(), project, name, gce.RequestID(project, name, 99)); err != nil {
+		if _, err := c.Delete(t.Context(), project, name, gce.RequestID(project, name, "", 99)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -396,7 +403,7 @@ func TestDeleteRequestIDValidation(t *testing.T) {
 	t.Parallel()
 	c, fake := setup(t, gcefake.Options{})
 	fake.AddSnapshot(project, "snap", nil)
-	for _, id := range []string{"", "not-a-uuid", "00000000-0000-0000-0000-000000000000", "{" + gce.RequestID(project, "snap", 1) + "}"} {
+	for _, id := range []string{"", "not-a-uuid", "00000000-0000-0000-0000-000000000000", "{" + gce.RequestID(project, "snap", "", 1) + "}"} {
 		_, err := c.Delete(t.Context(), project, "snap", id)
 		if got, want := gce.Classify(err), gce.ClassPermanent; got != want {
 			t.Errorf("Delete with request id %q: class %q, want %q (err %v)", id, got, want, err)
@@ -428,22 +435,25 @@ func TestRequestID(t *testing.T) {
 	t.Parallel()
 	uuidV5 := regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-5[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$`)
 	cases := []struct {
-		project, name string
-		attempt       int
+		project, name, id string
+		attempt           int
 	}{
-		{"proj-a", "snap-1", 1},
-		{"proj-a", "snap-1", 2},
-		{"proj-a", "snap-2", 1},
-		{"proj-b", "snap-1", 1},
-		{"proj-a", "snap-1", 0},
+		{"proj-a", "snap-1", "", 1},
+		{"proj-a", "snap-1", "", 2},
+		{"proj-a", "snap-2", "", 1},
+		{"proj-b", "snap-1", "", 1},
+		{"proj-a", "snap-1", "", 0},
+		// The same name reused by another snapshot: another request id.
+		{"proj-a", "snap-1", "4711", 1},
+		{"proj-a", "snap-1", "4712", 1},
 	}
 	seen := map[string]int{}
 	for i, tc := range cases {
-		id := gce.RequestID(tc.project, tc.name, tc.attempt)
+		id := gce.RequestID(tc.project, tc.name, tc.id, tc.attempt)
 		if !uuidV5.MatchString(id) {
 			t.Errorf("RequestID%v = %q, not a UUIDv5", tc, id)
 		}
-		if again := gce.RequestID(tc.project, tc.name, tc.attempt); again != id {
+		if again := gce.RequestID(tc.project, tc.name, tc.id, tc.attempt); again != id {
 			t.Errorf("RequestID%v not deterministic: %q then %q", tc, id, again)
 		}
 		if j, dup := seen[id]; dup {

@@ -70,11 +70,10 @@ type Check struct {
 
 // Config wires a Server. Events and Rejects are required.
 type Config struct {
-	Events   EventApplier
-	Cleanup  CleanupHandler
-	Sweeper  Sweeper
-	Rejects  RejectRecorder
-	Projects events.Allowlist
+	Events  EventApplier
+	Cleanup CleanupHandler
+	Sweeper Sweeper
+	Rejects RejectRecorder
 	// Ready lists the dependency checks of /ready.
 	Ready []Check
 	// Status renders /status (JSON-encodable); session is the optional
@@ -264,9 +263,6 @@ func (s *Server) handleMigrationEvent(w http.ResponseWriter, r *http.Request) {
 	ctx, span := s.process(r, endpointEvents, msg)
 	defer span.End()
 	ev, err := events.Decode(msg.Data)
-	if err == nil && ev.Snapshot != nil {
-		err = s.cfg.Projects.Check(ev.Snapshot.Project)
-	}
 	if rej, ok := events.AsReject(err); ok {
 		s.reject(w, r.WithContext(ctx), endpointEvents, msg, msg.Data, rej)
 		return
@@ -278,6 +274,12 @@ func (s *Server) handleMigrationEvent(w http.ResponseWriter, r *http.Request) {
 	}
 	span.SetAttributes(attribute.String("snapsweep.event.type", string(ev.Type)), attribute.String("snapsweep.session.id", ev.SessionID))
 	out, err := s.cfg.Events.Apply(ctx, ev)
+	if rej, ok := events.AsReject(err); ok {
+		// The processor enforces the rules (allowlist, clock skew, id
+		// reuse); here a rejection only becomes an acknowledged record.
+		s.reject(w, r.WithContext(ctx), endpointEvents, msg, msg.Data, rej)
+		return
+	}
 	attrs := []attribute.KeyValue{attribute.String("endpoint", endpointEvents), attribute.String("type", string(ev.Type))}
 	if err != nil {
 		code := status(err)
@@ -311,9 +313,6 @@ func (s *Server) handleCleanup(w http.ResponseWriter, r *http.Request) {
 	ctx, span := s.process(r, endpointCleanup, msg)
 	defer span.End()
 	m, err := events.DecodeCleanup(msg.Data)
-	if err == nil {
-		err = s.cfg.Projects.Check(m.Project)
-	}
 	if rej, ok := events.AsReject(err); ok {
 		s.reject(w, r.WithContext(ctx), endpointCleanup, msg, msg.Data, rej)
 		return
@@ -322,6 +321,10 @@ func (s *Server) handleCleanup(w http.ResponseWriter, r *http.Request) {
 		"sessionId", m.SessionID, "taskId", m.TaskID, "reason", m.Reason)
 	span.SetAttributes(attribute.String("snapsweep.snapshot", m.Project+"/"+m.Name), attribute.String("snapsweep.session.id", m.SessionID))
 	out, err := s.cfg.Cleanup.Handle(ctx, m)
+	if rej, ok := events.AsReject(err); ok {
+		s.reject(w, r.WithContext(ctx), endpointCleanup, msg, msg.Data, rej)
+		return
+	}
 	attrs := []attribute.KeyValue{attribute.String("endpoint", endpointCleanup), attribute.String("type", string(m.Reason))}
 	if err != nil {
 		code := status(err)

@@ -20,6 +20,7 @@ import (
 
 	"github.com/snapsweep/snapsweep/cleanup"
 	"github.com/snapsweep/snapsweep/events"
+	"github.com/snapsweep/snapsweep/lifecycle"
 	"github.com/snapsweep/snapsweep/store"
 )
 
@@ -31,8 +32,8 @@ type Registry interface {
 	GetSession(ctx context.Context, id string) (*store.Session, error)
 	CreateSession(ctx context.Context, s *store.Session) (bool, error)
 	ListTasks(ctx context.Context, sessionID string, state store.TaskState) ([]store.Task, error)
-	IsProcessed(ctx context.Context, eventID string) (bool, error)
-	MarkProcessed(ctx context.Context, eventID string, at, expireAt time.Time) error
+	Processed(ctx context.Context, eventID string) (hash string, found bool, err error)
+	MarkProcessed(ctx context.Context, eventID, hash string, at, expireAt time.Time) error
 }
 
 // SessionJudge evaluates a session's cleanup outcome once its work is done.
@@ -44,9 +45,11 @@ type SessionJudge interface {
 type Processor struct {
 	Store     Registry
 	Scheduler *cleanup.Scheduler
-	Policy    cleanup.Policy
-	Judge     SessionJudge // optional
-	Now       func() time.Time
+	// Policy holds the rules; its allowlist and clock-skew bound are
+	// enforced here, whatever the caller checked before.
+	Policy lifecycle.Policy
+	Judge  SessionJudge // optional
+	Now    func() time.Time
 	// ProcessedTTL is how long processed-event markers are kept (default 7 days).
 	ProcessedTTL time.Duration
 	// Registered counts newly registered snapshots (optional).
@@ -72,13 +75,24 @@ func (p *Processor) now() time.Time {
 
 // Apply applies one validated event. An error means the event was not fully
 // applied and must be redelivered (the caller answers 5xx); everything done
-// before the error is safe to repeat.
+// before the error is safe to repeat. An event that can never be applied
+// (a project outside the allowlist, a time too far in the future, an id
+// already used by another event) returns a *events.RejectError and changes
+// nothing: the caller acknowledges and records it.
 func (p *Processor) Apply(ctx context.Context, ev events.Event) (Outcome, error) {
-	done, err := p.Store.IsProcessed(ctx, ev.ID)
+	if err := p.admit(ev); err != nil {
+		return Outcome{}, err
+	}
+	hash := ev.ContentHash()
+	seen, done, err := p.Store.Processed(ctx, ev.ID)
 	if err != nil {
 		return Outcome{}, err
 	}
 	if done {
+		if seen != "" && seen != hash {
+			return Outcome{}, &events.RejectError{Reason: events.ReasonConflictingDuplicate, Field: "id",
+				Detail: fmt.Sprintf("event id %q was already used by an event with other content", ev.ID)}
+		}
 		return Outcome{Duplicate: true, Note: "duplicate event"}, nil
 	}
 	var out Outcome
@@ -104,10 +118,28 @@ func (p *Processor) Apply(ctx context.Context, ev events.Event) (Outcome, error)
 		ttl = 7 * 24 * time.Hour
 	}
 	at := p.now()
-	if err := p.Store.MarkProcessed(ctx, ev.ID, at, at.Add(ttl)); err != nil {
+	if err := p.Store.MarkProcessed(ctx, ev.ID, hash, at, at.Add(ttl)); err != nil {
 		return out, err
 	}
 	return out, nil
+}
+
+// admit applies the rules an event must pass before it may change
+// anything: its snapshot's project is allowlisted (rule 1) and it is not
+// stamped further in the future than the clock-skew bound.
+func (p *Processor) admit(ev events.Event) error {
+	if ev.Snapshot != nil {
+		if err := p.Policy.Projects.Check(ev.Snapshot.Project); err != nil {
+			return err
+		}
+	}
+	skew := p.Policy.WithDefaults().MaxClockSkew
+	if now := p.now(); ev.Time.After(now.Add(skew)) {
+		return &events.RejectError{Reason: events.ReasonFutureTime, Field: "time",
+			Detail: fmt.Sprintf("time %s is %s ahead of snapsweep's clock (%s), more than SNAPSWEEP_MAX_CLOCK_SKEW=%s",
+				ev.Time.UTC().Format(time.RFC3339Nano), ev.Time.Sub(now).Round(time.Second), now.Format(time.RFC3339), skew)}
+	}
+	return nil
 }
 
 // ensureSession records the session if it is new. Only the first event of a
@@ -228,19 +260,24 @@ func (p *Processor) task(ctx context.Context, ev events.Event) (Outcome, error) 
 	if err != nil {
 		return Outcome{}, err
 	}
-	switch t.State {
-	case store.TaskSucceeded:
+	switch {
+	case t.State == store.TaskSucceeded:
 		res, err := p.Scheduler.ScheduleTask(ctx, key, events.ReasonTaskCompleted)
 		return Outcome{Scheduled: res.Published, Note: "task succeeded"}, err
-	case store.TaskFailed:
+	case !t.FailedAt.IsZero() || t.State == store.TaskFailed:
+		// A failure protects the snapshots taken before it even when a
+		// retry (task.started) is the task's latest state.
 		n, err := p.retainTask(ctx, t)
-		return Outcome{Note: fmt.Sprintf("task failed; %d snapshots retained", n)}, err
+		return Outcome{Note: fmt.Sprintf("task %s; %d snapshots retained", t.State, n)}, err
 	}
 	return Outcome{Note: "task " + string(t.State)}, nil
 }
 
 // joinTask merges an event into a task record. It returns nil when the
 // event changes nothing, which makes duplicates and stale events no-ops.
+// The latest event sets the state (a failure wins a tie); every failure is
+// also remembered on its own (FailedAt), so that neither a later retry nor
+// a start stamped by a skewed clock hides it.
 func joinTask(cur *store.Task, ev events.Event, st store.TaskState, at, now time.Time) *store.Task {
 	next := store.Task{}
 	if cur != nil {
@@ -249,6 +286,10 @@ func joinTask(cur *store.Task, ev events.Event, st store.TaskState, at, now time
 	changed := cur == nil
 	if st == store.TaskRunning && (next.StartedAt.IsZero() || at.Before(next.StartedAt)) {
 		next.StartedAt = at
+		changed = true
+	}
+	if st == store.TaskFailed && at.After(next.FailedAt) {
+		next.FailedAt, next.FailureSeenAt = at, now
 		changed = true
 	}
 	later := cur == nil || at.After(next.StateTime) ||
@@ -272,10 +313,10 @@ func joinTask(cur *store.Task, ev events.Event, st store.TaskState, at, now time
 	return &next
 }
 
-// retainTask moves a failed task's active snapshots to retained, with the
-// failed-task retention as their expiry.
+// retainTask settles a task's active and retained snapshots after a
+// failure: retained, with the longest failed-task retention they were given.
 func (p *Processor) retainTask(ctx context.Context, t *store.Task) (int, error) {
-	q := store.Query{SessionID: t.SessionID, TaskID: t.TaskID, States: []store.State{store.Active}, Limit: 500}
+	q := store.Query{SessionID: t.SessionID, TaskID: t.TaskID, States: []store.State{store.Active, store.Retained}, Limit: 500}
 	n := 0
 	for {
 		page, err := p.Store.ListSnapshots(ctx, q)
@@ -283,10 +324,16 @@ func (p *Processor) retainTask(ctx context.Context, t *store.Task) (int, error) 
 			return n, err
 		}
 		for _, s := range page.Snapshots {
-			if err := p.settle(ctx, s.Key()); err != nil {
+			if s.Archived {
+				continue
+			}
+			changed, err := p.retain(ctx, s.Key())
+			if err != nil {
 				return n, err
 			}
-			n++
+			if changed {
+				n++
+			}
 		}
 		if page.Next == "" {
 			return n, nil
@@ -295,22 +342,16 @@ func (p *Processor) retainTask(ctx context.Context, t *store.Task) (int, error) 
 	}
 }
 
-// settle brings an active or retained snapshot in line with its task.
-func (p *Processor) settle(ctx context.Context, key store.Key) error {
+// retain settles one snapshot after its task failed.
+func (p *Processor) retain(ctx context.Context, key store.Key) (bool, error) {
 	now := p.now()
+	changed := false
 	_, err := p.Store.UpdateSnapshot(ctx, key, store.TaskKey{}, func(cur *store.Snapshot, t *store.Task) (*store.Snapshot, error) {
-		if cur == nil || (cur.State != store.Active && cur.State != store.Retained) {
-			return nil, nil
-		}
-		st, exp := p.Policy.Settle(cur, t)
-		if st == cur.State && exp.Equal(cur.ExpiresAt) {
-			return nil, nil
-		}
-		next := *cur
-		next.State, next.ExpiresAt, next.UpdatedAt = st, exp, now
-		return &next, nil
+		next, err := p.Policy.RetainFor(cur, t, now)
+		changed = next != nil
+		return next, err
 	})
-	return err
+	return changed, err
 }
 
 func (p *Processor) snapshotCreated(ctx context.Context, ev events.Event) (Outcome, error) {
@@ -320,50 +361,28 @@ func (p *Processor) snapshotCreated(ctx context.Context, ev events.Event) (Outco
 	key := store.Key{Project: ev.Snapshot.Project, Name: ev.Snapshot.Name}
 	tk := store.TaskKey{SessionID: ev.SessionID, TaskID: ev.TaskID}
 	now := p.now()
-	createdAt := ev.Time.UTC().Truncate(time.Microsecond)
-	var conflict string
-	var taskDone, created bool
+	report := lifecycle.Report{SessionID: ev.SessionID, TaskID: ev.TaskID, CreatedAt: ev.Time.UTC().Truncate(time.Microsecond),
+		SourceDisk: ev.Snapshot.SourceDisk, Retention: ev.Snapshot.Retention, ComputeID: ev.Snapshot.ID}
+	var reg lifecycle.Registered
+	var taskDone bool
 	rec, err := p.Store.UpdateSnapshot(ctx, key, tk, func(cur *store.Snapshot, t *store.Task) (*store.Snapshot, error) {
-		conflict, created = "", false
 		taskDone = t != nil && t.State == store.TaskSucceeded
-		if cur != nil && (cur.SessionID != ev.SessionID || cur.TaskID != ev.TaskID) {
-			// The same project/name reported by another task: keep the
-			// first registration; ownership is checked against it.
-			conflict = fmt.Sprintf("already registered to session %s task %s", cur.SessionID, cur.TaskID)
-			return nil, nil
-		}
-		if cur != nil && !cur.CreatedAt.IsZero() {
-			return nil, nil // duplicate
-		}
-		next := store.Snapshot{SessionID: ev.SessionID, TaskID: ev.TaskID, RegisteredAt: now}
-		if cur != nil {
-			next = *cur // registered by an earlier snapshot.deleted: fill in, keep its state
-		}
-		next.CreatedAt = createdAt
-		next.SourceDisk = ev.Snapshot.SourceDisk
-		next.Retention = ev.Snapshot.Retention
-		next.UpdatedAt = now
-		if cur == nil {
-			next.State, next.ExpiresAt = p.Policy.Settle(&next, t)
-			created = true
-		}
-		return &next, nil
+		next, r, err := p.Policy.RegisterReport(cur, t, report, now)
+		reg = r
+		return next, err
 	})
 	if err != nil {
 		return Outcome{}, err
 	}
-	if conflict != "" {
-		return Outcome{Note: conflict}, nil
-	}
-	if created && p.Registered != nil {
+	if reg.New && p.Registered != nil {
 		p.Registered.Add(ctx, 1)
 	}
 	// If the task already succeeded (events out of order), clean up now.
-	if taskDone && rec != nil && (rec.State == store.Active || rec.State == store.CleanupPending) {
+	if taskDone && rec != nil && rec.TaskID == ev.TaskID && (rec.State == store.Active || rec.State == store.CleanupPending) {
 		res, err := p.Scheduler.Schedule(ctx, []store.Snapshot{*rec}, events.ReasonTaskCompleted)
-		return Outcome{Scheduled: res.Published, Note: "registered " + string(rec.State)}, err
+		return Outcome{Scheduled: res.Published, Note: reg.Note + "; " + string(rec.State)}, err
 	}
-	return Outcome{Note: "registered"}, nil
+	return Outcome{Note: reg.Note}, nil
 }
 
 func (p *Processor) snapshotDeleted(ctx context.Context, ev events.Event) error {
@@ -372,22 +391,7 @@ func (p *Processor) snapshotDeleted(ctx context.Context, ev events.Event) error 
 	at := ev.Time.UTC().Truncate(time.Microsecond)
 	_, err := p.Store.UpdateSnapshot(ctx, key, store.TaskKey{SessionID: ev.SessionID, TaskID: ev.TaskID},
 		func(cur *store.Snapshot, _ *store.Task) (*store.Snapshot, error) {
-			if cur != nil && cur.State == store.Deleted {
-				return nil, nil
-			}
-			if cur != nil && (cur.SessionID != ev.SessionID || cur.TaskID != ev.TaskID) {
-				return nil, nil // not this task's snapshot: ignore the claim
-			}
-			next := store.Snapshot{SessionID: ev.SessionID, TaskID: ev.TaskID, RegisteredAt: now}
-			if cur != nil {
-				next = *cur
-			}
-			next.State = store.Deleted
-			next.DeletedAt = at
-			next.DeletedBy = "job"
-			next.LeaseUntil = time.Time{}
-			next.UpdatedAt = now
-			return &next, nil
+			return p.Policy.JobDeletedFor(cur, ev.SessionID, ev.TaskID, ev.Snapshot.ID, at, now)
 		})
 	return err
 }

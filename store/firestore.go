@@ -142,6 +142,15 @@ func (f *Firestore) UpdateSnapshot(ctx context.Context, key Key, task TaskKey, f
 			return nil
 		}
 		next.Project, next.Name = key.Project, key.Name
+		next.Archived = false
+		if old := next.Replaced; old != nil {
+			// A new generation of the name: the previous record stays
+			// readable under its own id, written in the same transaction.
+			old.Project, old.Name, old.Archived = key.Project, key.Name, true
+			if err := tx.Set(f.col(CollectionSnapshots).Doc(old.DocID()), old); err != nil {
+				return err
+			}
+		}
 		out = next
 		return tx.Set(ref, next)
 	})
@@ -444,25 +453,28 @@ func processedID(eventID string) string {
 	return hex.EncodeToString(sum[:])
 }
 
-// MarkProcessed records that an event was fully applied, so that a
-// redelivery can be acknowledged without work. It expires at expireAt.
-func (f *Firestore) MarkProcessed(ctx context.Context, eventID string, at, expireAt time.Time) error {
+// MarkProcessed records that an event was fully applied, with the hash of
+// its content, so that a redelivery can be acknowledged without work and a
+// different event reusing the id is told apart. It expires at expireAt.
+func (f *Firestore) MarkProcessed(ctx context.Context, eventID, hash string, at, expireAt time.Time) error {
 	_, err := f.col(CollectionProcessed).Doc(processedID(eventID)).Set(ctx, map[string]any{
-		"eventId": eventID, "at": at, TTLField: expireAt,
+		"eventId": eventID, "hash": hash, "at": at, TTLField: expireAt,
 	})
 	return classify("mark event processed", err)
 }
 
-// IsProcessed reports whether an event was fully applied before.
-func (f *Firestore) IsProcessed(ctx context.Context, eventID string) (bool, error) {
-	_, err := f.col(CollectionProcessed).Doc(processedID(eventID)).Get(ctx)
+// Processed reports whether an event was fully applied before, and the
+// content hash it was applied with (empty for markers older than hashes).
+func (f *Firestore) Processed(ctx context.Context, eventID string) (string, bool, error) {
+	doc, err := f.col(CollectionProcessed).Doc(processedID(eventID)).Get(ctx)
 	if isNotFound(err) {
-		return false, nil
+		return "", false, nil
 	}
 	if err != nil {
-		return false, classify("read processed marker", err)
+		return "", false, classify("read processed marker", err)
 	}
-	return true, nil
+	h, _ := doc.Data()["hash"].(string)
+	return h, true, nil
 }
 
 type lease struct {

@@ -19,7 +19,7 @@ type Memory struct {
 	tasks     map[string]Task
 	sessions  map[string]Session
 	rejected  map[string]Rejected
-	processed map[string]time.Time
+	processed map[string]string
 	leases    map[string]lease
 	health    map[string]HealthRecord
 }
@@ -28,7 +28,7 @@ type Memory struct {
 func NewMemory() *Memory {
 	return &Memory{
 		snapshots: map[string]Snapshot{}, tasks: map[string]Task{}, sessions: map[string]Session{},
-		rejected: map[string]Rejected{}, processed: map[string]time.Time{}, leases: map[string]lease{},
+		rejected: map[string]Rejected{}, processed: map[string]string{}, leases: map[string]lease{},
 		health: map[string]HealthRecord{},
 	}
 }
@@ -78,6 +78,13 @@ func (m *Memory) UpdateSnapshot(_ context.Context, key Key, task TaskKey, fn Sna
 		return cur, nil
 	}
 	next.Project, next.Name = key.Project, key.Name
+	next.Archived = false
+	if old := next.Replaced; old != nil {
+		archived := *old
+		archived.Project, archived.Name, archived.Archived = key.Project, key.Name, true
+		m.snapshots[archived.DocID()] = archived
+		next.Replaced = nil
+	}
 	m.snapshots[key.ID()] = *next
 	out := *next
 	return &out, nil
@@ -149,7 +156,7 @@ func (m *Memory) ListSnapshots(_ context.Context, q Query) (Page, error) {
 	page.Reads = max(len(page.Snapshots), 1)
 	if len(page.Snapshots) == limit {
 		last := page.Snapshots[limit-1]
-		page.Next = encodeCursor(cursor{T: orderValue(field, &last), ID: last.Key().ID()})
+		page.Next = encodeCursor(cursor{T: orderValue(field, &last), ID: last.DocID()})
 	}
 	return page, nil
 }
@@ -326,20 +333,21 @@ func (m *Memory) ListRejected(_ context.Context, limit int) ([]Rejected, error) 
 	return newestFirst(m.rejected, limit, func(r Rejected) time.Time { return r.ReceivedAt }), nil
 }
 
-// MarkProcessed records that an event was applied.
-func (m *Memory) MarkProcessed(_ context.Context, eventID string, at, _ time.Time) error {
+// MarkProcessed records that an event with this content hash was applied.
+func (m *Memory) MarkProcessed(_ context.Context, eventID, hash string, _, _ time.Time) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.processed[eventID] = at
+	m.processed[eventID] = hash
 	return nil
 }
 
-// IsProcessed reports whether an event was applied before.
-func (m *Memory) IsProcessed(_ context.Context, eventID string) (bool, error) {
+// Processed reports whether an event was applied before, and the content
+// hash it was applied with.
+func (m *Memory) Processed(_ context.Context, eventID string) (string, bool, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	_, ok := m.processed[eventID]
-	return ok, nil
+	h, ok := m.processed[eventID]
+	return h, ok, nil
 }
 
 // AcquireLease takes the named lease if free, expired or already holder's.

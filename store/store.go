@@ -14,6 +14,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"strconv"
 	"time"
 )
 
@@ -46,11 +47,14 @@ const (
 	Refused State = "refused"
 	// Held: an operator put it on hold; nothing deletes it until released.
 	Held State = "held"
+	// Vanished: gone from Compute without snapsweep deleting it (or the
+	// name now belongs to another snapshot); terminal.
+	Vanished State = "vanished"
 )
 
 // States lists every snapshot state in lifecycle order.
 func States() []State {
-	return []State{Active, Retained, CleanupPending, Deleting, Deleted, Failed, Refused, Held}
+	return []State{Active, Retained, CleanupPending, Deleting, Deleted, Failed, Refused, Held, Vanished}
 }
 
 // LiveStates are the states of a snapshot that still exists (or may).
@@ -59,7 +63,7 @@ func LiveStates() []State {
 }
 
 // Live reports whether a snapshot in state s may still exist.
-func (s State) Live() bool { return s != Deleted && s != "" }
+func (s State) Live() bool { return s != Deleted && s != Vanished && s != "" }
 
 // Key identifies a snapshot: a name is unique only within its project.
 type Key struct {
@@ -70,7 +74,7 @@ type Key struct {
 // String renders the key as project/name for logs and errors.
 func (k Key) String() string { return k.Project + "/" + k.Name }
 
-// ID is the Firestore document id of the snapshot. The full project and name
+// ID is the Firestore document id of the snapshot's current record. The full project and name
 // make it collision-free ("~" is legal in neither); the short hash in front
 // spreads ids of snapshots named in sequence across the key space so that a
 // burst of registrations does not hot-spot one tablet.
@@ -135,10 +139,48 @@ type Snapshot struct {
 	Retries    int    `firestore:"retries,omitempty" json:"retries,omitempty"`
 	HeldBy     string `firestore:"heldBy,omitempty" json:"heldBy,omitempty"`
 	HoldReason string `firestore:"holdReason,omitempty" json:"holdReason,omitempty"`
+
+	// ComputeID is Compute's numeric id of the snapshot (from the event, or
+	// from snapsweep's first read): only the snapshot with this id may ever
+	// be deleted under this record. ComputeCreatedAt is its
+	// creationTimestamp.
+	ComputeID        string    `firestore:"computeId,omitempty" json:"computeId,omitempty"`
+	ComputeCreatedAt time.Time `firestore:"computeCreatedAt,omitempty" json:"computeCreatedAt,omitempty"`
+	// Generation counts the snapshots that held this name (1 for the
+	// first); Archived marks the record of an earlier one, kept readable.
+	Generation int  `firestore:"generation,omitempty" json:"generation,omitempty"`
+	Archived   bool `firestore:"archived,omitempty" json:"archived,omitempty"`
+	// AdoptedAt is when the sweep adopted the (orphan) snapshot.
+	AdoptedAt time.Time `firestore:"adoptedAt,omitempty" json:"adoptedAt,omitempty"`
+	// RetainUntil is the longest failed-task retention the record was ever
+	// given; it never shrinks.
+	RetainUntil time.Time `firestore:"retainUntil,omitempty" json:"retainUntil,omitempty"`
+	// DeleteSentAt is set right before a DELETE goes out (and cleared when
+	// Compute refused it without executing it): from then on the record
+	// stays deleting until the deletion is confirmed.
+	DeleteSentAt time.Time `firestore:"deleteSentAt,omitempty" json:"deleteSentAt,omitempty"`
+	// Redrives counts the sweep's re-drives of a stuck cleanup.
+	Redrives int `firestore:"redrives,omitempty" json:"redrives,omitempty"`
+	// LastTransition names the lifecycle transition that wrote the record.
+	LastTransition string `firestore:"lastTransition,omitempty" json:"lastTransition,omitempty"`
+
+	// Replaced, when set on a record being written, is the previous
+	// generation of the name: the store archives it in the same
+	// transaction. It is never stored itself.
+	Replaced *Snapshot `firestore:"-" json:"-"`
 }
 
 // Key returns the snapshot's key.
 func (s *Snapshot) Key() Key { return Key{Project: s.Project, Name: s.Name} }
+
+// DocID is the document id of this record: the key's for the current
+// generation, with the generation appended for an archived one.
+func (s *Snapshot) DocID() string {
+	if s.Archived {
+		return s.Key().ID() + "~g" + strconv.Itoa(max(s.Generation, 1))
+	}
+	return s.Key().ID()
+}
 
 // TaskKey returns the key of the snapshot's task.
 func (s *Snapshot) TaskKey() TaskKey { return TaskKey{SessionID: s.SessionID, TaskID: s.TaskID} }
@@ -154,13 +196,14 @@ const (
 )
 
 // Rank orders task states reported at the same instant, so that applying
-// events in any order converges: a later event wins, and at equal times a
-// success outranks a failure, which outranks a start.
+// events in any order converges: a later event wins, and at equal times the
+// cautious reading wins: a failure outranks a success, which outranks a
+// start.
 func (s TaskState) Rank() int {
 	switch s {
-	case TaskSucceeded:
-		return 3
 	case TaskFailed:
+		return 3
+	case TaskSucceeded:
 		return 2
 	case TaskRunning:
 		return 1
@@ -176,10 +219,16 @@ type Task struct {
 	// StateTime is the source time of the event that set State.
 	StateTime    time.Time `firestore:"stateTime" json:"stateTime,omitempty"`
 	StateEventID string    `firestore:"stateEventId" json:"stateEventId,omitempty"`
-	StartedAt    time.Time `firestore:"startedAt,omitempty" json:"startedAt,omitempty"`
-	FinishedAt   time.Time `firestore:"finishedAt,omitempty" json:"finishedAt,omitempty"`
-	Error        string    `firestore:"error,omitempty" json:"error,omitempty"`
-	UpdatedAt    time.Time `firestore:"updatedAt" json:"updatedAt,omitempty"`
+	// FailedAt is the source time of the task's latest failure, whatever
+	// its state is now; FailureSeenAt is when snapsweep saw that failure.
+	// The failed-task retention of the snapshots taken before it counts
+	// from the later of the two.
+	FailedAt      time.Time `firestore:"failedAt,omitempty" json:"failedAt,omitempty"`
+	FailureSeenAt time.Time `firestore:"failureSeenAt,omitempty" json:"failureSeenAt,omitempty"`
+	StartedAt     time.Time `firestore:"startedAt,omitempty" json:"startedAt,omitempty"`
+	FinishedAt    time.Time `firestore:"finishedAt,omitempty" json:"finishedAt,omitempty"`
+	Error         string    `firestore:"error,omitempty" json:"error,omitempty"`
+	UpdatedAt     time.Time `firestore:"updatedAt" json:"updatedAt,omitempty"`
 }
 
 // Key returns the task's key.
@@ -285,8 +334,8 @@ type Registry interface {
 	ListSessionsByOutcome(ctx context.Context, outcome Outcome, limit int) ([]Session, error)
 	AddRejected(ctx context.Context, r Rejected) error
 	ListRejected(ctx context.Context, limit int) ([]Rejected, error)
-	MarkProcessed(ctx context.Context, eventID string, at, expireAt time.Time) error
-	IsProcessed(ctx context.Context, eventID string) (bool, error)
+	MarkProcessed(ctx context.Context, eventID, hash string, at, expireAt time.Time) error
+	Processed(ctx context.Context, eventID string) (hash string, found bool, err error)
 	AcquireLease(ctx context.Context, name, holder string, now time.Time, ttl time.Duration) (bool, error)
 	ReleaseLease(ctx context.Context, name, holder string) error
 	SaveHealth(ctx context.Context, h HealthRecord) error

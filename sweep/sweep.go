@@ -21,6 +21,7 @@ import (
 	"github.com/snapsweep/snapsweep/cleanup"
 	"github.com/snapsweep/snapsweep/events"
 	"github.com/snapsweep/snapsweep/gce"
+	"github.com/snapsweep/snapsweep/lifecycle"
 	"github.com/snapsweep/snapsweep/store"
 	"github.com/snapsweep/snapsweep/telemetry"
 )
@@ -33,6 +34,8 @@ type Store interface {
 	AcquireLease(ctx context.Context, name, holder string, now time.Time, ttl time.Duration) (bool, error)
 	ReleaseLease(ctx context.Context, name, holder string) error
 	SaveHealth(ctx context.Context, h store.HealthRecord) error
+	LatestHealth(ctx context.Context, n int) ([]store.HealthRecord, error)
+	GetSession(ctx context.Context, id string) (*store.Session, error)
 	Ping(ctx context.Context) error
 	ListSessionsByOutcome(ctx context.Context, outcome store.Outcome, limit int) ([]store.Session, error)
 }
@@ -50,7 +53,9 @@ type Config struct {
 	Compute   Compute
 	Scheduler *cleanup.Scheduler
 	Publisher cleanup.Publisher
-	Policy    cleanup.Policy
+	// Policy holds the rules (allowlist, orphan grace and TTL, re-drive
+	// bound): the sweep decides nothing itself.
+	Policy lifecycle.Policy
 	// Judge re-judges completed sessions whose outcome is still pending
 	// (a judgement lost to a crash or a race is redone here). Optional.
 	Judge cleanup.SessionJudge
@@ -62,10 +67,14 @@ type Config struct {
 	// StuckAfter is how long cleanup_pending or deleting may last before the
 	// sweep re-drives it (default 10m).
 	StuckAfter time.Duration
-	// AdoptOrphans registers labelled snapshots missing from the registry
-	// (with OrphanTTL as their expiry); false only reports them.
+	// AdoptOrphans registers labelled snapshots of known sessions missing
+	// from the registry (after Policy.OrphanGrace, expiring Policy.OrphanTTL
+	// after adoption); false only reports them.
 	AdoptOrphans bool
-	OrphanTTL    time.Duration
+	// ReconcileBatch is how many live records one run checks against
+	// Compute for snapshots that vanished (default 200); successive runs
+	// walk the whole registry.
+	ReconcileBatch int
 	// Budget bounds a run (default 4m, below Scheduler's attempt deadline).
 	Budget time.Duration
 	// DryRun makes every run a dry run.
@@ -92,8 +101,9 @@ func New(cfg Config) *Sweeper {
 	if cfg.StuckAfter <= 0 {
 		cfg.StuckAfter = 10 * time.Minute
 	}
-	if cfg.OrphanTTL <= 0 {
-		cfg.OrphanTTL = cfg.Policy.TTL
+	cfg.Policy = cfg.Policy.WithDefaults()
+	if cfg.ReconcileBatch <= 0 {
+		cfg.ReconcileBatch = 200
 	}
 	if cfg.Budget <= 0 {
 		cfg.Budget = 4 * time.Minute
@@ -148,6 +158,7 @@ type Report struct {
 	Threshold Threshold `json:"threshold"`
 	Stuck     Stuck     `json:"stuck"`
 	Orphans   Orphans   `json:"orphans"`
+	Reconcile Reconcile `json:"reconcile"`
 	// Sessions counts completed sessions re-judged, by resulting outcome.
 	Sessions map[store.Outcome]int `json:"sessions,omitempty"`
 	// Cap is the per-sweep limit of cleanup messages; Deferred counts the
@@ -161,6 +172,10 @@ type Report struct {
 	Errors []string `json:"errors,omitempty"`
 	// StepsMs is how long each step took.
 	StepsMs map[string]int64 `json:"stepsMs"`
+
+	// listed is the orphan step's listing (project → name → Compute id),
+	// for the reconcile step of the same run.
+	listed map[string]map[string]string
 }
 
 // Found counts one kind of work.
@@ -179,20 +194,43 @@ type Threshold struct {
 	Protected int   `json:"protected"`
 }
 
-// Stuck reports re-driven work.
+// Stuck reports re-driven work. Re-drives get at most a fifth of the cap,
+// so that expiry and threshold cleanup always get their turn.
 type Stuck struct {
 	Pending          int `json:"pending"`
 	Deleting         int `json:"deleting"`
 	Redriven         int `json:"redriven"`
 	ConfirmedDeleted int `json:"confirmedDeleted"`
+	// Failed counts records failed for an operator: re-driven too often
+	// without progress, or outside the allowlist.
+	Failed int `json:"failed"`
+	// Closed counts deleting records whose snapshot turned out to be
+	// another one (the name was reused).
+	Closed int `json:"closed"`
 }
 
-// Orphans reports both directions of drift between Compute and the registry.
+// Orphans reports labelled snapshots the registry does not know.
 type Orphans struct {
-	Found    int      `json:"found"`
-	Adopted  int      `json:"adopted"`
-	Names    []string `json:"names,omitempty"` // the first few, for the report
-	Vanished int      `json:"vanished"`        // registry records whose snapshot is gone
+	Found   int      `json:"found"`
+	Adopted int      `json:"adopted"`
+	Names   []string `json:"names,omitempty"` // the first few, for the report
+	// InGrace counts orphans of known sessions younger than the grace
+	// period (or of unknown age): left for a later run, when their report
+	// may have arrived.
+	InGrace int `json:"inGrace"`
+	// UnknownSession counts labelled snapshots of sessions this registry
+	// never knew: reported, never adopted or deleted.
+	UnknownSession      int      `json:"unknownSession"`
+	UnknownSessionNames []string `json:"unknownSessionNames,omitempty"`
+	Vanished            int      `json:"vanished"` // registry records whose snapshot is gone
+}
+
+// Reconcile reports the check of live records against Compute.
+type Reconcile struct {
+	Checked  int `json:"checked"`
+	Vanished int `json:"vanished"`
+	// Next is where the next run continues (a cursor; empty: from the start).
+	Next string `json:"next,omitempty"`
 }
 
 func newID() string {
@@ -252,6 +290,7 @@ func (s *Sweeper) Run(ctx context.Context, dryRun bool, runID string) (*Report, 
 		{"expired", s.expired},
 		{"threshold", s.threshold},
 		{"orphans", s.orphans},
+		{"reconcile", s.reconcile},
 		{"sessions", s.sessions},
 	}
 	for _, st := range steps {
@@ -414,18 +453,25 @@ func (s *Sweeper) threshold(ctx context.Context, rep *Report) error {
 	return nil
 }
 
+// redriveShare is the part of the cap that re-drives of stuck work may use:
+// records that can never finish must not starve expiry and threshold
+// cleanup, which run after them.
+func (r *Report) redriveShare() int { return max(r.Cap/5, 1) }
+
 // stuck re-drives cleanup_pending and deleting records older than the
-// lease: a request whose message was lost is published again; a delete
-// whose confirmation was lost is confirmed by reading the snapshot.
+// lease, oldest first: a request whose message was lost is published again;
+// a delete whose confirmation was lost is confirmed by reading the
+// snapshot. A record re-driven too often without progress is failed.
 func (s *Sweeper) stuck(ctx context.Context, rep *Report) error {
 	now := s.now()
 	before := now.Add(-s.cfg.StuckAfter)
-	pending, _, err := s.page(ctx, rep, store.Query{States: []store.State{store.CleanupPending}, UpdatedBefore: before}, rep.remaining())
+	share := min(rep.redriveShare(), rep.remaining())
+	pending, _, err := s.page(ctx, rep, store.Query{States: []store.State{store.CleanupPending}, UpdatedBefore: before}, share)
 	if err != nil {
 		return err
 	}
 	rep.Stuck.Pending = len(pending)
-	deleting, _, err := s.page(ctx, rep, store.Query{States: []store.State{store.Deleting}, UpdatedBefore: before}, rep.remaining())
+	deleting, _, err := s.page(ctx, rep, store.Query{States: []store.State{store.Deleting}, UpdatedBefore: before}, share)
 	if err != nil {
 		return err
 	}
@@ -435,40 +481,92 @@ func (s *Sweeper) stuck(ctx context.Context, rep *Report) error {
 	}
 	var errs []error
 	if len(pending) > 0 {
-		res, err := s.schedule(ctx, rep, pending, events.ReasonExpired)
+		res, err := s.cfg.Scheduler.Redrive(ctx, pending, events.ReasonExpired)
 		rep.Stuck.Redriven += res.Published
+		rep.Used += res.Published
+		rep.Stuck.Failed += res.GaveUp
 		errs = append(errs, err)
 	}
+	used := 0
 	for _, rec := range deleting {
-		if rep.remaining() == 0 {
+		if rec.Archived {
+			continue
+		}
+		if used >= share || rep.remaining() == 0 {
 			rep.Deferred++
 			continue
 		}
-		_, err := s.cfg.Compute.Get(ctx, rec.Project, rec.Name)
-		if gce.Classify(err) == gce.ClassNotFound {
-			if err := s.markVanished(ctx, rec.Key(), store.Deleting); err != nil {
-				errs = append(errs, err)
-				continue
-			}
-			rep.Stuck.ConfirmedDeleted++
-			continue
-		}
-		// Still there (or unknown): a fresh cleanup message lets the
-		// handler take the expired lease over with a new attempt.
-		reason := events.CleanupReason(rec.CleanupReason)
-		if !reason.Valid() || rec.TaskID == "" {
-			reason = events.ReasonOrphan
-		}
-		m := events.CleanupMessage{Project: rec.Project, Name: rec.Name, SessionID: rec.SessionID, TaskID: rec.TaskID,
-			Reason: reason, RequestedAt: now}
-		if err := s.cfg.Publisher.Publish(ctx, m); err != nil {
+		published, err := s.redriveDeleting(ctx, rep, rec, now)
+		if err != nil {
 			errs = append(errs, err)
 			continue
 		}
-		rep.Used++
-		rep.Stuck.Redriven++
+		if published {
+			used++
+			rep.Used++
+			rep.Stuck.Redriven++
+		}
 	}
 	return errors.Join(errs...)
+}
+
+// redriveDeleting confirms a stuck delete by reading the snapshot, or
+// publishes a fresh cleanup message so that a handler takes the expired
+// lease over (with the same request id if a DELETE may have gone out).
+func (s *Sweeper) redriveDeleting(ctx context.Context, rep *Report, rec store.Snapshot, now time.Time) (bool, error) {
+	snap, err := s.cfg.Compute.Get(ctx, rec.Project, rec.Name)
+	seen := lifecycle.Observed{ComputeID: snap.ID, CreationTime: snap.CreationTime}
+	var publish, closed, confirmed, failed bool
+	_, uerr := s.cfg.Store.UpdateSnapshot(ctx, rec.Key(), store.TaskKey{}, func(cur *store.Snapshot, _ *store.Task) (*store.Snapshot, error) {
+		publish, closed, confirmed, failed = false, false, false, false
+		switch {
+		case cur == nil || cur.State != store.Deleting:
+			return nil, nil
+		case gce.Classify(err) == gce.ClassNotFound:
+			by := "already-gone"
+			if lifecycle.Armed(cur) {
+				by = "snapsweep"
+			}
+			confirmed = true
+			return s.cfg.Policy.ConfirmFor(cur, by, now)
+		case err != nil:
+			return nil, nil // unknown: look again next run
+		}
+		if why, other := s.cfg.Policy.OtherSnapshot(cur, seen); other {
+			closed = true
+			return s.cfg.Policy.Vanished(cur, why, now)
+		}
+		next, pub, rerr := s.cfg.Policy.RedriveDeleting(cur, now)
+		publish, failed = pub, next != nil && next.State == store.Failed
+		return next, rerr
+	})
+	if uerr != nil {
+		return false, uerr
+	}
+	switch {
+	case confirmed:
+		rep.Stuck.ConfirmedDeleted++
+	case closed:
+		rep.Stuck.Closed++
+	case failed:
+		rep.Stuck.Failed++
+	}
+	if err != nil && gce.Classify(err) != gce.ClassNotFound {
+		return false, fmt.Errorf("read %s: %w", rec.Key(), err)
+	}
+	if !publish {
+		return false, nil
+	}
+	reason := events.CleanupReason(rec.CleanupReason)
+	if !reason.Valid() || rec.TaskID == "" {
+		reason = events.ReasonOrphan
+	}
+	m := events.CleanupMessage{Project: rec.Project, Name: rec.Name, SessionID: rec.SessionID, TaskID: rec.TaskID,
+		Reason: reason, RequestedAt: now}
+	if err := s.cfg.Publisher.Publish(ctx, m); err != nil {
+		return false, err
+	}
+	return true, nil
 }
 
 // sessions re-judges completed sessions whose outcome is still pending.
@@ -499,35 +597,41 @@ func (s *Sweeper) sessions(ctx context.Context, rep *Report) error {
 	return errors.Join(errs...)
 }
 
-// markVanished records that a snapshot is gone, if it is still in state from.
-func (s *Sweeper) markVanished(ctx context.Context, key store.Key, from store.State) error {
-	at := s.now()
-	_, err := s.cfg.Store.UpdateSnapshot(ctx, key, store.TaskKey{}, func(cur *store.Snapshot, _ *store.Task) (*store.Snapshot, error) {
-		if cur == nil || cur.State != from {
-			return nil, nil
-		}
-		next := *cur
-		next.State, next.DeletedAt, next.DeletedBy, next.UpdatedAt = store.Deleted, at, "vanished", at
-		next.LeaseUntil, next.LeaseOwner = time.Time{}, ""
-		return &next, nil
-	})
-	return err
-}
-
 // orphans lists the labelled snapshots of every allowlisted project and
-// adopts (or reports) the ones the registry does not know.
+// adopts (or reports) the ones the registry does not know. Adoption never
+// decides ownership: only snapshots of sessions the registry knows, older
+// than the grace period (their report may still be on its way), are
+// adopted; snapshots of unknown sessions are reported, never adopted.
 func (s *Sweeper) orphans(ctx context.Context, rep *Report) error {
 	now := s.now()
+	known := map[string]bool{}
+	isKnown := func(id string) (bool, error) {
+		if k, ok := known[id]; ok {
+			return k, nil
+		}
+		_, err := s.cfg.Store.GetSession(ctx, id)
+		rep.Reads++
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			return false, err
+		}
+		known[id] = err == nil
+		return known[id], nil
+	}
+	rep.listed = map[string]map[string]string{}
 	var errs []error
 	for _, project := range s.cfg.Projects {
+		names := map[string]string{}
 		err := s.cfg.Compute.ListByLabel(ctx, project, s.cfg.SessionLabel, func(sn gce.Snapshot) error {
+			names[sn.Name] = sn.ID
 			key := store.Key{Project: project, Name: sn.Name}
-			_, err := s.cfg.Store.GetSnapshot(ctx, key)
+			cur, err := s.cfg.Store.GetSnapshot(ctx, key)
 			rep.Reads++
-			if err == nil {
-				return nil
-			}
-			if !errors.Is(err, store.ErrNotFound) {
+			switch {
+			case err == nil && cur.State.Live() && (sn.ID == "" || cur.ComputeID == "" || cur.ComputeID == sn.ID):
+				return nil // registered
+			case err == nil && !cur.State.Live() && (sn.ID == "" || cur.ComputeID == sn.ID):
+				return nil // closed; Compute may still be finishing the delete
+			case err != nil && !errors.Is(err, store.ErrNotFound):
 				return err
 			}
 			session := sn.Labels[s.cfg.SessionLabel]
@@ -535,32 +639,156 @@ func (s *Sweeper) orphans(ctx context.Context, rep *Report) error {
 			if len(rep.Orphans.Names) < 20 {
 				rep.Orphans.Names = append(rep.Orphans.Names, project+"/"+sn.Name)
 			}
-			if !s.cfg.AdoptOrphans || rep.DryRun || !events.ValidSessionID(session) {
+			ok, err := isKnown(session)
+			if err != nil {
+				return err
+			}
+			if !ok || !events.ValidSessionID(session) {
+				rep.Orphans.UnknownSession++
+				if len(rep.Orphans.UnknownSessionNames) < 20 {
+					rep.Orphans.UnknownSessionNames = append(rep.Orphans.UnknownSessionNames, project+"/"+sn.Name+" (session "+session+")")
+				}
 				return nil
 			}
-			created := sn.CreationTime
-			if created.IsZero() {
-				created = now
+			if sn.CreationTime.IsZero() || now.Sub(sn.CreationTime) < s.cfg.Policy.OrphanGrace {
+				rep.Orphans.InGrace++
+				return nil
 			}
+			if !s.cfg.AdoptOrphans || rep.DryRun {
+				return nil
+			}
+			found := lifecycle.Found{SessionID: session, ComputeID: sn.ID, SourceDisk: sn.SourceDisk,
+				CreationTime: sn.CreationTime.UTC().Truncate(time.Microsecond)}
+			adopted := false
 			_, err = s.cfg.Store.UpdateSnapshot(ctx, key, store.TaskKey{}, func(cur *store.Snapshot, _ *store.Task) (*store.Snapshot, error) {
-				if cur != nil {
-					return nil, nil
+				adopted = false
+				if cur != nil && cur.State.Live() {
+					if _, other := s.cfg.Policy.OtherSnapshot(cur, lifecycle.Observed{ComputeID: sn.ID, CreationTime: sn.CreationTime}); !other {
+						return nil, nil
+					}
+					// The name belongs to another snapshot now: the record's
+					// is gone, and this one is adopted as a new generation.
+					closed, err := s.cfg.Policy.Vanished(cur, "the name now belongs to another snapshot (Compute id "+sn.ID+")", now)
+					if err != nil || closed == nil {
+						return nil, err
+					}
+					rep.Orphans.Vanished++
+					cur = closed
 				}
-				return &store.Snapshot{SessionID: session, State: store.Active, Orphan: true, SourceDisk: sn.SourceDisk,
-					CreatedAt: created.UTC().Truncate(time.Microsecond), RegisteredAt: now, UpdatedAt: now,
-					ExpiresAt: now.Add(s.cfg.OrphanTTL)}, nil
+				next, err := s.cfg.Policy.Adopt(cur, found, now)
+				adopted = next != nil
+				return next, err
 			})
 			if err != nil {
 				return err
 			}
-			rep.Orphans.Adopted++
+			if adopted {
+				rep.Orphans.Adopted++
+			}
 			return nil
 		})
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", project, err))
+			continue
 		}
+		rep.listed[project] = names
+	}
+	if rep.Orphans.UnknownSession > 0 {
+		rep.Checks = append(rep.Checks, Check{Name: "orphans-unknown-session", Status: Degraded,
+			Reason: fmt.Sprintf("%d labelled snapshots of sessions this registry never knew (never adopted or deleted): see `snapsweep orphans`", rep.Orphans.UnknownSession)})
+		rep.Status = worse(rep.Status, Degraded)
 	}
 	return errors.Join(errs...)
+}
+
+// reconcile checks a batch of live records against Compute, continuing
+// where the last run stopped, and closes those whose snapshot vanished (or
+// whose name now belongs to another snapshot) as vanished. It uses the
+// orphan step's listing, and reads a snapshot only when the listing does
+// not show it (its label may have been removed).
+func (s *Sweeper) reconcile(ctx context.Context, rep *Report) error {
+	if rep.DryRun {
+		return nil
+	}
+	after := s.lastReconcileCursor(ctx, rep)
+	q := store.Query{States: []store.State{store.Active, store.Retained, store.Held, store.Refused, store.Failed}, OrderByCreated: true,
+		Limit: s.cfg.ReconcileBatch, After: after}
+	page, err := s.cfg.Store.ListSnapshots(ctx, q)
+	if err != nil {
+		return err
+	}
+	rep.Reads += page.Reads
+	rep.Reconcile.Next = page.Next
+	now := s.now()
+	var errs []error
+	for _, rec := range page.Snapshots {
+		names, listed := rep.listed[rec.Project]
+		if rec.Archived || !listed {
+			continue
+		}
+		rep.Reconcile.Checked++
+		seen := lifecycle.Observed{}
+		if id, ok := names[rec.Name]; ok {
+			seen.ComputeID = id
+		} else {
+			snap, err := s.cfg.Compute.Get(ctx, rec.Project, rec.Name)
+			switch {
+			case gce.Classify(err) == gce.ClassNotFound:
+			case err != nil:
+				errs = append(errs, fmt.Errorf("read %s: %w", rec.Key(), err))
+				continue
+			default:
+				seen = lifecycle.Observed{ComputeID: snap.ID, CreationTime: snap.CreationTime}
+			}
+		}
+		gone := seen.ComputeID == "" && seen.CreationTime.IsZero()
+		if !gone {
+			if _, other := s.cfg.Policy.OtherSnapshot(&rec, seen); !other {
+				continue
+			}
+		}
+		closed := false
+		_, err := s.cfg.Store.UpdateSnapshot(ctx, rec.Key(), store.TaskKey{}, func(cur *store.Snapshot, _ *store.Task) (*store.Snapshot, error) {
+			closed = false
+			if cur == nil || cur.State != rec.State || !cur.UpdatedAt.Equal(rec.UpdatedAt) {
+				return nil, nil // changed since it was read: the next pass looks again
+			}
+			why := "gone from Compute"
+			if !gone {
+				why = "the name now belongs to another snapshot (Compute id " + seen.ComputeID + ")"
+			}
+			next, err := s.cfg.Policy.Vanished(cur, why+" while "+string(cur.State), now)
+			closed = next != nil
+			return next, err
+		})
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if closed {
+			rep.Reconcile.Vanished++
+		}
+	}
+	if n := rep.Reconcile.Vanished + rep.Orphans.Vanished; n > 0 {
+		rep.Checks = append(rep.Checks, Check{Name: "vanished-snapshots", Status: Degraded,
+			Reason: fmt.Sprintf("%d registered snapshots were gone from Compute without snapsweep deleting them: see `snapsweep snapshots list --state vanished`", n)})
+		rep.Status = worse(rep.Status, Degraded)
+	}
+	return errors.Join(errs...)
+}
+
+// lastReconcileCursor is where the previous run's reconcile stopped.
+func (s *Sweeper) lastReconcileCursor(ctx context.Context, rep *Report) string {
+	last, err := s.cfg.Store.LatestHealth(ctx, 1)
+	rep.Reads++
+	if err != nil || len(last) == 0 {
+		return ""
+	}
+	var prev Report
+	if json.Unmarshal([]byte(last[0].Report), &prev) != nil {
+		return ""
+	}
+	return prev.Reconcile.Next
 }
 
 // health runs the checks; each has its own short timeout.

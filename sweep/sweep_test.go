@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -27,6 +28,7 @@ import (
 	"github.com/snapsweep/snapsweep/gce"
 	"github.com/snapsweep/snapsweep/gce/gcefake"
 	"github.com/snapsweep/snapsweep/internal/emulators"
+	"github.com/snapsweep/snapsweep/lifecycle"
 	"github.com/snapsweep/snapsweep/store"
 	"github.com/snapsweep/snapsweep/sweep"
 	"github.com/snapsweep/snapsweep/telemetry"
@@ -62,7 +64,8 @@ func newFixture(t testing.TB) *fixture {
 	t.Helper()
 	emulators.Require(t, emulators.Firestore)
 	ctx := context.Background()
-	f := &fixture{project: emulators.ProjectID(t), fake: gcefake.New(gcefake.Options{}), now: t0.Add(100 * time.Hour)}
+	f := &fixture{project: emulators.ProjectID(t), now: t0.Add(100 * time.Hour)}
+	f.fake = gcefake.New(gcefake.Options{Now: f.clock})
 	fs, err := firestore.NewClient(ctx, f.project)
 	if err != nil {
 		t.Fatal(err)
@@ -93,7 +96,7 @@ func newFixture(t testing.TB) *fixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { compute.Close() })
-	policy := cleanup.Policy{TTL: 72 * time.Hour, FailedRetention: 168 * time.Hour}
+	policy := lifecycle.Policy{TTL: 72 * time.Hour, FailedRetention: 168 * time.Hour, Projects: events.NewAllowlist([]string{f.project})}
 	f.cfg = sweep.Config{
 		Store: f.store, Compute: compute, Publisher: pub, Policy: policy,
 		Scheduler: &cleanup.Scheduler{Store: f.store, Publisher: pub, Policy: policy, Now: f.clock},
@@ -131,10 +134,11 @@ func (f *fixture) put(t *testing.T, name string, st store.State, task store.Task
 	default:
 		s.ExpiresAt = created.Add(72 * time.Hour)
 	}
+	// The registry knows the Compute id, as from an event that sent it.
+	s.ComputeID = strconv.FormatUint(f.fake.AddSnapshot(f.project, name, map[string]string{label: "s1"}), 10)
 	if err := f.store.PutSnapshot(ctx, s); err != nil {
 		t.Fatal(err)
 	}
-	f.fake.AddSnapshot(f.project, name, map[string]string{label: "s1"})
 }
 
 // published returns the names in the cleanup messages sent so far.
@@ -278,8 +282,23 @@ func TestSweepAdoptsOrReportsOrphans(t *testing.T) {
 			t.Parallel()
 			f := newFixture(t)
 			f.put(t, "known", store.Active, store.TaskRunning, f.now)
+			if _, err := f.store.CreateSession(context.Background(), &store.Session{SessionID: "s7", State: store.SessionRunning, StartedAt: t0}); err != nil {
+				t.Fatal(err)
+			}
+			// Older than the grace period (1h), of a known session: adopted.
+			now := f.now
+			f.mu.Lock()
+			f.now = now.Add(-2 * time.Hour)
+			f.mu.Unlock()
 			f.fake.AddSnapshot(f.project, "orphan-1", map[string]string{label: "s7"})
 			f.fake.AddSnapshot(f.project, "orphan-2", map[string]string{label: "s7"})
+			// Of a session this registry never knew: reported, never adopted.
+			f.fake.AddSnapshot(f.project, "stranger", map[string]string{label: "other-deployment"})
+			f.mu.Lock()
+			f.now = now
+			f.mu.Unlock()
+			// Younger than the grace period: its report may be on the way.
+			f.fake.AddSnapshot(f.project, "young", map[string]string{label: "s7"})
 			f.fake.AddSnapshot(f.project, "unlabelled", map[string]string{"team": "x"})
 			rep, err := f.sweeper(func(c *sweep.Config) { c.AdoptOrphans = adopt }).Run(context.Background(), false, "")
 			if err != nil {
@@ -289,8 +308,14 @@ func TestSweepAdoptsOrReportsOrphans(t *testing.T) {
 			if adopt {
 				wantAdopted = 2
 			}
-			if rep.Orphans.Found != 2 || rep.Orphans.Adopted != wantAdopted {
-				t.Errorf("orphans found %d adopted %d; want 2, %d", rep.Orphans.Found, rep.Orphans.Adopted, wantAdopted)
+			if rep.Orphans.Found != 4 || rep.Orphans.Adopted != wantAdopted || rep.Orphans.InGrace != 1 || rep.Orphans.UnknownSession != 1 {
+				t.Errorf("orphans found %d adopted %d in grace %d unknown session %d; want 4, %d, 1, 1",
+					rep.Orphans.Found, rep.Orphans.Adopted, rep.Orphans.InGrace, rep.Orphans.UnknownSession, wantAdopted)
+			}
+			for _, name := range []string{"stranger", "young"} {
+				if _, err := f.store.GetSnapshot(context.Background(), store.Key{Project: f.project, Name: name}); err == nil {
+					t.Errorf("%s was adopted", name)
+				}
 			}
 			rec, err := f.store.GetSnapshot(context.Background(), store.Key{Project: f.project, Name: "orphan-1"})
 			if adopt {

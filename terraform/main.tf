@@ -57,6 +57,9 @@ locals {
     SNAPSWEEP_TELEMETRY                 = var.telemetry
     SNAPSWEEP_DELETE_LEASE              = var.delete_lease
     SNAPSWEEP_SWEEP_STUCK_AFTER         = var.sweep_stuck_after
+    SNAPSWEEP_MAX_CLOCK_SKEW            = var.max_clock_skew
+    SNAPSWEEP_ORPHAN_GRACE              = var.orphan_grace
+    SNAPSWEEP_MAX_REDRIVES              = tostring(var.max_redrives)
     SNAPSWEEP_AUTH_AUDIENCE             = local.auth_audience
     SNAPSWEEP_AUTH_SERVICE_ACCOUNTS     = join(",", [google_service_account.push.email, google_service_account.scheduler.email])
   }

@@ -496,6 +496,36 @@ variable "sweep_stuck_after" {
   }
 }
 
+variable "max_clock_skew" {
+  type        = string
+  description = "SNAPSWEEP_MAX_CLOCK_SKEW: events stamped further than this in the future are rejected as future_time (Go duration)."
+  default     = "10m"
+  validation {
+    condition     = can(regex("^([0-9]+(\\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$", var.max_clock_skew))
+    error_message = "max_clock_skew must be a Go duration such as 10m."
+  }
+}
+
+variable "orphan_grace" {
+  type        = string
+  description = "SNAPSWEEP_ORPHAN_GRACE: how old a labelled, unreported snapshot of a known session must be before the sweep adopts it (Go duration)."
+  default     = "1h"
+  validation {
+    condition     = can(regex("^([0-9]+(\\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$", var.orphan_grace))
+    error_message = "orphan_grace must be a Go duration such as 1h."
+  }
+}
+
+variable "max_redrives" {
+  type        = number
+  description = "SNAPSWEEP_MAX_REDRIVES: how often the sweep re-drives a stuck cleanup before the record is failed for an operator."
+  default     = 5
+  validation {
+    condition     = var.max_redrives >= 1
+    error_message = "max_redrives must be at least 1."
+  }
+}
+
 variable "notification_channels" {
   type        = list(string)
   description = "Cloud Monitoring notification channel ids (projects/P/notificationChannels/N) that the alert policies notify."

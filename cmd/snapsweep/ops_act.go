@@ -20,6 +20,7 @@ import (
 	"github.com/snapsweep/snapsweep/bus"
 	"github.com/snapsweep/snapsweep/cleanup"
 	"github.com/snapsweep/snapsweep/events"
+	"github.com/snapsweep/snapsweep/lifecycle"
 	"github.com/snapsweep/snapsweep/store"
 	"github.com/snapsweep/snapsweep/sweep"
 	"github.com/snapsweep/snapsweep/telemetry"
@@ -132,7 +133,7 @@ func (o *opsOptions) manualCleanup(cmd *cobra.Command, session, task string, yes
 		}
 		q.After = page.Next
 	}
-	policy := cleanup.Policy{TTL: cfg.SnapshotTTL, FailedRetention: cfg.FailedRetention}
+	policy := cfg.Policy()
 	now := o.deps.now().UTC()
 	tasks := map[string]*store.Task{}
 	res := cleanupResult{Session: session, Task: task, DryRun: !yes, Plan: []plannedCleanup{}}
@@ -215,30 +216,24 @@ func (o *opsOptions) manualCleanup(cmd *cobra.Command, session, task string, yes
 	return nil
 }
 
-// planCleanup says what a manual cleanup does with s, by the rules the
-// scheduler applies when it claims the record.
-func planCleanup(p cleanup.Policy, s *store.Snapshot, t *store.Task, now time.Time) (action, why string) {
-	switch s.State {
-	case store.CleanupPending:
+// planCleanup says what a manual cleanup does with s: it runs the very
+// claim the scheduler runs (lifecycle.Policy.ClaimFor) on a copy, so the
+// dry run and the real run cannot disagree.
+func planCleanup(p lifecycle.Policy, s *store.Snapshot, t *store.Task, now time.Time) (action, why string) {
+	next, c, err := p.ClaimFor(s, t, events.ReasonManual, false, now)
+	switch {
+	case err != nil:
+		return "skip", err.Error()
+	case c.Publish && !c.Fresh:
 		return "republish", "cleanup already requested (" + dash(s.CleanupReason) + "); the message is sent again"
-	case store.Active, store.Retained, store.Failed:
-	case store.Held:
-		return "skip", fmt.Sprintf("held by %s: %s", s.HeldBy, s.HoldReason)
-	case store.Refused:
-		return "skip", "refused: " + dash(s.Error)
-	case store.Deleting:
-		return "skip", "being deleted now"
-	default:
-		return "skip", "state " + string(s.State)
+	case c.Publish && s.State == store.Failed:
+		return "schedule", "retry of a failed deletion: " + dash(s.Error)
+	case c.Publish:
+		return "schedule", p.Eligible(s, t, now).Why
+	case next != nil && next.State == store.Failed:
+		return "skip", "would be failed for an operator: " + next.Error
 	}
-	d := p.Eligible(s, t, now)
-	if !d.Eligible {
-		return "skip", d.Why
-	}
-	if s.State == store.Failed {
-		return "schedule", d.Why + "; retry of a failed deletion"
-	}
-	return "schedule", d.Why
+	return "skip", c.Skipped
 }
 
 func printPlan(w io.Writer, plan []plannedCleanup) {
@@ -664,6 +659,10 @@ cleanup deletes it until 'snapsweep release'. Holding is safe and needs no
 			by = o.env("USER", "operator")
 		}
 		ctx := cmd.Context()
+		cfg, err := o.config(ctx)
+		if err != nil {
+			return err
+		}
 		reg, done, err := o.registry(ctx)
 		if err != nil {
 			return err
@@ -672,26 +671,15 @@ cleanup deletes it until 'snapsweep release'. Holding is safe and needs no
 		at := o.deps.now().UTC().Truncate(time.Microsecond)
 		var refused error
 		already := false
+		policy := cfg.Policy()
 		rec, err := reg.UpdateSnapshot(ctx, key, store.TaskKey{}, func(cur *store.Snapshot, _ *store.Task) (*store.Snapshot, error) {
-			refused, already = nil, false
-			switch {
-			case cur == nil:
+			already = cur != nil && cur.State == store.Held
+			next, err := policy.HoldFor(cur, by, reason, at)
+			refused = err
+			if errors.Is(err, store.ErrNotFound) {
 				refused = errNoRecord
-				return nil, nil
-			case cur.State == store.Held:
-				already = true
-				return nil, nil
-			case cur.State == store.Deleting:
-				refused = errors.New("it is being deleted right now (state deleting); it cannot be held")
-				return nil, nil
-			case cur.State == store.Deleted:
-				refused = fmt.Errorf("it is already deleted (by %s at %s)", dash(cur.DeletedBy), when(cur.DeletedAt))
-				return nil, nil
 			}
-			next := *cur
-			next.PrevState, next.State = cur.State, store.Held
-			next.HeldBy, next.HoldReason, next.UpdatedAt = by, reason, at
-			return &next, nil
+			return next, nil
 		})
 		if err != nil {
 			return fmt.Errorf("hold %s: %w", key, err)
@@ -711,17 +699,6 @@ cleanup deletes it until 'snapsweep release'. Holding is safe and needs no
 		return nil
 	}
 	return cmd
-}
-
-// releaseTo is the state a held record returns to: where it was, except
-// that claimed work (cleanup_pending) goes back to active — the cleanup
-// message it had was skipped while it was held.
-func releaseTo(prev store.State) store.State {
-	switch prev {
-	case store.Active, store.Retained, store.Failed, store.Refused:
-		return prev
-	}
-	return store.Active
 }
 
 // releaseCommand is `snapsweep release PROJECT/NAME`.
@@ -748,6 +725,10 @@ be deleted. Without --yes it only shows what would change.`,
 			return err
 		}
 		ctx := cmd.Context()
+		cfg, err := o.config(ctx)
+		if err != nil {
+			return err
+		}
 		reg, done, err := o.registry(ctx)
 		if err != nil {
 			return err
@@ -766,30 +747,26 @@ be deleted. Without --yes it only shows what would change.`,
 				return fmt.Errorf("release %s: it is not held (state %s)", key, rec.State)
 			}
 			if o.json() {
-				return writeJSONTo(w, map[string]any{"dryRun": true, "snapshot": rec, "releaseTo": releaseTo(rec.PrevState)})
+				return writeJSONTo(w, map[string]any{"dryRun": true, "snapshot": rec, "releaseTo": lifecycle.ReleaseTo(rec.PrevState)})
 			}
-			fmt.Fprintf(w, "would release %s: held by %s (%s) → %s\n", key, rec.HeldBy, rec.HoldReason, releaseTo(rec.PrevState))
+			fmt.Fprintf(w, "would release %s: held by %s (%s) → %s\n", key, rec.HeldBy, rec.HoldReason, lifecycle.ReleaseTo(rec.PrevState))
 			fmt.Fprintln(cmd.ErrOrStderr(), "dry run: nothing changed. Run again with --yes to release it (it may then be deleted).")
 			return nil
 		}
 		at := o.deps.now().UTC().Truncate(time.Microsecond)
 		var refused error
 		var was store.Snapshot
-		rec, err := reg.UpdateSnapshot(ctx, key, store.TaskKey{}, func(cur *store.Snapshot, _ *store.Task) (*store.Snapshot, error) {
-			refused = nil
-			switch {
-			case cur == nil:
-				refused = errNoRecord
-				return nil, nil
-			case cur.State != store.Held:
-				refused = fmt.Errorf("it is not held (state %s)", cur.State)
-				return nil, nil
+		policy := cfg.Policy()
+		rec, err := reg.UpdateSnapshot(ctx, key, store.TaskKey{}, func(cur *store.Snapshot, t *store.Task) (*store.Snapshot, error) {
+			if cur != nil {
+				was = *cur
 			}
-			was = *cur
-			next := *cur
-			next.State = releaseTo(cur.PrevState)
-			next.PrevState, next.HeldBy, next.HoldReason, next.UpdatedAt = "", "", "", at
-			return &next, nil
+			next, err := policy.UnholdFor(cur, t, at)
+			refused = err
+			if errors.Is(err, store.ErrNotFound) {
+				refused = errNoRecord
+			}
+			return next, nil
 		})
 		if err != nil {
 			return fmt.Errorf("release %s: %w", key, err)

@@ -29,7 +29,6 @@ import (
 	"github.com/snapsweep/snapsweep/bus"
 	"github.com/snapsweep/snapsweep/cleanup"
 	"github.com/snapsweep/snapsweep/config"
-	"github.com/snapsweep/snapsweep/events"
 	"github.com/snapsweep/snapsweep/gce"
 	"github.com/snapsweep/snapsweep/handlers"
 	"github.com/snapsweep/snapsweep/ingest"
@@ -184,7 +183,7 @@ func NewService(ctx context.Context, cfg *config.Config, opts ServiceOptions) (_
 
 	pub := bus.NewPublisher(ps, cfg.CleanupTopic)
 	s.closers = append(s.closers, func() error { pub.Stop(); return nil })
-	policy := cleanup.Policy{TTL: cfg.SnapshotTTL, FailedRetention: cfg.FailedRetention}
+	policy := cfg.Policy()
 	judge := &cleanup.Judge{Store: reg, Tolerance: cfg.FailureTolerance, Now: opts.Now}
 	sched := &cleanup.Scheduler{Store: reg, Publisher: pub, Policy: policy, Now: opts.Now}
 	registered, err := opts.Meter.Meter("github.com/snapsweep/snapsweep/ingest").Int64Counter("snapsweep.snapshots.registered",
@@ -227,7 +226,7 @@ func NewService(ctx context.Context, cfg *config.Config, opts ServiceOptions) (_
 	}
 	srv, err := handlers.New(handlers.Config{
 		Auth:   guard,
-		Events: proc, Cleanup: s.Engine, Sweeper: s.Sweeper, Rejects: reg, Projects: events.NewAllowlist(cfg.Projects),
+		Events: proc, Cleanup: s.Engine, Sweeper: s.Sweeper, Rejects: reg,
 		Logger: s.log, Now: opts.Now, Tracer: opts.Tracer, Meter: opts.Meter,
 		Ready: []handlers.Check{
 			{Name: "firestore", Run: reg.Ping},

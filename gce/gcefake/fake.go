@@ -55,6 +55,11 @@ type Snapshot struct {
 	Status       string // READY, or DELETING while a delete operation runs
 	CreationTime time.Time
 	SourceDisk   string
+	// ID is the server-assigned numeric id (Snapshot.id in the Compute API reference: "the
+	// unique identifier for the resource ... defined by the server"). Names are unique only
+	// while a snapshot exists; a snapshot created under a reused name gets a new id, which
+	// AddSnapshot models by assigning the next id on every call.
+	ID uint64
 }
 
 // Call is one request the fake answered.
@@ -497,14 +502,16 @@ func (f *Fake) settleLocked(now time.Time) {
 }
 
 // AddSnapshot creates a READY snapshot, or replaces an existing one, with the given labels
-// and the current time (of the Now clock) as creation time.
-func (f *Fake) AddSnapshot(project, name string, labels map[string]string) {
+// and the current time (of the Now clock) as creation time. Every call assigns a new id, as
+// Compute does for a snapshot created under a name that was used before; it returns the id.
+func (f *Fake) AddSnapshot(project, name string, labels map[string]string) uint64 {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.nextID++
 	f.snapshots[key{project, name}] = &snapshot{
 		id: f.nextID,
 		Snapshot: Snapshot{
+			ID:           f.nextID,
 			Project:      project,
 			Name:         name,
 			Labels:       maps.Clone(labels),
@@ -513,6 +520,7 @@ func (f *Fake) AddSnapshot(project, name string, labels map[string]string) {
 			SourceDisk:   fmt.Sprintf("https://www.googleapis.com/compute/v1/projects/%s/zones/us-central1-a/disks/disk-%s", project, name),
 		},
 	}
+	return f.nextID
 }
 
 // SetLabels replaces the labels of a snapshot; it reports false if there is no such

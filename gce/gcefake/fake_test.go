@@ -450,6 +450,10 @@ func TestSeedAndInspect(t *testing.T) {
 		Status:       "READY",
 		CreationTime: clk.Now(),
 		SourceDisk:   "https://www.googleapis.com/compute/v1/projects/proj-a/zones/us-central1-a/disks/disk-snap",
+		ID:           got.ID,
+	}
+	if got.ID == 0 {
+		t.Error("Snapshot has no id")
 	}
 	if diff := cmp.Diff(want, got); !ok || diff != "" {
 		t.Errorf("Snapshot (-want +got):\n%s", diff)

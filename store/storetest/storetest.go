@@ -273,14 +273,14 @@ func Run(t *testing.T, newStore func(t *testing.T) Store) {
 			t.Errorf("rejected, newest first, first record kept: %+v", rej)
 		}
 
-		if ok, err := s.IsProcessed(ctx, "ev/1"); err != nil || ok {
-			t.Errorf("IsProcessed before marking = %v, %v", ok, err)
+		if _, ok, err := s.Processed(ctx, "ev/1"); err != nil || ok {
+			t.Errorf("Processed before marking = %v, %v", ok, err)
 		}
-		if err := s.MarkProcessed(ctx, "ev/1", t0, t0.Add(time.Hour)); err != nil {
+		if err := s.MarkProcessed(ctx, "ev/1", "hash-1", t0, t0.Add(time.Hour)); err != nil {
 			t.Fatal(err)
 		}
-		if ok, err := s.IsProcessed(ctx, "ev/1"); err != nil || !ok {
-			t.Errorf("IsProcessed after marking = %v, %v", ok, err)
+		if h, ok, err := s.Processed(ctx, "ev/1"); err != nil || !ok || h != "hash-1" {
+			t.Errorf("Processed after marking = %q, %v, %v; want hash-1, true", h, ok, err)
 		}
 
 		if ok, err := s.AcquireLease(ctx, "sweep", "a", t0, time.Minute); err != nil || !ok {
