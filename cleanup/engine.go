@@ -133,8 +133,10 @@ type Engine struct {
 	// rate-limit answer (unix nanoseconds), so one instance stops hammering
 	// a quota that is already spent.
 	quotaUntil atomic.Int64
-	metrics    engineMetrics
-	tracer     trace.Tracer
+	// claims numbers this instance's claims (lease owners).
+	claims  atomic.Int64
+	metrics engineMetrics
+	tracer  trace.Tracer
 }
 
 // NewEngine returns an engine.
@@ -293,11 +295,14 @@ func (e *Engine) handle(ctx context.Context, m events.CleanupMessage) (Outcome, 
 // or says why not. A dry run checks the same rules and writes nothing.
 func (e *Engine) claim(ctx context.Context, key store.Key, m events.CleanupMessage, dry bool) (claim, error) {
 	at := e.now()
+	// Every claim is its own lease owner, so that two deliveries in one
+	// instance never mistake each other's lease for their own.
+	owner := fmt.Sprintf("%s/%d", e.cfg.Owner, e.claims.Add(1))
 	var c claim
 	var busy bool
 	_, err := update(ctx, e.cfg.Store, key, func(cur *store.Snapshot, t *store.Task) (*store.Snapshot, error) {
 		c, busy = claim{}, false
-		next, st, err := e.cfg.Policy.StartDeleteFor(cur, t, m, e.cfg.Owner, e.cfg.Lease, at)
+		next, st, err := e.cfg.Policy.StartDeleteFor(cur, t, m, owner, e.cfg.Lease, at)
 		switch {
 		case err != nil:
 			return nil, err
@@ -500,9 +505,9 @@ func (e *Engine) delete(ctx context.Context, c claim, dry bool) (Outcome, error)
 			return fmt.Errorf("last check before delete: %w", err)
 		}
 		if !res.OK {
-			o := Outcome{Result: ResultSkipped, State: rec.State, Why: "not deleted: " + res.Why}
+			o := Outcome{Result: ResultSkipped, State: res.State, Why: "not deleted: " + res.Why}
 			if res.Vanished {
-				o.Result, o.State = ResultAlreadyGone, store.Vanished
+				o.Result = ResultAlreadyGone
 			}
 			aborted = &o
 			return errAborted
@@ -524,6 +529,13 @@ func (e *Engine) delete(ctx context.Context, c claim, dry bool) (Outcome, error)
 	})
 	if aborted != nil {
 		aborted.Attempts = out.Attempts
+		if aborted.State == store.Deleting {
+			// The rules no longer allow the delete, but an earlier attempt
+			// may have gone out: give the lease up and ask for a
+			// redelivery, whose fresh read settles the record.
+			return *aborted, e.release(context.WithoutCancel(ctx), c,
+				fmt.Errorf("%s (a DELETE may have gone out; a redelivery reads it again): %w", aborted.Why, ErrRetryLater), false)
+		}
 		return *aborted, nil
 	}
 	if err == nil {
@@ -540,6 +552,14 @@ func (e *Engine) delete(ctx context.Context, c claim, dry bool) (Outcome, error)
 			// The operation finished with an error a retry may fix: the
 			// snapshot is still there, and a new attempt may delete it.
 			return out, e.release(ctx, c, fmt.Errorf("delete operation: %w: %w", ErrRetryLater, werr), true)
+		case werr != nil:
+			// Reading the operation failed: the delete stays accepted, and a
+			// redelivery (lease given up) confirms it soon, not the sweep.
+			if _, err := e.pending(ctx, c, opName, out.Attempts); err != nil {
+				return out, err
+			}
+			return Outcome{Result: ResultPending, State: store.Deleting, Attempts: out.Attempts},
+				fmt.Errorf("confirm delete of %s: %w: %w", rec.Key(), ErrRetryLater, werr)
 		}
 		return e.pending(ctx, c, opName, out.Attempts)
 	}

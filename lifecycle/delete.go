@@ -102,6 +102,8 @@ type ArmResult struct {
 	// gone (another snapshot holds the name).
 	Why      string
 	Vanished bool
+	// State is the record's state after the check.
+	State store.State
 }
 
 // ArmFor is the last check before a DELETE (rules 3, 6 and 7): the lease
@@ -113,8 +115,21 @@ type ArmResult struct {
 // snapshot in Compute is another one than the registered one, the record's
 // snapshot is gone and the record is closed.
 func (p Policy) ArmFor(cur *store.Snapshot, t *store.Task, l Lease, o Observed, lease time.Duration, now time.Time) (*store.Snapshot, ArmResult, error) {
-	if !l.Holds(cur) {
-		return nil, ArmResult{Why: "the claim no longer holds the record"}, nil
+	next, res, err := p.armFor(cur, t, l, o, lease, now)
+	switch {
+	case next != nil:
+		res.State = next.State
+	case cur != nil:
+		res.State = cur.State
+	}
+	return next, res, err
+}
+
+func (p Policy) armFor(cur *store.Snapshot, t *store.Task, l Lease, o Observed, lease time.Duration, now time.Time) (*store.Snapshot, ArmResult, error) {
+	if !l.Holds(cur) || !cur.LeaseUntil.After(now) {
+		// Another delivery may have taken the record over (or may at any
+		// moment): a claim whose lease ran out never sends a DELETE.
+		return nil, ArmResult{Why: "the claim no longer holds the record (lease taken over or expired)"}, nil
 	}
 	if why, other := p.OtherSnapshot(cur, o); other {
 		next, err := p.Vanished(cur, why, now)
@@ -122,8 +137,8 @@ func (p Policy) ArmFor(cur *store.Snapshot, t *store.Task, l Lease, o Observed, 
 	}
 	if d := p.Eligible(cur, t, now); !d.Eligible {
 		if armed(cur) && !o.Fresh {
-			// A DELETE may be in effect: nothing to undo; the sweep
-			// confirms what happened.
+			// A DELETE may be in effect: nothing to undo; a fresh read
+			// (a redelivery, or the sweep) settles what happened.
 			return nil, ArmResult{Why: d.Why}, nil
 		}
 		next, err := p.settleStale(cur, t, d.Why, now)
@@ -284,7 +299,7 @@ func (p Policy) HoldFor(cur *store.Snapshot, by, reason string, now time.Time) (
 		return nil, fmt.Errorf("%w: a DELETE of %s may already have been accepted by Compute (since %s); it cannot be held",
 			ErrRefused, cur.Key(), cur.DeleteSentAt.UTC().Format(time.RFC3339))
 	case !cur.State.Live():
-		return nil, fmt.Errorf("%w: %s is %s", ErrRefused, cur.Key(), cur.State)
+		return nil, fmt.Errorf("%w: %s is already %s (by %s)", ErrRefused, cur.Key(), cur.State, cur.DeletedBy)
 	}
 	next := clone(cur)
 	next.PrevState, next.State = cur.State, store.Held
@@ -317,8 +332,15 @@ func (p Policy) UnholdFor(cur *store.Snapshot, t *store.Task, now time.Time) (*s
 	}
 	next := clone(cur)
 	next.State = ReleaseTo(cur.PrevState)
-	if next.State == store.Active || next.State == store.Retained {
+	switch next.State {
+	case store.Active:
+		// The rules decide again (the task may have failed meanwhile).
 		next.State, next.ExpiresAt = p.Settled(next, t)
+	case store.Retained:
+		// Never back to a shorter life than it had.
+		if _, exp := p.Settled(next, t); exp.After(next.ExpiresAt) {
+			next.ExpiresAt = exp
+		}
 	}
 	next.PrevState, next.HeldBy, next.HoldReason = "", "", ""
 	next.CleanupReason, next.CleanupRequestedAt = "", time.Time{}

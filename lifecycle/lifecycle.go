@@ -370,6 +370,8 @@ func (p Policy) ClaimFor(cur *store.Snapshot, t *store.Task, reason events.Clean
 		if reason != events.ReasonManual {
 			return nil, Claimed{Skipped: "state failed"}, nil
 		}
+	case store.Held:
+		return nil, Claimed{Skipped: fmt.Sprintf("held by %s: %s", cur.HeldBy, cur.HoldReason)}, nil
 	default:
 		return nil, Claimed{Skipped: "state " + string(cur.State)}, nil
 	}

@@ -107,16 +107,14 @@ func failedAt(t *store.Task) time.Time {
 
 // RetainedUntil is when the failed-task retention of s ends, or zero when
 // no failure protects it. A failure protects the snapshots taken before it
-// (up to MaxClockSkew after it), whatever happened to the task later — a
-// retry never shortens their retention — until the task succeeds after it.
-// The retention counts from the later of the failure's time and when
-// snapsweep saw it; a per-snapshot retention longer than the failed-task
-// retention extends it. It never shrinks: the record keeps the longest
-// retention it was ever given.
+// (up to MaxClockSkew after it), whatever happened to the task later: a
+// retry never shortens their retention, not even a retry that succeeds —
+// they are the failed attempt's rollback path, and keeping them costs
+// cents. The retention counts from the later of the failure's time and
+// when snapsweep saw it; a per-snapshot retention longer than the
+// failed-task retention extends it. It never shrinks: the record keeps the
+// longest retention it was ever given.
 func (p Policy) RetainedUntil(s *store.Snapshot, t *store.Task) time.Time {
-	if t != nil && t.State == store.TaskSucceeded {
-		return time.Time{}
-	}
 	until := s.RetainUntil
 	if f := failedAt(t); !f.IsZero() && !s.CreatedAt.After(f.Add(p.skew())) {
 		from := f
@@ -142,8 +140,9 @@ func (p Policy) skew() time.Duration {
 }
 
 // Settled returns the state and expiry a live, unclaimed snapshot should
-// have given its task: retained while a failure protects it, else active.
-// A succeeded task's snapshot is active here; scheduling claims it.
+// have given its task: retained while a failure protects it (or protected
+// it), else active. A succeeded task's snapshot is active here; scheduling
+// claims it.
 func (p Policy) Settled(s *store.Snapshot, t *store.Task) (store.State, time.Time) {
 	if until := p.RetainedUntil(s, t); !until.IsZero() {
 		return store.Retained, until
@@ -177,14 +176,14 @@ func (p Policy) Eligible(s *store.Snapshot, t *store.Task, now time.Time) Decisi
 	case s.State == store.Refused:
 		return Decision{Why: "refused: ownership check failed"}
 	}
-	if t != nil && t.State == store.TaskSucceeded {
-		return Decision{Eligible: true, Why: "task succeeded"}
-	}
 	if until := p.RetainedUntil(s, t); !until.IsZero() {
 		if now.Before(until) {
 			return Decision{Why: "task failed; retained until " + until.UTC().Format(time.RFC3339)}
 		}
 		return Decision{Eligible: true, Why: "failed-task retention ended"}
+	}
+	if t != nil && t.State == store.TaskSucceeded {
+		return Decision{Eligible: true, Why: "task succeeded"}
 	}
 	until := p.ActiveExpiry(s)
 	if now.Before(until) {

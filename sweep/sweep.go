@@ -176,6 +176,8 @@ type Report struct {
 	// listed is the orphan step's listing (project → name → Compute id),
 	// for the reconcile step of the same run.
 	listed map[string]map[string]string
+	// reserved is the part of the cap kept for re-drives until they run.
+	reserved int
 }
 
 // Found counts one kind of work.
@@ -279,6 +281,9 @@ func (s *Sweeper) Run(ctx context.Context, dryRun bool, runID string) (*Report, 
 	}
 
 	rep.StepsMs = map[string]int64{}
+	// Re-drives of stuck work run after expiry and threshold cleanup, with
+	// a share of the cap kept for them: neither can starve the other.
+	rep.reserved = rep.redriveShare()
 	wall := time.Now() // durations are wall time, whatever clock the policy uses
 	s.health(ctx, rep)
 	rep.StepsMs["health"] = time.Since(wall).Milliseconds()
@@ -286,9 +291,9 @@ func (s *Sweeper) Run(ctx context.Context, dryRun bool, runID string) (*Report, 
 		name string
 		run  func(context.Context, *Report) error
 	}{
-		{"stuck", s.stuck},
 		{"expired", s.expired},
 		{"threshold", s.threshold},
+		{"stuck", s.stuck},
 		{"orphans", s.orphans},
 		{"reconcile", s.reconcile},
 		{"sessions", s.sessions},
@@ -319,8 +324,9 @@ func sanitize(s string) string {
 
 func (s *Sweeper) now() time.Time { return s.cfg.Now().UTC().Truncate(time.Microsecond) }
 
-// remaining is how many cleanup messages the cap still allows.
-func (r *Report) remaining() int { return max(r.Cap-r.Used, 0) }
+// remaining is how many cleanup messages the cap still allows (less the
+// part kept for the re-drives that have not run yet).
+func (r *Report) remaining() int { return max(r.Cap-r.Used-r.reserved, 0) }
 
 // schedule claims and publishes snaps, splitting orphans (which have no
 // task) off under their own reason, and counts against the cap.
@@ -453,9 +459,10 @@ func (s *Sweeper) threshold(ctx context.Context, rep *Report) error {
 	return nil
 }
 
-// redriveShare is the part of the cap that re-drives of stuck work may use:
-// records that can never finish must not starve expiry and threshold
-// cleanup, which run after them.
+// redriveShare is the part of the cap kept for re-drives of stuck work:
+// they get at least this much and whatever expiry and threshold cleanup
+// left, and those get the rest, so records that can never finish cannot
+// starve them (nor the other way round).
 func (r *Report) redriveShare() int { return max(r.Cap/5, 1) }
 
 // stuck re-drives cleanup_pending and deleting records older than the
@@ -465,7 +472,8 @@ func (r *Report) redriveShare() int { return max(r.Cap/5, 1) }
 func (s *Sweeper) stuck(ctx context.Context, rep *Report) error {
 	now := s.now()
 	before := now.Add(-s.cfg.StuckAfter)
-	share := min(rep.redriveShare(), rep.remaining())
+	rep.reserved = 0
+	share := rep.remaining()
 	pending, _, err := s.page(ctx, rep, store.Query{States: []store.State{store.CleanupPending}, UpdatedBefore: before}, share)
 	if err != nil {
 		return err
@@ -514,6 +522,24 @@ func (s *Sweeper) stuck(ctx context.Context, rep *Report) error {
 // publishes a fresh cleanup message so that a handler takes the expired
 // lease over (with the same request id if a DELETE may have gone out).
 func (s *Sweeper) redriveDeleting(ctx context.Context, rep *Report, rec store.Snapshot, now time.Time) (bool, error) {
+	if !s.cfg.Policy.Allowed(rec.Project) {
+		// Rule 1: no Compute call for a project outside the allowlist;
+		// the record is failed for an operator (unless a DELETE may have
+		// gone out, which only Compute can tell: left as is).
+		failed := false
+		_, err := s.cfg.Store.UpdateSnapshot(ctx, rec.Key(), store.TaskKey{}, func(cur *store.Snapshot, _ *store.Task) (*store.Snapshot, error) {
+			if cur == nil || cur.State != store.Deleting {
+				return nil, nil
+			}
+			next, err := s.cfg.Policy.GiveUp(cur, fmt.Sprintf("project %q is not in SNAPSWEEP_PROJECTS", cur.Project), "not_allowed", now)
+			failed = next != nil
+			return next, err
+		})
+		if failed {
+			rep.Stuck.Failed++
+		}
+		return false, err
+	}
 	snap, err := s.cfg.Compute.Get(ctx, rec.Project, rec.Name)
 	seen := lifecycle.Observed{ComputeID: snap.ID, CreationTime: snap.CreationTime}
 	var publish, closed, confirmed, failed bool

@@ -369,7 +369,8 @@ func TestCLICleanupNeedsYes(t *testing.T) {
 }
 
 // TestCLIHoldRelease: hold is safe and immediate; release needs --yes and
-// restores the previous state; deleting or deleted records cannot be held.
+// restores the previous state; a record whose DELETE may have gone out, or
+// a deleted one, cannot be held.
 func TestCLIHoldRelease(t *testing.T) {
 	t.Parallel()
 	e := newCLIEnv(t)
@@ -377,7 +378,11 @@ func TestCLIHoldRelease(t *testing.T) {
 	e.put(t,
 		store.Snapshot{Name: "keep-1", SessionID: "s1", TaskID: "t1", State: store.Retained, CreatedAt: now},
 		store.Snapshot{Name: "pend-1", SessionID: "s1", TaskID: "t1", State: store.CleanupPending, CleanupReason: "task-completed", CreatedAt: now},
-		store.Snapshot{Name: "del-1", SessionID: "s1", TaskID: "t1", State: store.Deleting, CreatedAt: now},
+		// A DELETE may have gone out (armed): it cannot be held.
+		store.Snapshot{Name: "del-1", SessionID: "s1", TaskID: "t1", State: store.Deleting, DeleteSentAt: now, CreatedAt: now},
+		// Claimed, but no DELETE sent yet: the hold wins, the engine's last
+		// check before the DELETE sees it.
+		store.Snapshot{Name: "del-2", SessionID: "s1", TaskID: "t1", State: store.Deleting, LeaseOwner: "x", CreatedAt: now},
 		store.Snapshot{Name: "gone-1", SessionID: "s1", TaskID: "t1", State: store.Deleted, DeletedBy: "snapsweep", CreatedAt: now},
 	)
 	r := e.run(t, "hold", e.key("keep-1"), "--reason", "INC-1: forensics")
@@ -410,7 +415,11 @@ func TestCLIHoldRelease(t *testing.T) {
 		t.Errorf("released cleanup_pending record: state %s, want active", s.State)
 	}
 
-	for name, why := range map[string]string{"del-1": "being deleted", "gone-1": "already deleted", "nope-1": "no such snapshot"} {
+	wantCode(t, "hold of a claimed, unsent delete", e.run(t, "hold", e.key("del-2"), "--reason", "stop it"), 0)
+	if s := e.get(t, "del-2"); s.State != store.Held || s.LeaseOwner != "" {
+		t.Errorf("after holding a claimed record: %+v", s)
+	}
+	for name, why := range map[string]string{"del-1": "may already have been accepted", "gone-1": "already deleted", "nope-1": "no such snapshot"} {
 		r := e.run(t, "hold", e.key(name), "--reason", "x")
 		wantCode(t, "hold "+name, r, 1)
 		if !strings.Contains(r.err.Error(), why) {

@@ -247,6 +247,10 @@ func runDemo(ctx context.Context, opts demoOptions) (_ *demoResult, err error) {
 		"SNAPSWEEP_DELETE_RATE":        fmt.Sprint(f.DeleteRate),
 		"SNAPSWEEP_DELETE_CONCURRENCY": fmt.Sprint(f.DeleteConcurrency),
 		"SNAPSWEEP_TELEMETRY":          "none",
+		// The demo lasts seconds: its orphan is adopted after a grace of
+		// one second instead of the default hour (in production the grace
+		// gives a late snapshot.created time to arrive first).
+		"SNAPSWEEP_ORPHAN_GRACE": "1s",
 	}))
 	if err != nil {
 		return nil, err

@@ -341,7 +341,7 @@ func (d *demoRun) printReport(r *demoReport) error {
 		fmt.Fprintf(tw, "  failed\t%d\tpermanent delete errors\n", r.Kept.Failed)
 	}
 	for _, o := range r.Kept.Orphans {
-		fmt.Fprintf(tw, "  orphan\t1\t%s: labelled but never reported; adopted by the sweep, cleaned when it expires\n", o)
+		fmt.Fprintf(tw, "  orphan\t1\t%s: labelled but never reported, of a known session; adopted by the sweep after the grace period, cleaned when it expires\n", o)
 	}
 	var rej []string
 	total := 0

@@ -86,6 +86,47 @@ func Run(t *testing.T, newStore func(t *testing.T) Store) {
 		}
 	})
 
+	t.Run("GenerationsArchiveTheReplacedRecord", func(t *testing.T) {
+		t.Parallel()
+		ctx := context.Background()
+		s := newStore(t)
+		key := store.Key{Project: "proj-a", Name: "reused"}
+		first := snap("proj-a", "reused", "s1", "t1", store.Deleted, t0)
+		first.Generation, first.ComputeID = 1, "11"
+		if _, err := s.UpdateSnapshot(ctx, key, store.TaskKey{}, func(*store.Snapshot, *store.Task) (*store.Snapshot, error) { return first, nil }); err != nil {
+			t.Fatal(err)
+		}
+		_, err := s.UpdateSnapshot(ctx, key, store.TaskKey{}, func(cur *store.Snapshot, _ *store.Task) (*store.Snapshot, error) {
+			second := snap("proj-a", "reused", "s1", "t2", store.Active, t0.Add(time.Hour))
+			second.Generation, second.ComputeID, second.CreatedAt = 2, "12", t0.Add(time.Hour)
+			old := *cur
+			second.Replaced = &old
+			return second, nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cur, err := s.GetSnapshot(ctx, key)
+		if err != nil || cur.Generation != 2 || cur.TaskID != "t2" || cur.Archived {
+			t.Fatalf("current generation = %+v, %v; want generation 2 of t2", cur, err)
+		}
+		var all []store.Snapshot
+		q := store.Query{SessionID: "s1", OrderByCreated: true, Limit: 1}
+		for {
+			page, err := s.ListSnapshots(ctx, q)
+			if err != nil {
+				t.Fatal(err)
+			}
+			all = append(all, page.Snapshots...)
+			if page.Next == "" {
+				break
+			}
+			q.After = page.Next
+		}
+		if len(all) != 2 || !all[0].Archived || all[0].Generation != 1 || all[0].ComputeID != "11" || all[1].Archived {
+			t.Errorf("generations listed one a page = %+v; want the archived first and the current second", all)
+		}
+	})
 	t.Run("ConcurrentUpdatesLoseNothing", func(t *testing.T) {
 		t.Parallel()
 		ctx := context.Background()

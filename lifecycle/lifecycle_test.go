@@ -1,0 +1,185 @@
+package lifecycle_test
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/snapsweep/snapsweep/events"
+	"github.com/snapsweep/snapsweep/lifecycle"
+	"github.com/snapsweep/snapsweep/store"
+)
+
+var t0 = time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)
+
+func policy() lifecycle.Policy {
+	return lifecycle.Policy{TTL: 72 * time.Hour, FailedRetention: 168 * time.Hour,
+		Projects: events.NewAllowlist([]string{"p"})}.WithDefaults()
+}
+
+func rec(st store.State) *store.Snapshot {
+	return &store.Snapshot{Project: "p", Name: "s", SessionID: "s1", TaskID: "t1", State: st,
+		CreatedAt: t0, RegisteredAt: t0, ExpiresAt: t0.Add(72 * time.Hour), Generation: 1}
+}
+
+func TestEligibleRules(t *testing.T) {
+	t.Parallel()
+	p := policy()
+	failed := &store.Task{State: store.TaskFailed, StateTime: t0.Add(time.Hour), FailedAt: t0.Add(time.Hour), FailureSeenAt: t0.Add(time.Hour)}
+	retried := &store.Task{State: store.TaskRunning, StateTime: t0.Add(2 * time.Hour), FailedAt: t0.Add(time.Hour), FailureSeenAt: t0.Add(time.Hour)}
+	succeededAfter := &store.Task{State: store.TaskSucceeded, StateTime: t0.Add(3 * time.Hour), FailedAt: t0.Add(time.Hour)}
+	running := &store.Task{State: store.TaskRunning, StateTime: t0}
+	lateFailure := &store.Task{State: store.TaskFailed, StateTime: t0, FailedAt: t0, FailureSeenAt: t0.Add(50 * time.Hour)}
+	other := rec(store.Active)
+	other.Project = "not-allowed"
+	old := rec(store.Active)
+	old.CreatedAt = time.Date(1970, 1, 1, 0, 0, 0, 0, time.UTC) // a bogus event time
+	afterRetry := rec(store.Active)
+	afterRetry.CreatedAt, afterRetry.RegisteredAt = t0.Add(3*time.Hour), t0.Add(3*time.Hour)
+	cases := []struct {
+		name string
+		s    *store.Snapshot
+		t    *store.Task
+		at   time.Duration
+		want bool
+	}{
+		{"running task, before its TTL", rec(store.Active), running, 71 * time.Hour, false},
+		{"running task, after its TTL", rec(store.Active), running, 73 * time.Hour, true},
+		{"failed task, inside the retention", rec(store.Retained), failed, 168 * time.Hour, false},
+		{"failed task, after the retention", rec(store.Retained), failed, 170 * time.Hour, true},
+		{"a retry does not shorten the failed retention", rec(store.Active), retried, 100 * time.Hour, false},
+		{"the retry's own snapshots follow the running TTL", afterRetry, retried, 76 * time.Hour, true},
+		{"a later success does not end the failed attempt's retention", rec(store.Retained), succeededAfter, 4 * time.Hour, false},
+		{"the succeeded retry's own snapshots go at once", afterRetry, succeededAfter, 4 * time.Hour, true},
+		{"retention counts from when the failure was seen", rec(store.Retained), lateFailure, 200 * time.Hour, false},
+		{"outside the allowlist, never", other, succeededAfter, 1000 * time.Hour, false},
+		{"held, never", rec(store.Held), succeededAfter, 1000 * time.Hour, false},
+		{"a 1970 event time does not expire on arrival", old, running, time.Hour, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			if d := p.Eligible(tc.s, tc.t, t0.Add(tc.at)); d.Eligible != tc.want {
+				t.Errorf("Eligible = %v (%s), want %v", d.Eligible, d.Why, tc.want)
+			}
+		})
+	}
+}
+
+func TestRegisterReport(t *testing.T) {
+	t.Parallel()
+	p := policy()
+	now := t0.Add(time.Minute)
+	report := lifecycle.Report{SessionID: "s1", TaskID: "t1", CreatedAt: t0, ComputeID: "11"}
+	deleted := rec(store.Deleted)
+	deleted.ComputeID = "11"
+	adopted := rec(store.Active)
+	adopted.TaskID, adopted.Orphan, adopted.ComputeID = "", true, "11"
+	liveOther := rec(store.Active)
+	liveOther.TaskID, liveOther.CreatedAt = "t0", t0.Add(-time.Hour)
+	cases := []struct {
+		name     string
+		cur      *store.Snapshot
+		r        lifecycle.Report
+		wantGen  int
+		wantTask string
+		wantNil  bool
+	}{
+		{"new name", nil, report, 1, "t1", false},
+		{"the same report again", func() *store.Snapshot { s := rec(store.Active); s.ComputeID = "11"; return s }(), report, 0, "", true},
+		{"a reused name (other Compute id) after deletion", deleted, lifecycle.Report{SessionID: "s1", TaskID: "t2", CreatedAt: t0.Add(time.Hour), ComputeID: "12"}, 2, "t2", false},
+		{"a reused name without ids, newer report of another task", deleted, lifecycle.Report{SessionID: "s1", TaskID: "t2", CreatedAt: t0.Add(time.Hour)}, 2, "t2", false},
+		{"a late report takes an adopted record over", adopted, report, 1, "t1", false},
+		{"a newer report of a live record of another task: the first is gone", liveOther, report, 2, "t1", false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			next, _, err := p.RegisterReport(tc.cur, nil, tc.r, now)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tc.wantNil {
+				if next != nil {
+					t.Errorf("RegisterReport changed the record: %+v", next)
+				}
+				return
+			}
+			if next == nil || next.Generation != tc.wantGen || next.TaskID != tc.wantTask || next.Orphan {
+				t.Fatalf("RegisterReport = %+v, want generation %d of task %s", next, tc.wantGen, tc.wantTask)
+			}
+			if tc.wantGen > 1 && (next.Replaced == nil || !next.Replaced.Archived || next.Replaced.State.Live()) {
+				t.Errorf("the old generation is not archived closed: %+v", next.Replaced)
+			}
+		})
+	}
+}
+
+func TestNothingPretendsAnArmedDeleteDidNotHappen(t *testing.T) {
+	t.Parallel()
+	p := policy()
+	now := t0.Add(time.Hour)
+	l := lifecycle.Lease{Owner: "me", Attempt: 1}
+	claimed := rec(store.Deleting)
+	claimed.Attempt, claimed.LeaseOwner, claimed.LeaseUntil = 1, "me", now.Add(time.Minute)
+	succeeded := &store.Task{State: store.TaskSucceeded, StateTime: t0}
+	armed, res, err := p.ArmFor(claimed, succeeded, l, lifecycle.Observed{ComputeID: "11", Fresh: true}, time.Minute, now)
+	if err != nil || !res.OK || armed.ComputeID != "11" || armed.DeleteSentAt.IsZero() {
+		t.Fatalf("ArmFor = %+v, %+v, %v", armed, res, err)
+	}
+	if _, err := p.HoldFor(armed, "op", "why", now); !errors.Is(err, lifecycle.ErrRefused) {
+		t.Errorf("hold of an armed record: %v, want refused", err)
+	}
+	rel, err := p.ReleaseFor(armed, l, "503", "transient", false, now)
+	if err != nil || rel.State != store.Deleting || rel.DeleteSentAt.IsZero() || rel.LeaseOwner != "" {
+		t.Errorf("release of an armed record = %+v, %v; want deleting, still armed, lease given up", rel, err)
+	}
+	if next, _ := p.SettleStale(armed, &store.Task{State: store.TaskFailed, StateTime: now, FailedAt: now}, "task failed", now); next != nil {
+		t.Errorf("an armed record was settled back: %+v", next)
+	}
+	// The task failed while the claim waited: the last check stops the DELETE.
+	failedNow := &store.Task{State: store.TaskFailed, StateTime: now, FailedAt: now, FailureSeenAt: now}
+	next, res, err := p.ArmFor(claimed, failedNow, l, lifecycle.Observed{ComputeID: "11", Fresh: true}, time.Minute, now)
+	if err != nil || res.OK || next == nil || next.State != store.Retained {
+		t.Errorf("ArmFor after a failure = %+v, %+v, %v; want not OK, retained", next, res, err)
+	}
+	// Another snapshot holds the name: the record's snapshot is gone.
+	bound := *claimed
+	bound.ComputeID = "10"
+	next, res, err = p.ArmFor(&bound, succeeded, l, lifecycle.Observed{ComputeID: "11", Fresh: true}, time.Minute, now)
+	if err != nil || res.OK || !res.Vanished || next.State != store.Vanished {
+		t.Errorf("ArmFor on a reused name = %+v, %+v, %v; want vanished", next, res, err)
+	}
+}
+
+func TestRedrivesEndInFailed(t *testing.T) {
+	t.Parallel()
+	p := policy()
+	cur := rec(store.CleanupPending)
+	task := &store.Task{State: store.TaskSucceeded, StateTime: t0}
+	for i := range p.MaxRedrives {
+		next, c, err := p.ClaimFor(cur, task, events.ReasonExpired, true, t0.Add(time.Duration(i)*time.Hour))
+		if err != nil || !c.Publish {
+			t.Fatalf("re-drive %d: %+v, %v", i+1, c, err)
+		}
+		cur = next
+	}
+	next, c, err := p.ClaimFor(cur, task, events.ReasonExpired, true, t0.Add(10*time.Hour))
+	if err != nil || c.Publish || next == nil || next.State != store.Failed {
+		t.Errorf("re-drive %d = %+v, %+v, %v; want failed", p.MaxRedrives+1, next, c, err)
+	}
+}
+
+func TestIllegalTransitionsAreRefused(t *testing.T) {
+	t.Parallel()
+	p := policy()
+	if _, err := p.UnholdFor(rec(store.Deleted), nil, t0); !errors.Is(err, lifecycle.ErrRefused) {
+		t.Errorf("unhold of a deleted record: %v", err)
+	}
+	if _, err := p.HoldFor(rec(store.Vanished), "op", "why", t0); !errors.Is(err, lifecycle.ErrRefused) {
+		t.Errorf("hold of a vanished record: %v", err)
+	}
+	if next, err := p.ConfirmFor(rec(store.Held), "snapsweep", t0); next != nil || err != nil {
+		t.Errorf("confirm of a held record = %+v, %v; want no change", next, err)
+	}
+}
