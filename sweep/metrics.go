@@ -25,7 +25,7 @@ func newSweepMetrics(mp metric.MeterProvider) sweepMetrics {
 	sm.duration, _ = m.Float64Histogram("snapsweep.sweep.duration", metric.WithUnit("s"),
 		metric.WithDescription("Duration of a sweep run."))
 	sm.actions, _ = m.Int64Counter("snapsweep.sweep.actions", metric.WithUnit("{snapshot}"),
-		metric.WithDescription("What sweeps did, by action: expired, threshold, redriven, confirmed_deleted, orphan_found, orphan_adopted, deferred."))
+		metric.WithDescription("What sweeps did, by action: expired, threshold, redriven, confirmed_deleted, orphan_found, orphan_adopted, orphan_in_grace, orphan_unknown_session, stuck_failed, stuck_closed, reconciled, vanished, deferred."))
 	sm.live, _ = m.Int64Gauge("snapsweep.snapshots.live", metric.WithUnit("{snapshot}"),
 		metric.WithDescription("Live snapshots in the registry (counted by the sweep)."))
 	sm.health, _ = m.Int64Gauge("snapsweep.health.status", metric.WithUnit("1"),
@@ -49,6 +49,9 @@ func (sm sweepMetrics) record(ctx context.Context, rep *Report) {
 		"expired": rep.Expired.Scheduled, "threshold": rep.Threshold.Scheduled, "redriven": rep.Stuck.Redriven,
 		"confirmed_deleted": rep.Stuck.ConfirmedDeleted, "orphan_found": rep.Orphans.Found,
 		"orphan_adopted": rep.Orphans.Adopted, "deferred": rep.Deferred,
+		"orphan_unknown_session": rep.Orphans.UnknownSession, "orphan_in_grace": rep.Orphans.InGrace,
+		"stuck_failed": rep.Stuck.Failed, "stuck_closed": rep.Stuck.Closed,
+		"vanished": rep.Reconcile.Vanished + rep.Orphans.Vanished, "reconciled": rep.Reconcile.Checked,
 	} {
 		if n > 0 {
 			sm.actions.Add(ctx, int64(n), metric.WithAttributes(attribute.String("action", action)))

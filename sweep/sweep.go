@@ -176,8 +176,10 @@ type Report struct {
 	// listed is the orphan step's listing (project → name → Compute id),
 	// for the reconcile step of the same run.
 	listed map[string]map[string]string
-	// reserved is the part of the cap kept for re-drives until they run.
-	reserved int
+	// reserved is the part of the cap kept for re-drives until they run;
+	// stuckPending and stuckDeleting are the stuck records found first.
+	reserved                    int
+	stuckPending, stuckDeleting []store.Snapshot
 }
 
 // Found counts one kind of work.
@@ -282,8 +284,13 @@ func (s *Sweeper) Run(ctx context.Context, dryRun bool, runID string) (*Report, 
 
 	rep.StepsMs = map[string]int64{}
 	// Re-drives of stuck work run after expiry and threshold cleanup, with
-	// a share of the cap kept for them: neither can starve the other.
-	rep.reserved = rep.redriveShare()
+	// a share of the cap kept for them when there is stuck work: neither
+	// can starve the other.
+	if err := s.findStuck(ctx, rep); err != nil {
+		rep.Errors = append(rep.Errors, "stuck: "+err.Error())
+		rep.Status = worse(rep.Status, Degraded)
+	}
+	rep.reserved = min(rep.redriveShare(), len(rep.stuckPending)+len(rep.stuckDeleting))
 	wall := time.Now() // durations are wall time, whatever clock the policy uses
 	s.health(ctx, rep)
 	rep.StepsMs["health"] = time.Since(wall).Milliseconds()
@@ -471,19 +478,13 @@ func (r *Report) redriveShare() int { return max(r.Cap/5, 1) }
 // snapshot. A record re-driven too often without progress is failed.
 func (s *Sweeper) stuck(ctx context.Context, rep *Report) error {
 	now := s.now()
-	before := now.Add(-s.cfg.StuckAfter)
 	rep.reserved = 0
 	share := rep.remaining()
-	pending, _, err := s.page(ctx, rep, store.Query{States: []store.State{store.CleanupPending}, UpdatedBefore: before}, share)
-	if err != nil {
-		return err
+	pending, deleting := rep.stuckPending, rep.stuckDeleting
+	if len(pending) > share {
+		rep.Deferred += len(pending) - share
+		pending = pending[:share]
 	}
-	rep.Stuck.Pending = len(pending)
-	deleting, _, err := s.page(ctx, rep, store.Query{States: []store.State{store.Deleting}, UpdatedBefore: before}, share)
-	if err != nil {
-		return err
-	}
-	rep.Stuck.Deleting = len(deleting)
 	if rep.DryRun {
 		return nil
 	}
@@ -516,6 +517,21 @@ func (s *Sweeper) stuck(ctx context.Context, rep *Report) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// findStuck reads the cleanup_pending and deleting records older than the
+// lease, oldest first, up to the cap each.
+func (s *Sweeper) findStuck(ctx context.Context, rep *Report) error {
+	before := s.now().Add(-s.cfg.StuckAfter)
+	var err error
+	rep.stuckPending, _, err = s.page(ctx, rep, store.Query{States: []store.State{store.CleanupPending}, UpdatedBefore: before}, rep.Cap)
+	if err != nil {
+		return err
+	}
+	rep.Stuck.Pending = len(rep.stuckPending)
+	rep.stuckDeleting, _, err = s.page(ctx, rep, store.Query{States: []store.State{store.Deleting}, UpdatedBefore: before}, rep.Cap)
+	rep.Stuck.Deleting = len(rep.stuckDeleting)
+	return err
 }
 
 // redriveDeleting confirms a stuck delete by reading the snapshot, or

@@ -39,6 +39,21 @@ locals {
       query   = "max(snapsweep_compute_breaker_state) >= 2"
       text    = "Consecutive transient Compute errors opened the breaker; cleanups are answered 503 and retried."
     }
+    vanished-snapshots = {
+      display = "snapsweep: registered snapshots vanished from Compute"
+      query   = "max(snapsweep_health_status{check=\"vanished-snapshots\"}) >= 1"
+      text    = "Snapshots snapsweep was keeping (held, retained, active) are gone from Compute, or their names now hold other snapshots. snapsweep did not delete them."
+    }
+    stuck-failed = {
+      display = "snapsweep: cleanups failed after re-drives without progress"
+      query   = "sum(increase(snapsweep_sweep_actions_total{action=\"stuck_failed\"}[1h])) > 0"
+      text    = "The sweep re-drove cleanups SNAPSWEEP_MAX_REDRIVES times without progress (or their project left the allowlist) and failed them for an operator."
+    }
+    unknown-session-orphans = {
+      display = "snapsweep: labelled snapshots of unknown sessions"
+      query   = "max(snapsweep_health_status{check=\"orphans-unknown-session\"}) >= 1"
+      text    = "Snapshots carry the session label but name sessions this registry never knew. snapsweep never adopts or deletes them."
+    }
     quota = {
       display = "snapsweep: Compute quota exhausted"
       query   = "sum(rate(snapsweep_compute_errors_total{class=\"rate_limited\"}[10m])) > 0.1"

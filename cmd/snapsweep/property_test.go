@@ -35,11 +35,14 @@ func (g genEvent) data(project string) []byte {
 }
 
 // genStream builds a realistic stream: sessions of tasks that run, take
-// snapshots and then succeed, fail, fail and succeed on retry, or keep
-// running; some snapshots are deleted by the job itself.
+// snapshots and then succeed, fail, fail and succeed on a retry (with
+// snapshots of its own), or keep running; some snapshots are deleted by the
+// job itself.
 func genStream(r *rand.Rand) (stream []genEvent, succeeded map[string]bool) {
 	succeeded = map[string]bool{} // snapshot name -> its task succeeded
-	at := time.Now().UTC().Add(-time.Hour).Truncate(time.Second)
+	// Far enough back that the retries' 20-minute gaps never stamp an
+	// event in the future.
+	at := time.Now().UTC().Add(-6 * time.Hour).Truncate(time.Second)
 	n := 0
 	next := func(session, task string, typ events.Type, snap string) {
 		n++
@@ -69,7 +72,14 @@ func genStream(r *rand.Rand) (stream []genEvent, succeeded map[string]bool) {
 				next(session, task, events.TaskFailed, "")
 				continue
 			case 2:
+				// Fails, then succeeds on a retry a while later: the failed
+				// attempt's snapshots keep the failed retention (a retry
+				// never shortens it), the retry's own snapshots are cleaned.
 				next(session, task, events.TaskFailed, "")
+				at = at.Add(20 * time.Minute) // beyond SNAPSWEEP_MAX_CLOCK_SKEW
+				next(session, task, events.TaskStarted, "")
+				snaps = []string{fmt.Sprintf("snap-%d-%d-retry", s, t)}
+				next(session, task, events.SnapshotCreated, snaps[0])
 				next(session, task, events.TaskCompleted, "")
 			case 3:
 				continue // still running
