@@ -277,6 +277,32 @@ type Found struct {
 	SourceDisk   string
 }
 
+// Adoption says whether the sweep adopts a labelled, unreported snapshot
+// (rule 8), and why (not): only for a session the registry knows, and only
+// once it is older than the grace period, so that a late snapshot.created
+// can arrive first. Snapshots of unknown sessions are only reported.
+type Adoption struct {
+	Adopt bool
+	// Unknown is set for a session the registry never knew; InGrace for
+	// one too young (or of unknown age) to adopt yet.
+	Unknown, InGrace bool
+	Why              string
+}
+
+// AdoptionFor decides about one unreported labelled snapshot.
+func (p Policy) AdoptionFor(session string, known bool, created, now time.Time) Adoption {
+	p = p.WithDefaults()
+	switch {
+	case !known || !events.ValidSessionID(session):
+		return Adoption{Unknown: true, Why: fmt.Sprintf("session %q is unknown to this registry: reported, never adopted or deleted", session)}
+	case created.IsZero():
+		return Adoption{InGrace: true, Why: "creation time unknown: not adopted"}
+	case now.Sub(created) < p.OrphanGrace:
+		return Adoption{InGrace: true, Why: "in the grace period until " + created.Add(p.OrphanGrace).UTC().Format(time.RFC3339) + " (its report may still arrive)"}
+	}
+	return Adoption{Adopt: true, Why: fmt.Sprintf("adopted by the next sweep; expires %s after adoption", p.OrphanTTL)}
+}
+
 // Adopt registers a labelled, unreported snapshot of a known session. It
 // expires no sooner than OrphanTTL after the adoption. A closed record of
 // the name (another, older snapshot) is archived as a generation.

@@ -648,7 +648,7 @@ func (s *Sweeper) orphans(ctx context.Context, rep *Report) error {
 	now := s.now()
 	known := map[string]bool{}
 	isKnown := func(id string) (bool, error) {
-		if k, ok := known[id]; ok {
+		if k, ok := known[id]; ok || !events.ValidSessionID(id) {
 			return k, nil
 		}
 		_, err := s.cfg.Store.GetSession(ctx, id)
@@ -685,14 +685,14 @@ func (s *Sweeper) orphans(ctx context.Context, rep *Report) error {
 			if err != nil {
 				return err
 			}
-			if !ok || !events.ValidSessionID(session) {
+			switch a := s.cfg.Policy.AdoptionFor(session, ok, sn.CreationTime, now); {
+			case a.Unknown:
 				rep.Orphans.UnknownSession++
 				if len(rep.Orphans.UnknownSessionNames) < 20 {
 					rep.Orphans.UnknownSessionNames = append(rep.Orphans.UnknownSessionNames, project+"/"+sn.Name+" (session "+session+")")
 				}
 				return nil
-			}
-			if sn.CreationTime.IsZero() || now.Sub(sn.CreationTime) < s.cfg.Policy.OrphanGrace {
+			case a.InGrace:
 				rep.Orphans.InGrace++
 				return nil
 			}

@@ -590,7 +590,11 @@ func TestCLIOrphansIsReadOnly(t *testing.T) {
 	e.put(t, store.Snapshot{Name: "known-1", SessionID: "s1", TaskID: "t1", State: store.Active, CreatedAt: now})
 	e.fake.AddSnapshot(e.project, "known-1", map[string]string{sessionLabel: "s1"})
 	e.fake.AddSnapshot(e.project, "lost-1", map[string]string{sessionLabel: "s1"})
+	e.fake.AddSnapshot(e.project, "stranger-1", map[string]string{sessionLabel: "other-deployment"})
 	e.fake.AddSnapshot(e.project, "unlabelled-1", map[string]string{"team": "x"})
+	if _, err := e.reg.CreateSession(context.Background(), &store.Session{SessionID: "s1", State: store.SessionRunning, StartedAt: now}); err != nil {
+		t.Fatal(err)
+	}
 	r := e.run(t, "orphans", "--compute-endpoint", e.compute, "-o", "json")
 	wantCode(t, "orphans", r, 0)
 	var v struct {
@@ -600,7 +604,13 @@ func TestCLIOrphansIsReadOnly(t *testing.T) {
 	if err := json.Unmarshal([]byte(r.stdout), &v); err != nil {
 		t.Fatalf("%v\n%s", err, r.stdout)
 	}
-	if len(v.Orphans) != 1 || v.Orphans[0].Name != "lost-1" || v.Orphans[0].SessionLabel != "s1" || v.Checked != 2 {
+	byName := map[string]orphan{}
+	for _, o := range v.Orphans {
+		byName[o.Name] = o
+	}
+	lost, stranger := byName["lost-1"], byName["stranger-1"]
+	if len(v.Orphans) != 2 || lost.SessionLabel != "s1" || !lost.KnownSession || !strings.Contains(lost.Sweep, "grace") ||
+		stranger.KnownSession || !strings.Contains(stranger.Sweep, "never adopted") || v.Checked != 3 {
 		t.Errorf("orphans: %+v", v)
 	}
 	if _, err := e.reg.GetSnapshot(context.Background(), store.Key{Project: e.project, Name: "lost-1"}); !errors.Is(err, store.ErrNotFound) {
@@ -613,7 +623,8 @@ func TestCLIOrphansIsReadOnly(t *testing.T) {
 	}
 	r = e.run(t, "orphans", "--compute-endpoint", e.compute)
 	wantCode(t, "orphans table", r, 0)
-	if !strings.Contains(r.stdout, e.key("lost-1")) || !strings.Contains(r.stderr, "1 of 2 labelled snapshots") {
+	if !strings.Contains(r.stdout, e.key("lost-1")) || !strings.Contains(r.stderr, "2 of 3 labelled snapshots") ||
+		!strings.Contains(r.stderr, "1 of them name sessions this registry never knew") {
 		t.Errorf("orphans table:\nstdout:\n%s\nstderr:\n%s", r.stdout, r.stderr)
 	}
 }

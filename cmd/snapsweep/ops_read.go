@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 	"google.golang.org/api/option"
 
+	"github.com/snapsweep/snapsweep/events"
 	"github.com/snapsweep/snapsweep/gce"
 	"github.com/snapsweep/snapsweep/store"
 )
@@ -368,6 +369,10 @@ type orphan struct {
 	Status       string    `json:"status"`
 	CreatedAt    time.Time `json:"createdAt,omitzero"`
 	SourceDisk   string    `json:"sourceDisk,omitempty"`
+	// KnownSession: the registry knows the session its label names.
+	KnownSession bool `json:"knownSession"`
+	// Sweep says what the scheduled sweep does with it (lifecycle.Policy.AdoptionFor).
+	Sweep string `json:"sweep"`
 }
 
 // orphansCommand is `snapsweep orphans`.
@@ -377,8 +382,11 @@ func orphansCommand(deps opsDeps) *cobra.Command {
 		Short: "List labelled snapshots in Compute that the registry does not know (read-only)",
 		Long: `List the snapshots of every managed project that carry the ownership label
 (SNAPSWEEP_SESSION_LABEL) but have no registry record: snapshots whose
-snapshot.created event never arrived. Nothing is changed; the scheduled sweep
-adopts them (SNAPSWEEP_ADOPT_ORPHANS) and cleans them when they expire.`,
+snapshot.created event never arrived. Nothing is changed. The scheduled sweep
+adopts those of sessions the registry knows once they are older than
+SNAPSWEEP_ORPHAN_GRACE (SNAPSWEEP_ADOPT_ORPHANS) and cleans them when they
+expire; those of sessions it never knew are only reported, never adopted or
+deleted. The last column says which.`,
 		Example: `  snapsweep orphans --project my-proj
   snapsweep orphans --projects migration-prod-1,migration-prod-2 -o json
   snapsweep orphans --compute-endpoint http://127.0.0.1:8089   # a local fake`,
@@ -408,6 +416,8 @@ adopts them (SNAPSWEEP_ADOPT_ORPHANS) and cleans them when they expire.`,
 		tty := o.deps.terminal(cmd.ErrOrStderr())
 		var found []orphan
 		listed := 0
+		policy := cfg.Policy()
+		sessions := map[string]bool{}
 		for _, project := range cfg.Projects {
 			err := compute.ListByLabel(ctx, project, cfg.SessionLabel, func(s gce.Snapshot) error {
 				listed++
@@ -421,8 +431,20 @@ adopts them (SNAPSWEEP_ADOPT_ORPHANS) and cleans them when they expire.`,
 				case !errors.Is(err, store.ErrNotFound):
 					return err
 				}
-				found = append(found, orphan{Project: project, Name: s.Name, SessionLabel: s.Labels[cfg.SessionLabel],
-					Status: s.Status, CreatedAt: s.CreationTime, SourceDisk: s.SourceDisk})
+				session := s.Labels[cfg.SessionLabel]
+				known, ok := sessions[session]
+				if !ok && events.ValidSessionID(session) {
+					_, err := reg.GetSession(ctx, session)
+					if err != nil && !errors.Is(err, store.ErrNotFound) {
+						return err
+					}
+					known = err == nil
+					sessions[session] = known
+				}
+				// The sweep's own decision, so the two never disagree.
+				a := policy.AdoptionFor(session, known, s.CreationTime, o.deps.now())
+				found = append(found, orphan{Project: project, Name: s.Name, SessionLabel: session,
+					Status: s.Status, CreatedAt: s.CreationTime, SourceDisk: s.SourceDisk, KnownSession: known, Sweep: a.Why})
 				return nil
 			})
 			if err != nil {
@@ -446,14 +468,19 @@ adopts them (SNAPSWEEP_ADOPT_ORPHANS) and cleans them when they expire.`,
 		}
 		now := o.deps.now()
 		tw := newTable(cmd.OutOrStdout())
-		fmt.Fprintln(tw, "SNAPSHOT\tLABEL "+cfg.SessionLabel+"\tSTATUS\tAGE")
+		fmt.Fprintln(tw, "SNAPSHOT\tLABEL "+cfg.SessionLabel+"\tSTATUS\tAGE\tTHE SWEEP")
+		unknown := 0
 		for _, s := range found {
-			fmt.Fprintf(tw, "%s/%s\t%s\t%s\t%s\n", s.Project, s.Name, dash(s.SessionLabel), s.Status, age(now, s.CreatedAt))
+			if !s.KnownSession {
+				unknown++
+			}
+			fmt.Fprintf(tw, "%s/%s\t%s\t%s\t%s\t%s\n", s.Project, s.Name, dash(s.SessionLabel), s.Status, age(now, s.CreatedAt), s.Sweep)
 		}
 		if err := tw.Flush(); err != nil {
 			return err
 		}
-		fmt.Fprintf(cmd.ErrOrStderr(), "%d of %d labelled snapshots in %s are not in the registry\n", len(found), listed, strings.Join(cfg.Projects, ", "))
+		fmt.Fprintf(cmd.ErrOrStderr(), "%d of %d labelled snapshots in %s are not in the registry; %d of them name sessions this registry never knew (never adopted or deleted)\n",
+			len(found), listed, strings.Join(cfg.Projects, ", "), unknown)
 		return nil
 	}
 	return cmd

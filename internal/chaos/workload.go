@@ -58,9 +58,12 @@ type Snap struct {
 	SlowOp bool
 }
 
-// Eligible reports whether the rules say snapsweep must delete it.
+// Eligible reports whether the rules say snapsweep must delete it. A
+// snapshot of a task that failed and then succeeded on a retry was taken
+// before the failure: it keeps the failed retention (a retry never
+// shortens it), so it is not eligible within a run.
 func (s *Snap) Eligible() bool {
-	return s.Outcome.TaskState() == store.TaskSucceeded && s.WrongLabel == "" && !s.JobDeleted
+	return s.Outcome == Succeeded && s.WrongLabel == "" && !s.JobDeleted
 }
 
 // Labels are its labels in Compute.
@@ -80,11 +83,11 @@ func (s *Snap) WantState() store.State {
 	switch {
 	case s.JobDeleted:
 		return store.Deleted
-	case s.Outcome.TaskState() == store.TaskSucceeded && s.WrongLabel != "":
+	case s.Outcome == Succeeded && s.WrongLabel != "":
 		return store.Refused
-	case s.Outcome.TaskState() == store.TaskSucceeded:
+	case s.Outcome == Succeeded:
 		return store.Deleted
-	case s.Outcome == Failed:
+	case s.Outcome == Failed, s.Outcome == FailedRetried:
 		return store.Retained
 	}
 	return store.Active
@@ -208,7 +211,7 @@ func Generate(cfg WorkloadConfig) *Workload {
 		return cands[:min(n, len(cands))]
 	}
 	if cfg.WrongLabels > 0 {
-		succ := func(sn *Snap) bool { return sn.Outcome.TaskState() == store.TaskSucceeded }
+		succ := func(sn *Snap) bool { return sn.Outcome == Succeeded }
 		wrong := pick(max(cfg.WrongLabels-2, 1), succ)
 		wrong = append(wrong, pick(1, func(sn *Snap) bool { return sn.Outcome == Failed })...)
 		wrong = append(wrong, pick(1, func(sn *Snap) bool { return sn.Outcome == StillRunning })...)
