@@ -260,17 +260,22 @@ func (p *Processor) task(ctx context.Context, ev events.Event) (Outcome, error) 
 	if err != nil {
 		return Outcome{}, err
 	}
-	switch {
-	case t.State == store.TaskSucceeded:
-		res, err := p.Scheduler.ScheduleTask(ctx, key, events.ReasonTaskCompleted)
-		return Outcome{Scheduled: res.Published, Note: "task succeeded"}, err
-	case !t.FailedAt.IsZero() || t.State == store.TaskFailed:
+	out := Outcome{Note: "task " + string(t.State)}
+	if !t.FailedAt.IsZero() || t.State == store.TaskFailed {
 		// A failure protects the snapshots taken before it even when a
-		// retry (task.started) is the task's latest state.
+		// retry is the task's latest state, whether it runs or succeeded.
 		n, err := p.retainTask(ctx, t)
-		return Outcome{Note: fmt.Sprintf("task %s; %d snapshots retained", t.State, n)}, err
+		out.Note += fmt.Sprintf("; %d snapshots retained", n)
+		if err != nil {
+			return out, err
+		}
 	}
-	return Outcome{Note: "task " + string(t.State)}, nil
+	if t.State == store.TaskSucceeded {
+		res, err := p.Scheduler.ScheduleTask(ctx, key, events.ReasonTaskCompleted)
+		out.Scheduled = res.Published
+		return out, err
+	}
+	return out, nil
 }
 
 // joinTask merges an event into a task record. It returns nil when the

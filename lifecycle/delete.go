@@ -159,16 +159,19 @@ func (p Policy) armFor(cur *store.Snapshot, t *store.Task, l Lease, o Observed, 
 
 // OtherSnapshot reports whether the snapshot Compute holds under the name
 // cannot be the registered one (rule 6): another id, or (with no id
-// registered yet) created later than the report that registered it could
-// have been sent, allowing for clock skew.
+// registered yet) created after snapsweep received the report that
+// registered it. A reported snapshot existed when its report arrived, and
+// Compute's creationTimestamp and snapsweep's clock are both Google's, so
+// the comparison does not depend on the job's clock; MaxClockSkew is the
+// tolerance all the same.
 func (p Policy) OtherSnapshot(cur *store.Snapshot, o Observed) (string, bool) {
 	switch {
 	case cur.ComputeID != "" && o.ComputeID != "" && cur.ComputeID != o.ComputeID:
 		return fmt.Sprintf("the name now belongs to another snapshot (Compute id %s, registered %s)", o.ComputeID, cur.ComputeID), true
-	case cur.ComputeID == "" && !cur.Orphan && !o.CreationTime.IsZero() && !cur.CreatedAt.IsZero() &&
-		o.CreationTime.After(cur.CreatedAt.Add(p.skew())):
-		return fmt.Sprintf("the snapshot in Compute was created at %s, after the report of %s: another snapshot of the name",
-			o.CreationTime.UTC().Format(time.RFC3339), cur.CreatedAt.UTC().Format(time.RFC3339)), true
+	case cur.ComputeID == "" && !cur.Orphan && !o.CreationTime.IsZero() && !cur.RegisteredAt.IsZero() &&
+		o.CreationTime.After(cur.RegisteredAt.Add(p.skew())):
+		return fmt.Sprintf("the snapshot in Compute was created at %s, after its report arrived at %s: another snapshot of the name",
+			o.CreationTime.UTC().Format(time.RFC3339), cur.RegisteredAt.UTC().Format(time.RFC3339)), true
 	}
 	return "", false
 }

@@ -317,6 +317,11 @@ func (p Policy) Adopt(cur *store.Snapshot, f Found, now time.Time) (*store.Snaps
 	if cur.State.Live() || (f.ComputeID != "" && cur.ComputeID == f.ComputeID) {
 		return nil, nil
 	}
+	if !cur.DeletedAt.IsZero() && now.Sub(cur.DeletedAt) < p.OrphanGrace {
+		// The name's record was closed only just now: give a report of
+		// the snapshot that holds the name now the same grace.
+		return nil, nil
+	}
 	old := clone(cur)
 	old.Archived = true
 	if old.Generation == 0 {

@@ -183,3 +183,24 @@ func TestIllegalTransitionsAreRefused(t *testing.T) {
 		t.Errorf("confirm of a held record = %+v, %v; want no change", next, err)
 	}
 }
+
+func TestOtherSnapshotWithoutAnID(t *testing.T) {
+	t.Parallel()
+	p := policy()
+	r := rec(store.Deleting)             // reported at t0 (event time and arrival), no Compute id yet
+	r.CreatedAt = t0.Add(-2 * time.Hour) // a job whose clock is two hours behind
+	cases := []struct {
+		created time.Time
+		other   bool
+	}{
+		{t0.Add(-time.Minute), false},    // existed when the report arrived
+		{t0.Add(5 * time.Minute), false}, // within the tolerance
+		{t0.Add(30 * time.Minute), true}, // created after the report arrived: another snapshot
+		{time.Time{}, false},             // unknown creation time proves nothing
+	}
+	for _, tc := range cases {
+		if _, other := p.OtherSnapshot(r, lifecycle.Observed{ComputeID: "7", CreationTime: tc.created}); other != tc.other {
+			t.Errorf("created %v: other = %v, want %v", tc.created, other, tc.other)
+		}
+	}
+}

@@ -206,7 +206,7 @@ func checkInvariants(w *Workload, es *endState, instances []*instance, rssLimitM
 		iv := Invariant{Name: "protected-untouched"}
 		running, failed, wrong, calls, kept := 0, 0, 0, 0, 0
 		for _, sn := range w.Snaps {
-			if sn.Eligible() || sn.JobDeleted {
+			if sn.Eligible() || sn.Undecided() || sn.JobDeleted {
 				continue
 			}
 			switch {
@@ -304,7 +304,7 @@ func checkInvariants(w *Workload, es *endState, instances []*instance, rssLimitM
 				iv.Problems = append(iv.Problems, "snapshot "+sn.Name+" never registered")
 				continue
 			}
-			if st := es.state(sn.Name); st == sn.WantState() {
+			if st := es.state(sn.Name); st == sn.WantState() || (sn.Undecided() && st == store.Deleted) {
 				rightState++
 			} else {
 				iv.Problems = append(iv.Problems, fmt.Sprintf("snapshot %s (task %s %s, label %q, job-deleted %v): state %s, want %s",

@@ -58,12 +58,19 @@ type Snap struct {
 	SlowOp bool
 }
 
-// Eligible reports whether the rules say snapsweep must delete it. A
-// snapshot of a task that failed and then succeeded on a retry was taken
-// before the failure: it keeps the failed retention (a retry never
-// shortens it), so it is not eligible within a run.
+// Eligible reports whether the rules say snapsweep must delete it.
 func (s *Snap) Eligible() bool {
 	return s.Outcome == Succeeded && s.WrongLabel == "" && !s.JobDeleted
+}
+
+// Undecided reports whether the rules leave its fate to the order of
+// delivery: a snapshot of a task that failed and then succeeded on a retry
+// was taken before the failure, so it keeps the failed retention (a retry
+// never shortens it) — if snapsweep learns of the failure before it acts on
+// the success. Delivered the other way round, the success is all snapsweep
+// knows of, and it deletes the snapshot: both ends are within the rules.
+func (s *Snap) Undecided() bool {
+	return s.Outcome == FailedRetried && s.WrongLabel == "" && !s.JobDeleted
 }
 
 // Labels are its labels in Compute.
@@ -88,7 +95,7 @@ func (s *Snap) WantState() store.State {
 	case s.Outcome == Succeeded:
 		return store.Deleted
 	case s.Outcome == Failed, s.Outcome == FailedRetried:
-		return store.Retained
+		return store.Retained // or deleted, for an undecided one
 	}
 	return store.Active
 }
