@@ -102,7 +102,7 @@ func TestAdversary(t *testing.T) {
 // advStats counts what a run did.
 type advStats struct {
 	Events, Accepted, Rejected, Snapshots, Deletes, JobDeletes, Reuses, Holds, Releases, Sweeps, Messages int
-	Exceptions                                                                                          int
+	Exceptions                                                                                            int
 }
 
 func (s *advStats) add(o advStats) {
@@ -138,7 +138,7 @@ type advSnap struct {
 	label          string    // current session label ("" = none)
 	labelChanged   bool
 	labelChangedAt time.Time
-	labelSeq       int // w.seq at the last label change
+	labelSeq       int           // w.seq at the last label change
 	report         *events.Event // its snapshot.created (nil: never reported)
 	reportAccepted bool
 	firstSeen      time.Time // when snapsweep first accepted the report
