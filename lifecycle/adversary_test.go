@@ -369,8 +369,8 @@ func (w *advWorld) reportAllows(s *advSnap, now time.Time) (bool, string) {
 	}
 	rt := s.report.Time
 	since := rt
-	if s.firstSeen.After(since) {
-		since = s.firstSeen
+	if seen := w.firstSaw(s); seen.After(since) {
+		since = seen
 	}
 	var latestFail time.Time
 	for _, e := range evs {
@@ -409,9 +409,30 @@ func (w *advWorld) reportAllows(s *advSnap, now time.Time) (bool, string) {
 	}
 	if exp := since.Add(advTTL); now.Before(exp) {
 		return false, fmt.Sprintf("task %s/%s state %q; not expired until %s (report time %s, first seen %s) (rule 3)",
-			s.session, s.task, st, exp.Format(time.RFC3339), rt.Format(time.RFC3339), s.firstSeen.Format(time.RFC3339))
+			s.session, s.task, st, exp.Format(time.RFC3339), rt.Format(time.RFC3339), w.firstSaw(s).Format(time.RFC3339))
 	}
 	return true, ""
+}
+
+// firstSaw is the earliest time snapsweep may have first seen s: its
+// report, or a sweep before it that could have adopted it (a report then
+// takes the adopted record over and keeps that time).
+func (w *advWorld) firstSaw(s *advSnap) time.Time {
+	seen := s.firstSeen
+	first, ok := w.known[s.label]
+	if s.label == "" || !ok {
+		return seen
+	}
+	for _, sw := range w.sweeps {
+		if sw.start.Before(s.created.Add(advGrace)) || sw.start.Before(first) || sw.seq < s.labelSeq {
+			continue
+		}
+		if sw.start.Before(seen) {
+			seen = sw.start
+		}
+		break
+	}
+	return seen
 }
 
 // orphanAllows says whether an unreported, labelled snapshot may be deleted
