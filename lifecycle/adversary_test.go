@@ -372,10 +372,18 @@ func (w *advWorld) reportAllows(s *advSnap, now time.Time) (bool, string) {
 	if seen := w.firstSaw(s); seen.After(since) {
 		since = seen
 	}
-	var latestFail time.Time
+	var latestFail, latestSeen time.Time
 	for _, e := range evs {
 		if e.typ == events.TaskFailed && e.at.After(latestFail) {
 			latestFail = e.at
+		}
+	}
+	// The latest failure's retention counts from the later of its time and
+	// when snapsweep *first* saw it: a second report of the same failure
+	// (another event id, the same time) does not restart it.
+	for _, e := range evs {
+		if e.typ == events.TaskFailed && e.at.Equal(latestFail) && (latestSeen.IsZero() || e.seen.Before(latestSeen)) {
+			latestSeen = e.seen
 		}
 	}
 	protected, retainedUntil := false, time.Time{}
@@ -394,8 +402,8 @@ func (w *advWorld) reportAllows(s *advSnap, now time.Time) (bool, string) {
 		}
 		protected = true
 		end := f.at.Add(advFR)
-		if f.at.Equal(latestFail) && f.seen.Add(advFR).After(end) {
-			end = f.seen.Add(advFR)
+		if f.at.Equal(latestFail) && latestSeen.Add(advFR).After(end) {
+			end = latestSeen.Add(advFR)
 		}
 		if end.After(retainedUntil) {
 			retainedUntil = end

@@ -366,15 +366,20 @@ func (p Policy) Vanished(cur *store.Snapshot, why string, now time.Time) (*store
 	}
 	next.DeletedAt = now
 	next.LeaseUntil, next.LeaseOwner = time.Time{}, ""
-	return move(Vanish, cur, next, now)
+	return move(Vanish, cur, p.promoteContender(cur, next), now)
 }
 
 // JobDeletedFor records that the job deleted the snapshot itself
 // (snapshot.deleted); no API call. A report naming another task, or
 // another Compute id, is about another snapshot and changes nothing.
+//
+// A deletion stamped before the record's snapshot was reported, or naming
+// a Compute id when the record's is not known yet, may be about an earlier
+// snapshot of the name: it is ignored (if the record's snapshot is gone
+// too, the engine's read or the sweep's reconcile closes it).
 func (p Policy) JobDeletedFor(cur *store.Snapshot, sessionID, taskID, computeID string, at, now time.Time) (*store.Snapshot, error) {
 	if cur != nil && (!cur.State.Live() || cur.SessionID != sessionID || cur.TaskID != taskID ||
-		(computeID != "" && cur.ComputeID != "" && computeID != cur.ComputeID)) {
+		(computeID != "" && computeID != cur.ComputeID) || at.Before(cur.CreatedAt)) {
 		return nil, nil
 	}
 	next := &store.Snapshot{SessionID: sessionID, TaskID: taskID, RegisteredAt: now, ComputeID: computeID, Generation: 1}
@@ -383,5 +388,8 @@ func (p Policy) JobDeletedFor(cur *store.Snapshot, sessionID, taskID, computeID 
 	}
 	next.State, next.DeletedAt, next.DeletedBy = store.Deleted, at, "job"
 	next.LeaseUntil, next.LeaseOwner = time.Time{}, ""
-	return move(JobDeleted, cur, next, now)
+	if cur == nil {
+		return move(JobDeleted, cur, next, now)
+	}
+	return move(JobDeleted, cur, p.promoteContender(cur, next), now)
 }

@@ -37,6 +37,7 @@ const (
 	Unhold        Transition = "unhold"         // an operator releases the hold
 	Vanish        Transition = "vanish"         // the snapshot is gone, and snapsweep did not delete it
 	JobDeleted    Transition = "job-deleted"    // snapshot.deleted: the job deleted it itself
+	Contest       Transition = "contest"        // another task's report of the name that cannot be told apart
 )
 
 // Edge is one row of the transition table.
@@ -75,8 +76,9 @@ var Table = []Edge{
 	{Fail, false, []store.State{store.Deleting, store.CleanupPending, store.Active, store.Retained}, []store.State{store.Failed}},
 	{Hold, false, []store.State{store.Active, store.Retained, store.CleanupPending, store.Deleting, store.Failed, store.Refused}, []store.State{store.Held}},
 	{Unhold, false, []store.State{store.Held}, []store.State{store.Active, store.Retained, store.Failed, store.Refused}},
-	{Vanish, false, unclosed, []store.State{store.Vanished, store.Deleted}},
-	{JobDeleted, true, unclosed, []store.State{store.Deleted}},
+	{Vanish, false, unclosed, []store.State{store.Vanished, store.Deleted, store.Active, store.Retained}},
+	{JobDeleted, true, unclosed, []store.State{store.Deleted, store.Active, store.Retained}},
+	{Contest, false, liveAll, liveAll},
 }
 
 // ErrIllegal is returned when a function would make a transition the table
@@ -205,8 +207,43 @@ func (p Policy) RegisterReport(cur *store.Snapshot, t *store.Task, r Report, now
 		// report of the name by another task means the first one is gone.
 		return p.newGeneration(cur, fresh, fmt.Sprintf("name reused by session %s task %s", r.SessionID, r.TaskID), now)
 	default:
-		return nil, Registered{Note: fmt.Sprintf("conflict: already registered to session %s task %s by a newer report", cur.SessionID, cur.TaskID)}, nil
+		// Another task's report of a live name, not newer and without ids
+		// to tell the two apart: one of them is stale, and which one only
+		// Compute knows. Keep the report with the record: the name is not
+		// deleted while contested, and the report takes the name over when
+		// the record closes.
+		if cur.Contender != nil && !r.CreatedAt.After(cur.Contender.CreatedAt) {
+			return nil, Registered{Note: "contested name; an as new or newer contender is kept already"}, nil
+		}
+		next := clone(cur)
+		next.Contender = &store.Contender{SessionID: r.SessionID, TaskID: r.TaskID, CreatedAt: r.CreatedAt, ReceivedAt: now,
+			SourceDisk: r.SourceDisk, Retention: r.Retention, ComputeID: r.ComputeID}
+		out, err := move(Contest, cur, next, now)
+		return out, Registered{Note: fmt.Sprintf("contested: registered to session %s task %s by a newer report; kept as the contender", cur.SessionID, cur.TaskID)}, err
 	}
+}
+
+// promoteContender returns closed (the record as it closes) or, when the
+// record had a contender, the contender's report as the name's next
+// generation, with closed archived.
+func (p Policy) promoteContender(cur, closed *store.Snapshot) *store.Snapshot {
+	c := cur.Contender
+	if c == nil {
+		return closed
+	}
+	old := clone(closed)
+	old.Archived, old.Contender = true, nil
+	if old.Generation == 0 {
+		old.Generation = 1
+	}
+	n := &store.Snapshot{SessionID: c.SessionID, TaskID: c.TaskID, CreatedAt: c.CreatedAt, RegisteredAt: c.ReceivedAt,
+		SourceDisk: c.SourceDisk, Retention: c.Retention, ComputeID: c.ComputeID, Generation: old.Generation + 1}
+	// Its own task is not at hand here: it starts active, and the task's
+	// rules apply at every claim and last check (the next task event, or
+	// the sweep's expiry, settles it).
+	n.State, n.ExpiresAt = p.Settled(n, nil)
+	n.Replaced = old
+	return n
 }
 
 // newGeneration archives cur (closing it if it was live) and starts a new
@@ -314,7 +351,10 @@ func (p Policy) Adopt(cur *store.Snapshot, f Found, now time.Time) (*store.Snaps
 	if cur == nil {
 		return move(Adopt, nil, n, now)
 	}
-	if cur.State.Live() || (f.ComputeID != "" && cur.ComputeID == f.ComputeID) {
+	if cur.State.Live() || cur.ComputeID == "" || f.ComputeID == "" || cur.ComputeID == f.ComputeID {
+		// A closed record whose Compute id is unknown may have been this
+		// very snapshot (closed by a report that could not tell): adopting
+		// it would drop its task and its task's rules. Reported, not adopted.
 		return nil, nil
 	}
 	if !cur.DeletedAt.IsZero() && now.Sub(cur.DeletedAt) < p.OrphanGrace {

@@ -175,6 +175,9 @@ func (p Policy) Eligible(s *store.Snapshot, t *store.Task, now time.Time) Decisi
 		return Decision{Why: "already " + string(s.State)}
 	case s.State == store.Refused:
 		return Decision{Why: "refused: ownership check failed"}
+	case s.Contender != nil:
+		return Decision{Why: fmt.Sprintf("contested: session %s task %s also reported this name; kept until one of the two records closes",
+			s.Contender.SessionID, s.Contender.TaskID)}
 	}
 	if until := p.RetainedUntil(s, t); !until.IsZero() {
 		if now.Before(until) {

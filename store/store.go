@@ -164,10 +164,28 @@ type Snapshot struct {
 	// LastTransition names the lifecycle transition that wrote the record.
 	LastTransition string `firestore:"lastTransition,omitempty" json:"lastTransition,omitempty"`
 
+	// Contender is a report of the same name by another task that could
+	// not be told apart from this record's (no Compute ids, not newer):
+	// while it is set the record is never deleted by snapsweep, and when
+	// the record closes the contender becomes the name's next generation,
+	// so that no accepted report is ever lost.
+	Contender *Contender `firestore:"contender,omitempty" json:"contender,omitempty"`
+
 	// Replaced, when set on a record being written, is the previous
 	// generation of the name: the store archives it in the same
 	// transaction. It is never stored itself.
 	Replaced *Snapshot `firestore:"-" json:"-"`
+}
+
+// Contender is a competing snapshot.created report of a record's name.
+type Contender struct {
+	SessionID  string    `firestore:"sessionId" json:"sessionId"`
+	TaskID     string    `firestore:"taskId" json:"taskId"`
+	CreatedAt  time.Time `firestore:"createdAt" json:"createdAt"`
+	ReceivedAt time.Time `firestore:"receivedAt" json:"receivedAt"`
+	SourceDisk string    `firestore:"sourceDisk,omitempty" json:"sourceDisk,omitempty"`
+	Retention  string    `firestore:"retention,omitempty" json:"retention,omitempty"`
+	ComputeID  string    `firestore:"computeId,omitempty" json:"computeId,omitempty"`
 }
 
 // Key returns the snapshot's key.

@@ -704,13 +704,15 @@ func (s *Sweeper) orphans(ctx context.Context, rep *Report) error {
 			adopted := false
 			_, err = s.cfg.Store.UpdateSnapshot(ctx, key, store.TaskKey{}, func(cur *store.Snapshot, _ *store.Task) (*store.Snapshot, error) {
 				adopted = false
+				var closed *store.Snapshot
 				if cur != nil && cur.State.Live() {
 					if _, other := s.cfg.Policy.OtherSnapshot(cur, lifecycle.Observed{ComputeID: sn.ID, CreationTime: sn.CreationTime}); !other {
 						return nil, nil
 					}
 					// The name belongs to another snapshot now: the record's
 					// is gone, and this one is adopted as a new generation.
-					closed, err := s.cfg.Policy.Vanished(cur, "the name now belongs to another snapshot (Compute id "+sn.ID+")", now)
+					var err error
+					closed, err = s.cfg.Policy.Vanished(cur, "the name now belongs to another snapshot (Compute id "+sn.ID+")", now)
 					if err != nil || closed == nil {
 						return nil, err
 					}
@@ -719,6 +721,11 @@ func (s *Sweeper) orphans(ctx context.Context, rep *Report) error {
 				}
 				next, err := s.cfg.Policy.Adopt(cur, found, now)
 				adopted = next != nil
+				if next == nil {
+					// Not adopted now (a contender took the name, or the
+					// record closed just now): the closing is written.
+					return closed, err
+				}
 				return next, err
 			})
 			if err != nil {
