@@ -204,3 +204,28 @@ func TestOtherSnapshotWithoutAnID(t *testing.T) {
 		}
 	}
 }
+
+func TestAContestedNameKeepsBothReports(t *testing.T) {
+	t.Parallel()
+	p := policy()
+	cur := rec(store.Active) // task t1, reported at t0, no Compute id
+	stale := lifecycle.Report{SessionID: "s1", TaskID: "t2", CreatedAt: t0.Add(-5 * time.Minute)}
+	contested, _, err := p.RegisterReport(cur, nil, stale, t0.Add(time.Minute))
+	if err != nil || contested == nil || contested.Contender == nil || contested.TaskID != "t1" || contested.Contender.TaskID != "t2" {
+		t.Fatalf("RegisterReport of an older report of another task = %+v, %v; want t1's record contested by t2", contested, err)
+	}
+	succeeded := &store.Task{State: store.TaskSucceeded, StateTime: t0}
+	if d := p.Eligible(contested, succeeded, t0.Add(time.Hour)); d.Eligible {
+		t.Errorf("a contested record is eligible: %s", d.Why)
+	}
+	// The job deletes t1's snapshot: t2's report takes the name over.
+	next, err := p.JobDeletedFor(contested, "s1", "t1", "", t0.Add(2*time.Hour), t0.Add(2*time.Hour))
+	if err != nil || next == nil || next.TaskID != "t2" || next.State != store.Active || next.Generation != 2 ||
+		next.Replaced == nil || next.Replaced.State != store.Deleted || next.Replaced.TaskID != "t1" {
+		t.Errorf("job deletion of a contested record = %+v, %v; want t2's report as generation 2, t1's archived deleted", next, err)
+	}
+	// A deletion stamped before the record's report is about an earlier snapshot.
+	if next, _ := p.JobDeletedFor(cur, "s1", "t1", "", t0.Add(-time.Hour), t0.Add(time.Hour)); next != nil {
+		t.Errorf("a deletion stamped before the report closed the record: %+v", next)
+	}
+}
