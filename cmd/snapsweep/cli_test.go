@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -45,7 +46,8 @@ func newCLIEnv(t *testing.T) *cliEnv {
 	emulators.Require(t, emulators.PubSub)
 	ctx := context.Background()
 	e := &cliEnv{project: emulators.ProjectID(t), fake: gcefake.New(gcefake.Options{})}
-	e.vars = map[string]string{"GOOGLE_CLOUD_PROJECT": e.project, "USER": "tester"}
+	e.vars = map[string]string{"GOOGLE_CLOUD_PROJECT": e.project, "USER": "tester",
+		"FIRESTORE_EMULATOR_HOST": os.Getenv("FIRESTORE_EMULATOR_HOST"), "PUBSUB_EMULATOR_HOST": os.Getenv("PUBSUB_EMULATOR_HOST")}
 	fs, err := firestore.NewClient(ctx, e.project)
 	if err != nil {
 		t.Fatal(err)
@@ -90,22 +92,12 @@ func runCLI(t *testing.T, deps opsDeps, args ...string) cliResult {
 	t.Helper()
 	root := newRootCommand(deps)
 	var out, errOut bytes.Buffer
-	root.SetArgs(args)
 	root.SetOut(&out)
 	root.SetErr(&errOut)
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	err := root.ExecuteContext(ctx)
-	res := cliResult{stdout: out.String(), stderr: errOut.String(), err: err}
-	var ce *configError
-	switch {
-	case err == nil:
-	case errors.As(err, &ce):
-		res.code = 2
-	default:
-		res.code = 1
-	}
-	return res
+	err := execute(ctx, root, args, deps.terminal)
+	return cliResult{stdout: out.String(), stderr: errOut.String(), err: err, code: exitCode(err)}
 }
 
 // put seeds snapshot records (project filled in) and their tasks.
@@ -215,7 +207,7 @@ func TestCLISnapshotsList(t *testing.T) {
 	for _, args := range [][]string{
 		{"--task", "t1"},        // a task needs its session
 		{"--state", "sleeping"}, // no such state
-		{"-o", "yaml"},
+		{"-o", "xml"},
 		{"--older-than", "-1h"},
 		{"--project", "Not A Project"},
 	} {

@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 	"google.golang.org/api/option"
+	htransport "google.golang.org/api/transport/http"
 
 	"github.com/snapsweep/snapsweep/events"
 	"github.com/snapsweep/snapsweep/gce"
@@ -118,7 +120,7 @@ narrowed by the index and finished here.`,
 			if out == nil {
 				out = []store.Snapshot{}
 			}
-			return writeJSONTo(cmd.OutOrStdout(), struct {
+			return o.write(cmd.OutOrStdout(), struct {
 				Snapshots []store.Snapshot `json:"snapshots"`
 				More      bool             `json:"more"`
 			}{out, more})
@@ -210,7 +212,7 @@ func sessionsCommand(deps opsDeps) *cobra.Command {
 			if sessions == nil {
 				sessions = []store.Session{}
 			}
-			return writeJSONTo(cmd.OutOrStdout(), struct {
+			return lo.write(cmd.OutOrStdout(), struct {
 				Sessions []store.Session `json:"sessions"`
 			}{sessions})
 		}
@@ -277,7 +279,7 @@ func sessionsCommand(deps opsDeps) *cobra.Command {
 			}
 		}
 		if so.json() {
-			return writeJSONTo(cmd.OutOrStdout(), out)
+			return so.write(cmd.OutOrStdout(), out)
 		}
 		w := cmd.OutOrStdout()
 		tw := newTable(w)
@@ -343,7 +345,7 @@ func rejectedCommand(deps opsDeps) *cobra.Command {
 			if rej == nil {
 				rej = []store.Rejected{}
 			}
-			return writeJSONTo(cmd.OutOrStdout(), struct {
+			return o.write(cmd.OutOrStdout(), struct {
 				Rejected []store.Rejected `json:"rejected"`
 			}{rej})
 		}
@@ -461,7 +463,7 @@ deleted. The last column says which.`,
 			if found == nil {
 				found = []orphan{}
 			}
-			return writeJSONTo(cmd.OutOrStdout(), struct {
+			return o.write(cmd.OutOrStdout(), struct {
 				Orphans []orphan `json:"orphans"`
 				Checked int      `json:"checked"`
 			}{found, listed})
@@ -489,13 +491,42 @@ deleted. The last column says which.`,
 // compute opens the Compute client: a plain-http endpoint without
 // credentials, anything else with Application Default Credentials.
 func (o *opsOptions) compute(ctx context.Context, endpoint string) (*gce.Client, error) {
-	var opts []option.ClientOption
-	if o.deps.computeHTTP != nil {
-		opts = append(opts, option.WithHTTPClient(o.deps.computeHTTP))
+	hc, err := o.computeClient(ctx, endpoint)
+	if err != nil {
+		return nil, err
 	}
+	opts := []option.ClientOption{option.WithHTTPClient(hc)}
 	c, err := gce.New(ctx, gce.Config{Endpoint: endpoint}, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("compute client: %w", err)
 	}
 	return c, nil
+}
+
+// computeEndpoint names the Compute API a command talks to, for messages.
+func computeEndpoint(endpoint string) string {
+	if endpoint == "" {
+		return "the Compute API (compute.googleapis.com)"
+	}
+	return "the Compute API at " + endpoint
+}
+
+// computeClient is the HTTP client of the Compute API, with every call
+// registered with the command's waits: plain http without credentials,
+// anything else with Application Default Credentials.
+func (o *opsOptions) computeClient(ctx context.Context, endpoint string) (*http.Client, error) {
+	base := http.DefaultTransport
+	switch {
+	case o.deps.computeHTTP != nil:
+		if o.deps.computeHTTP.Transport != nil {
+			base = o.deps.computeHTTP.Transport
+		}
+	case !strings.HasPrefix(endpoint, "http://"):
+		hc, _, err := htransport.NewClient(ctx, option.WithScopes("https://www.googleapis.com/auth/compute"))
+		if err != nil {
+			return nil, fmt.Errorf("credentials for %s: %w", computeEndpoint(endpoint), err)
+		}
+		base = hc.Transport
+	}
+	return &http.Client{Transport: waitedTransport{endpoint: computeEndpoint(endpoint), base: base}}, nil
 }
