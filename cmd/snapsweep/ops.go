@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -383,3 +384,104 @@ type exitError struct{ msg string }
 func (e *exitError) Error() string { return e.msg }
 
 var errNoRecord = errors.New("no such snapshot in the registry")
+
+// notFoundError is an id the registry does not know (exit code 1).
+type notFoundError struct{ msg string }
+
+func (e *notFoundError) Error() string { return e.msg }
+
+// checkSession returns nil when the registry knows session id, else an
+// error naming the closest session ids it knows.
+func (o *opsOptions) checkSession(ctx context.Context, reg store.Registry, id string) error {
+	_, err := reg.GetSession(ctx, id)
+	switch {
+	case err == nil:
+		return nil
+	case !errors.Is(err, store.ErrNotFound):
+		return fmt.Errorf("read session %s: %w", id, err)
+	}
+	sessions, err := reg.ListSessions(ctx, 500)
+	if err != nil {
+		return fmt.Errorf("list sessions: %w", err)
+	}
+	ids := make([]string, len(sessions))
+	for i, s := range sessions {
+		ids[i] = s.SessionID
+	}
+	return &notFoundError{fmt.Sprintf("no session %q in the registry of project %s%s", id, o.project, closest("sessions", id, ids))}
+}
+
+// checkTask returns nil when the registry knows the task, else an error
+// naming the closest task ids of its session.
+func (o *opsOptions) checkTask(ctx context.Context, reg store.Registry, session, task string) error {
+	_, err := reg.GetTask(ctx, store.TaskKey{SessionID: session, TaskID: task})
+	switch {
+	case err == nil:
+		return nil
+	case !errors.Is(err, store.ErrNotFound):
+		return fmt.Errorf("read task %s: %w", task, err)
+	}
+	var ids []string
+	for _, st := range []store.TaskState{store.TaskRunning, store.TaskSucceeded, store.TaskFailed} {
+		tasks, err := reg.ListTasks(ctx, session, st)
+		if err != nil {
+			return fmt.Errorf("list tasks: %w", err)
+		}
+		for _, t := range tasks {
+			ids = append(ids, t.TaskID)
+		}
+	}
+	return &notFoundError{fmt.Sprintf("no task %q in session %s%s", task, session, closest("tasks", task, ids))}
+}
+
+// closest says which of known are nearest to id (by edit distance), for a
+// not-found message.
+func closest(what, id string, known []string) string {
+	if len(known) == 0 {
+		return "; it knows no " + what
+	}
+	type cand struct {
+		id string
+		d  int
+	}
+	cands := make([]cand, len(known))
+	for i, k := range known {
+		cands[i] = cand{k, editDistance(strings.ToLower(id), strings.ToLower(k))}
+	}
+	slices.SortStableFunc(cands, func(a, b cand) int { return a.d - b.d })
+	var out []string
+	for _, c := range cands[:min(3, len(cands))] {
+		out = append(out, c.id)
+	}
+	return "; closest known " + what + ": " + strings.Join(out, ", ")
+}
+
+// editDistance is the Levenshtein distance of a and b.
+func editDistance(a, b string) int {
+	ra, rb := []rune(a), []rune(b)
+	prev := make([]int, len(rb)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(ra); i++ {
+		cur := make([]int, len(rb)+1)
+		cur[0] = i
+		for j := 1; j <= len(rb); j++ {
+			cost := 1
+			if ra[i-1] == rb[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev = cur
+	}
+	return prev[len(rb)]
+}
+
+// plural is "1 snapshot", "2 snapshots".
+func plural(n int64, one, many string) string {
+	if n == 1 {
+		return "1 " + one
+	}
+	return fmt.Sprintf("%d %s", n, many)
+}

@@ -80,7 +80,10 @@ also retries snapshots whose deletion failed.`,
 				return usageError(cmd, "missing %s", strings.Join(missing, ", "))
 			}
 			if !events.ValidSessionID(session) {
-				return usageError(cmd, "--session %q is not a valid session id", session)
+				return usageError(cmd, "--session %q is not a valid session id (%s)", session, sessionIDRule)
+			}
+			if scope == "task" && !events.ValidTaskID(task) {
+				return usageError(cmd, "--task %q is not a valid task id (%s)", task, taskIDRule)
 			}
 			return o.manualCleanup(cmd, session, task, yes)
 		}
@@ -132,6 +135,12 @@ func (o *opsOptions) manualCleanup(cmd *cobra.Command, session, task string, yes
 			break
 		}
 		q.After = page.Next
+	}
+	if len(snaps) == 0 {
+		// A typo is an error, not "nothing to do".
+		if err := o.unknownIDs(ctx, reg, session, task); err != nil {
+			return err
+		}
 	}
 	policy := cfg.Policy()
 	now := o.deps.now().UTC()

@@ -37,6 +37,9 @@ func newRootCommand(deps opsDeps) *cobra.Command {
 // with a usage error, and every argument error is a usage error with the
 // command's usage line.
 func strictTree(c *cobra.Command) {
+	if c.SuggestionsMinimumDistance <= 0 {
+		c.SuggestionsMinimumDistance = 2
+	}
 	if c.HasSubCommands() && c.Run == nil && c.RunE == nil {
 		c.Args = func(cmd *cobra.Command, args []string) error {
 			if len(args) == 0 {

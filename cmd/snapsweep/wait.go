@@ -28,6 +28,9 @@ type waits struct {
 	inflight map[int]wait
 	lastErr  map[string]error
 	told     map[string]bool
+	// pending is, per endpoint, since when the command has waited for an
+	// answer: the first call since the last success (retries included).
+	pending map[string]time.Time
 	// last is the endpoint of the latest call begun.
 	last string
 }
@@ -38,7 +41,7 @@ type wait struct {
 }
 
 func newWaits() *waits {
-	return &waits{inflight: map[int]wait{}, lastErr: map[string]error{}, told: map[string]bool{}}
+	return &waits{inflight: map[int]wait{}, lastErr: map[string]error{}, told: map[string]bool{}, pending: map[string]time.Time{}}
 }
 
 type waitsKey struct{}
@@ -64,26 +67,33 @@ func (w *waits) begin(endpoint string) func(error) {
 	w.next++
 	w.inflight[id] = wait{endpoint: endpoint, since: time.Now()}
 	w.last = endpoint
+	if _, ok := w.pending[endpoint]; !ok {
+		w.pending[endpoint] = time.Now()
+	}
 	return func(err error) {
 		w.mu.Lock()
 		defer w.mu.Unlock()
 		delete(w.inflight, id)
+		if err == nil {
+			delete(w.pending, endpoint)
+		}
 		if err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
 			w.lastErr[endpoint] = err
 		}
 	}
 }
 
-// slow returns the endpoints waited on longer than d that were not
-// announced yet, and marks them announced.
+// slow returns the endpoints that have not answered for longer than d
+// (a call in flight, or failing and retried), not announced yet, and marks
+// them announced.
 func (w *waits) slow(d time.Duration) []string {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	var out []string
-	for _, c := range w.inflight {
-		if time.Since(c.since) >= d && !w.told[c.endpoint] {
-			w.told[c.endpoint] = true
-			out = append(out, c.endpoint)
+	for endpoint, since := range w.pending {
+		if time.Since(since) >= d && !w.told[endpoint] {
+			w.told[endpoint] = true
+			out = append(out, endpoint)
 		}
 	}
 	return out
