@@ -524,7 +524,7 @@ func TestCLIHealth(t *testing.T) {
 			return
 		}
 		json.NewEncoder(w).Encode(statusReport{Breaker: "closed", Version: "test",
-			Health: &store.HealthRecord{At: now, Status: "ok", Report: string(b)}})
+			Health: newStatusHealth(store.HealthRecord{At: now, Status: "ok", Report: string(b)})})
 	}))
 	defer svc.Close()
 	r = e.run(t, "health", "--url", svc.URL)

@@ -556,7 +556,10 @@ there is none yet.`,
 			}
 			status = st
 			if st.Health != nil {
-				records = []store.HealthRecord{*st.Health}
+				records = []store.HealthRecord{{At: st.Health.At, Status: st.Health.Status, Report: string(st.Health.Report)}}
+			}
+			if last > 1 {
+				fmt.Fprintf(cmd.ErrOrStderr(), "a service's /status has only its latest report; for the last %d, leave out --url (the registry has them)\n", last)
 			}
 		} else {
 			reg, done, err := o.registry(ctx)
