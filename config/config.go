@@ -6,9 +6,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net/url"
 	"reflect"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -22,48 +24,48 @@ import (
 // Config holds every setting of the contract. Each field is an environment
 // variable and a flag of `snapsweep serve` (the flag wins).
 type Config struct {
-	Port                int           `env:"PORT, default=8080"`
-	Project             string        `env:"GOOGLE_CLOUD_PROJECT"`
-	FirestoreEmulator   string        `env:"FIRESTORE_EMULATOR_HOST"`
-	PubSubEmulator      string        `env:"PUBSUB_EMULATOR_HOST"`
-	FirestoreDatabase   string        `env:"SNAPSWEEP_FIRESTORE_DATABASE, default=(default)"`
-	CleanupTopic        string        `env:"SNAPSWEEP_CLEANUP_TOPIC, default=snapshot-cleanup"`
-	EventsTopic         string        `env:"SNAPSWEEP_EVENTS_TOPIC, default=migration-events"`
-	Projects            []string      `env:"SNAPSWEEP_PROJECTS, default=$GOOGLE_CLOUD_PROJECT"`
-	SessionLabel        string        `env:"SNAPSWEEP_SESSION_LABEL, default=migration-session"`
-	SnapshotTTL         time.Duration `env:"SNAPSWEEP_SNAPSHOT_TTL, default=72h"`
-	FailedRetention     time.Duration `env:"SNAPSWEEP_FAILED_RETENTION, default=168h"`
-	MaxLiveSnapshots    int           `env:"SNAPSWEEP_MAX_LIVE_SNAPSHOTS, default=1000"`
-	MaxDeletesPerSweep  int           `env:"SNAPSWEEP_MAX_DELETES_PER_SWEEP, default=500"`
-	FailureTolerance    float64       `env:"SNAPSWEEP_SESSION_FAILURE_TOLERANCE, default=0.05"`
-	DeleteRate          float64       `env:"SNAPSWEEP_DELETE_RATE, default=10"`
-	DeleteConcurrency   int           `env:"SNAPSWEEP_DELETE_CONCURRENCY, default=16"`
-	DryRun              bool          `env:"SNAPSWEEP_DRY_RUN, default=false"`
-	ComputeEndpoint     string        `env:"SNAPSWEEP_COMPUTE_ENDPOINT"`
-	AuthAudience        string        `env:"SNAPSWEEP_AUTH_AUDIENCE"`
-	AuthServiceAccounts []string      `env:"SNAPSWEEP_AUTH_SERVICE_ACCOUNTS"`
-	LogLevel            string        `env:"SNAPSWEEP_LOG_LEVEL, default=info"`
+	Port                int           `env:"PORT, default=8080" help:"listen port"`
+	Project             string        `env:"GOOGLE_CLOUD_PROJECT" help:"project of Firestore and Pub/Sub (required)"`
+	FirestoreEmulator   string        `env:"FIRESTORE_EMULATOR_HOST" help:"host:port of the Firestore emulator"`
+	PubSubEmulator      string        `env:"PUBSUB_EMULATOR_HOST" help:"host:port of the Pub/Sub emulator"`
+	FirestoreDatabase   string        `env:"SNAPSWEEP_FIRESTORE_DATABASE, default=(default)" help:"Firestore database id"`
+	CleanupTopic        string        `env:"SNAPSWEEP_CLEANUP_TOPIC, default=snapshot-cleanup" help:"topic for cleanup messages"`
+	EventsTopic         string        `env:"SNAPSWEEP_EVENTS_TOPIC, default=migration-events" help:"topic migration jobs publish to"`
+	Projects            []string      `env:"SNAPSWEEP_PROJECTS, default=$GOOGLE_CLOUD_PROJECT" help:"comma list of projects whose snapshots may be managed (default: the project)"`
+	SessionLabel        string        `env:"SNAPSWEEP_SESSION_LABEL, default=migration-session" help:"ownership label key; its value must equal the session id"`
+	SnapshotTTL         time.Duration `env:"SNAPSWEEP_SNAPSHOT_TTL, default=72h" help:"age after which an unfinished task's snapshot is expired"`
+	FailedRetention     time.Duration `env:"SNAPSWEEP_FAILED_RETENTION, default=168h" help:"how long a failed task's snapshots are kept"`
+	MaxLiveSnapshots    int           `env:"SNAPSWEEP_MAX_LIVE_SNAPSHOTS, default=1000" help:"live snapshots above which the sweep runs emergency cleanup and reports failing"`
+	MaxDeletesPerSweep  int           `env:"SNAPSWEEP_MAX_DELETES_PER_SWEEP, default=500" help:"cap on cleanup messages per sweep"`
+	FailureTolerance    float64       `env:"SNAPSWEEP_SESSION_FAILURE_TOLERANCE, default=0.05" help:"share of a session's deletions that may fail, 0 to 1"`
+	DeleteRate          float64       `env:"SNAPSWEEP_DELETE_RATE, default=10" help:"Compute delete calls per second per instance"`
+	DeleteConcurrency   int           `env:"SNAPSWEEP_DELETE_CONCURRENCY, default=16" help:"concurrent Compute calls per instance"`
+	DryRun              bool          `env:"SNAPSWEEP_DRY_RUN, default=false" help:"do everything but the delete call"`
+	ComputeEndpoint     string        `env:"SNAPSWEEP_COMPUTE_ENDPOINT" help:"base URL of the Compute API; plain http:// means no credentials"`
+	AuthAudience        string        `env:"SNAPSWEEP_AUTH_AUDIENCE" help:"OIDC audience every push and scheduler request must carry"`
+	AuthServiceAccounts []string      `env:"SNAPSWEEP_AUTH_SERVICE_ACCOUNTS" help:"comma list of service accounts allowed to call"`
+	LogLevel            string        `env:"SNAPSWEEP_LOG_LEVEL, default=info" help:"debug, info, warn or error"`
 	// AdoptOrphans registers labelled snapshots the registry does not know
 	// (found by the sweep); false only reports them.
-	AdoptOrphans bool `env:"SNAPSWEEP_ADOPT_ORPHANS, default=true"`
+	AdoptOrphans bool `env:"SNAPSWEEP_ADOPT_ORPHANS, default=true" help:"the sweep adopts labelled snapshots of known sessions; false only reports them"`
 	// Telemetry chooses the exporters: auto (Cloud Run → Google Cloud,
 	// OTEL_EXPORTER_OTLP_ENDPOINT → OTLP, else none), gcp, otlp, stdout, none.
-	Telemetry string `env:"SNAPSWEEP_TELEMETRY, default=auto"`
+	Telemetry string `env:"SNAPSWEEP_TELEMETRY, default=auto" help:"exporters: auto, gcp, otlp, stdout or none"`
 	// DeleteLease is how long a cleanup claim holds a snapshot before
 	// another delivery may take it over.
-	DeleteLease time.Duration `env:"SNAPSWEEP_DELETE_LEASE, default=2m"`
+	DeleteLease time.Duration `env:"SNAPSWEEP_DELETE_LEASE, default=2m" help:"how long a cleanup claim holds a snapshot, at least 1m"`
 	// SweepStuckAfter is how old a cleanup_pending or deleting record must
 	// be before the sweep re-drives it.
-	SweepStuckAfter time.Duration `env:"SNAPSWEEP_SWEEP_STUCK_AFTER, default=10m"`
+	SweepStuckAfter time.Duration `env:"SNAPSWEEP_SWEEP_STUCK_AFTER, default=10m" help:"age after which the sweep re-drives a stuck cleanup, at least the delete lease"`
 	// MaxClockSkew: events stamped further than this in the future are
 	// rejected (future_time).
-	MaxClockSkew time.Duration `env:"SNAPSWEEP_MAX_CLOCK_SKEW, default=10m"`
+	MaxClockSkew time.Duration `env:"SNAPSWEEP_MAX_CLOCK_SKEW, default=10m" help:"events stamped further than this in the future are rejected"`
 	// OrphanGrace is how old a labelled, unreported snapshot of a known
 	// session must be before the sweep adopts it.
-	OrphanGrace time.Duration `env:"SNAPSWEEP_ORPHAN_GRACE, default=1h"`
+	OrphanGrace time.Duration `env:"SNAPSWEEP_ORPHAN_GRACE, default=1h" help:"age a labelled, unreported snapshot must reach before the sweep adopts it"`
 	// MaxRedrives is how often the sweep re-drives a stuck cleanup before
 	// the record is failed for an operator.
-	MaxRedrives int `env:"SNAPSWEEP_MAX_REDRIVES, default=5"`
+	MaxRedrives int `env:"SNAPSWEEP_MAX_REDRIVES, default=5" help:"re-drives of a stuck cleanup before the record is failed for an operator"`
 }
 
 // Policy returns the lifecycle rules these settings configure; the
@@ -79,11 +81,24 @@ var (
 	emailRE    = regexp.MustCompile(`^[^@\s]+@[^@\s]+\.[^@\s]+$`)
 )
 
-// Validate reports every bad setting at once.
+// Validate reports every bad setting at once, each by its environment
+// variable.
 func (c *Config) Validate() error {
 	var errs []error
+	for _, p := range c.problems() {
+		errs = append(errs, fmt.Errorf("%s: %s", p.env, p.msg))
+	}
+	return errors.Join(errs...)
+}
+
+// problem is one out-of-range setting.
+type problem struct{ env, msg string }
+
+// problems lists every out-of-range setting, in field order.
+func (c *Config) problems() []problem {
+	var errs []problem
 	bad := func(env, format string, args ...any) {
-		errs = append(errs, fmt.Errorf("%s: %s", env, fmt.Sprintf(format, args...)))
+		errs = append(errs, problem{env, fmt.Sprintf(format, args...)})
 	}
 	if c.Port < 0 || c.Port > 65535 {
 		bad("PORT", "must be 0-65535, got %d", c.Port)
@@ -178,7 +193,7 @@ func (c *Config) Validate() error {
 	default:
 		bad("SNAPSWEEP_LOG_LEVEL", "must be debug, info, warn or error, got %q", c.LogLevel)
 	}
-	return errors.Join(errs...)
+	return errs
 }
 
 // FlagName is the flag of an environment variable: SNAPSWEEP_DELETE_RATE is
@@ -191,49 +206,211 @@ func FlagName(env string) string {
 	return strings.ReplaceAll(strings.ToLower(strings.TrimPrefix(env, "SNAPSWEEP_")), "_", "-")
 }
 
-// envNames lists the environment variables of Config's fields.
-func envNames() []string {
-	var out []string
+// Setting describes one setting of Config: its variable, default, meaning
+// and the kind of value it takes.
+type Setting struct {
+	Env     string
+	Default string // as text; "$NAME" means the value of setting NAME
+	Help    string
+	Kind    string // int, string, strings, duration, float, bool
+	index   int
+}
+
+// Settings lists every setting of Config, in field order.
+func Settings() []Setting {
+	var out []Setting
 	t := reflect.TypeFor[Config]()
 	for i := range t.NumField() {
-		tag := t.Field(i).Tag.Get("env")
+		f := t.Field(i)
+		tag := f.Tag.Get("env")
 		if tag == "" {
 			continue
 		}
-		out = append(out, strings.TrimSpace(strings.Split(tag, ",")[0]))
+		parts := strings.Split(tag, ",")
+		s := Setting{Env: strings.TrimSpace(parts[0]), Help: f.Tag.Get("help"), index: i}
+		for _, p := range parts[1:] {
+			if v, ok := strings.CutPrefix(strings.TrimSpace(p), "default="); ok {
+				s.Default = v
+			}
+		}
+		switch f.Type {
+		case reflect.TypeFor[time.Duration]():
+			s.Kind = "duration"
+		case reflect.TypeFor[[]string]():
+			s.Kind = "strings"
+		default:
+			switch f.Type.Kind() {
+			case reflect.Int:
+				s.Kind = "int"
+			case reflect.Float64:
+				s.Kind = "float"
+			case reflect.Bool:
+				s.Kind = "bool"
+			default:
+				s.Kind = "string"
+			}
+		}
+		out = append(out, s)
 	}
 	return out
 }
 
-// Flags registers one flag per setting on fs and returns a lookuper of the
-// flags the user set. Flags are strings parsed like the environment, so a
-// flag and its variable accept the same text.
-func Flags(fs *pflag.FlagSet) envconfig.Lookuper {
-	vals := map[string]*string{}
-	for _, env := range envNames() {
-		vals[env] = fs.String(FlagName(env), "", "overrides $"+env)
-	}
-	return envconfig.LookuperFunc(func(key string) (string, bool) {
-		p, ok := vals[key]
-		if !ok || !fs.Changed(FlagName(key)) {
-			return "", false
-		}
-		return *p, true
-	})
+// expected says what a setting of a kind accepts, for messages.
+var expected = map[string]string{
+	"int":      "a whole number, e.g. 500",
+	"float":    "a number, e.g. 0.05 or 10",
+	"duration": "a duration, e.g. 90s, 10m or 72h",
+	"bool":     "true or false",
 }
 
-// Load reads the configuration from the lookupers (earlier ones win) and
-// validates it. Parse and validation problems come back together.
-func Load(ctx context.Context, lookupers ...envconfig.Lookuper) (*Config, error) {
-	var c Config
-	if err := envconfig.ProcessWith(ctx, &envconfig.Config{
-		Target:   &c,
-		Lookuper: envconfig.MultiLookuper(lookupers...),
-	}); err != nil {
-		return nil, fmt.Errorf("invalid configuration: %w", err)
+// parse converts text to the setting's kind.
+func (s Setting) parse(text string) (reflect.Value, error) {
+	text = strings.TrimSpace(text)
+	switch s.Kind {
+	case "int":
+		n, err := strconv.Atoi(text)
+		return reflect.ValueOf(n), err
+	case "float":
+		f, err := strconv.ParseFloat(text, 64)
+		if err == nil && (math.IsNaN(f) || math.IsInf(f, 0)) {
+			err = errors.New("not finite")
+		}
+		return reflect.ValueOf(f), err
+	case "duration":
+		d, err := time.ParseDuration(text)
+		return reflect.ValueOf(d), err
+	case "bool":
+		b, err := strconv.ParseBool(text)
+		return reflect.ValueOf(b), err
+	case "strings":
+		var out []string
+		for _, p := range strings.Split(text, ",") {
+			if p = strings.TrimSpace(p); p != "" {
+				out = append(out, p)
+			}
+		}
+		return reflect.ValueOf(out), nil
 	}
-	if err := c.Validate(); err != nil {
-		return nil, fmt.Errorf("invalid configuration:\n%w", err)
+	return reflect.ValueOf(text), nil
+}
+
+// flagValue is a flag of `snapsweep serve`: it keeps the text as given, so
+// that Load parses a flag exactly like its variable and reports a bad value
+// together with every other problem.
+type flagValue struct {
+	kind string
+	text string
+}
+
+func (v *flagValue) String() string     { return v.text }
+func (v *flagValue) Set(s string) error { v.text = s; return nil }
+func (v *flagValue) Type() string       { return v.kind }
+
+// flagLookuper reads the flags the user set and names them as flags.
+type flagLookuper struct {
+	fs   *pflag.FlagSet
+	vals map[string]*flagValue
+}
+
+func (l *flagLookuper) Lookup(key string) (string, bool) {
+	v, ok := l.vals[key]
+	if !ok || !l.fs.Changed(FlagName(key)) {
+		return "", false
+	}
+	return v.text, true
+}
+
+// NameOf is how the user named the setting: as a flag.
+func (l *flagLookuper) NameOf(key string) string { return "--" + FlagName(key) }
+
+// Flags registers one flag per setting on fs, with its meaning, type and
+// default, and returns a lookuper of the flags the user set.
+func Flags(fs *pflag.FlagSet) envconfig.Lookuper {
+	l := &flagLookuper{fs: fs, vals: map[string]*flagValue{}}
+	for _, s := range Settings() {
+		v := &flagValue{kind: s.Kind}
+		l.vals[s.Env] = v
+		f := fs.VarPF(v, FlagName(s.Env), "", s.Help+" (env "+s.Env+")")
+		f.DefValue = s.Default
+		if ref, ok := strings.CutPrefix(s.Default, "$"); ok {
+			f.DefValue = "--" + FlagName(ref)
+		}
+		if s.Kind == "bool" {
+			f.NoOptDefVal = "true"
+		}
+	}
+	return l
+}
+
+// FlagLookuper wraps a lookuper of flag values so that Load names its
+// settings as flags (--delete-rate, not SNAPSWEEP_DELETE_RATE).
+func FlagLookuper(l envconfig.Lookuper) envconfig.Lookuper { return namedLookuper{l} }
+
+type namedLookuper struct{ envconfig.Lookuper }
+
+func (namedLookuper) NameOf(key string) string { return "--" + FlagName(key) }
+
+// Load reads the configuration from the lookupers (earlier ones win) and
+// validates it. Every value that does not parse and every value out of
+// range comes back in one error, each named the way the user gave it (the
+// variable, or the flag), with the value and what is expected.
+func Load(ctx context.Context, lookupers ...envconfig.Lookuper) (*Config, error) {
+	_ = ctx
+	var c Config
+	rv := reflect.ValueOf(&c).Elem()
+	names := map[string]string{}
+	lookup := func(key string) (string, string, bool) {
+		for _, l := range lookupers {
+			if v, ok := l.Lookup(key); ok {
+				name := key
+				if n, ok := l.(interface{ NameOf(string) string }); ok {
+					name = n.NameOf(key)
+				}
+				return v, name, true
+			}
+		}
+		return "", key, false
+	}
+	var errs []error
+	failed := map[string]bool{}
+	values := map[string]string{}
+	for _, s := range Settings() {
+		text, name, ok := lookup(s.Env)
+		if strings.TrimSpace(text) == "" {
+			// An empty variable or flag means the default, as unset.
+			ok = false
+		}
+		names[s.Env] = name
+		if !ok {
+			text = s.Default
+			if ref, isRef := strings.CutPrefix(text, "$"); isRef {
+				text = values[ref]
+			}
+		}
+		values[s.Env] = text
+		if text == "" && !ok {
+			continue
+		}
+		v, err := s.parse(text)
+		if err != nil {
+			failed[s.Env] = true
+			errs = append(errs, fmt.Errorf("%s=%q: want %s", name, text, expected[s.Kind]))
+			continue
+		}
+		rv.Field(s.index).Set(v)
+	}
+	for _, p := range c.problems() {
+		if failed[p.env] {
+			continue
+		}
+		name := names[p.env]
+		if name == "" {
+			name = p.env
+		}
+		errs = append(errs, fmt.Errorf("%s: %s", name, p.msg))
+	}
+	if len(errs) > 0 {
+		return nil, fmt.Errorf("invalid configuration:\n%w", errors.Join(errs...))
 	}
 	return &c, nil
 }

@@ -61,7 +61,7 @@ func TestFlagsOverrideTheEnvironment(t *testing.T) {
 	t.Parallel()
 	fs := pflag.NewFlagSet("serve", pflag.ContinueOnError)
 	flags := config.Flags(fs)
-	if err := fs.Parse([]string{"--project", "flag-project", "--delete-rate", "25", "--dry-run", "true"}); err != nil {
+	if err := fs.Parse([]string{"--project", "flag-project", "--delete-rate", "25", "--dry-run"}); err != nil {
 		t.Fatal(err)
 	}
 	env := envconfig.MapLookuper(map[string]string{"GOOGLE_CLOUD_PROJECT": "env-project", "SNAPSWEEP_DELETE_RATE": "5", "SNAPSWEEP_DELETE_CONCURRENCY": "4"})
@@ -75,5 +75,102 @@ func TestFlagsOverrideTheEnvironment(t *testing.T) {
 	}
 	if got := config.FlagName("SNAPSWEEP_MAX_DELETES_PER_SWEEP"); got != "max-deletes-per-sweep" {
 		t.Errorf("FlagName = %q", got)
+	}
+}
+
+// TestUnparsableAndOutOfRangeSettingsInOneMessage: every value that does
+// not parse and every value out of range is in the one error, named the
+// way the user gave it (the variable, or the flag), with the value and
+// what is expected; a missing project is reported with them.
+func TestUnparsableAndOutOfRangeSettingsInOneMessage(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name  string
+		env   map[string]string
+		flags []string
+		want  []string
+	}{
+		{
+			name: "environment",
+			env: map[string]string{"SNAPSWEEP_DELETE_RATE": "fast", "SNAPSWEEP_SNAPSHOT_TTL": "soon",
+				"SNAPSWEEP_SESSION_FAILURE_TOLERANCE": "1.5"},
+			want: []string{
+				"invalid configuration:",
+				`SNAPSWEEP_SNAPSHOT_TTL="soon": want a duration, e.g. 90s, 10m or 72h`,
+				`SNAPSWEEP_DELETE_RATE="fast": want a number, e.g. 0.05 or 10`,
+				"GOOGLE_CLOUD_PROJECT: is required",
+				"SNAPSWEEP_PROJECTS: is required (defaults to GOOGLE_CLOUD_PROJECT)",
+				"SNAPSWEEP_SESSION_FAILURE_TOLERANCE: must be within [0, 1], got 1.5",
+			},
+		},
+		{
+			name:  "flags",
+			env:   map[string]string{"GOOGLE_CLOUD_PROJECT": "my-project", "SNAPSWEEP_MAX_REDRIVES": "many"},
+			flags: []string{"--delete-rate", "fast", "--snapshot-ttl=soon", "--session-failure-tolerance", "-1", "--dry-run=maybe"},
+			want: []string{
+				"invalid configuration:",
+				`--snapshot-ttl="soon": want a duration, e.g. 90s, 10m or 72h`,
+				`--delete-rate="fast": want a number, e.g. 0.05 or 10`,
+				`--dry-run="maybe": want true or false`,
+				`SNAPSWEEP_MAX_REDRIVES="many": want a whole number, e.g. 500`,
+				"--session-failure-tolerance: must be within [0, 1], got -1",
+			},
+		},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			fs := pflag.NewFlagSet("serve", pflag.ContinueOnError)
+			flags := config.Flags(fs)
+			if err := fs.Parse(c.flags); err != nil {
+				t.Fatalf("flags: %v", err)
+			}
+			_, err := config.Load(context.Background(), flags, envconfig.MapLookuper(c.env))
+			if err == nil {
+				t.Fatal("want an error")
+			}
+			if diff := cmp.Diff(c.want, strings.Split(err.Error(), "\n")); diff != "" {
+				t.Errorf("message (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// TestFlagsDescribeThemselves: every flag of serve has a meaning, names its
+// variable, has a type other than plain text where the setting is not text,
+// and shows the default.
+func TestFlagsDescribeThemselves(t *testing.T) {
+	t.Parallel()
+	fs := pflag.NewFlagSet("serve", pflag.ContinueOnError)
+	config.Flags(fs)
+	type shown struct{ Type, Default string }
+	got := map[string]shown{}
+	fs.VisitAll(func(f *pflag.Flag) {
+		if f.Usage == "" || !strings.Contains(f.Usage, "(env ") {
+			t.Errorf("--%s: usage %q lacks a meaning or its variable", f.Name, f.Usage)
+		}
+		got[f.Name] = shown{f.Value.Type(), f.DefValue}
+	})
+	want := map[string]shown{
+		"delete-rate":  {"float", "10"},
+		"snapshot-ttl": {"duration", "72h"},
+		"dry-run":      {"bool", "false"},
+		"port":         {"int", "8080"},
+		"projects":     {"strings", "--project"},
+		"project":      {"string", ""},
+	}
+	for name, w := range want {
+		if diff := cmp.Diff(w, got[name]); diff != "" {
+			t.Errorf("--%s (-want +got):\n%s", name, diff)
+		}
+	}
+	if len(got) != len(config.Settings()) {
+		t.Errorf("%d flags for %d settings", len(got), len(config.Settings()))
+	}
+	usage := fs.FlagUsages()
+	for _, line := range []string{"--delete-rate float", "(default 10)", "--snapshot-ttl duration", "(default 72h)"} {
+		if !strings.Contains(usage, line) {
+			t.Errorf("help lacks %q:\n%s", line, usage)
+		}
 	}
 }

@@ -31,10 +31,10 @@ type SessionFunc func(cur *Session) (*Session, error)
 // HealthRecord is one stored health report (the report itself is JSON).
 type HealthRecord struct {
 	ID       string    `firestore:"id" json:"id,omitempty"`
-	At       time.Time `firestore:"at" json:"at,omitempty"`
+	At       time.Time `firestore:"at" json:"at,omitzero"`
 	Status   string    `firestore:"status" json:"status,omitempty"`
 	Report   string    `firestore:"report" json:"report,omitempty"`
-	ExpireAt time.Time `firestore:"expireAt" json:"expireAt,omitempty"`
+	ExpireAt time.Time `firestore:"expireAt" json:"expireAt,omitzero"`
 }
 
 // Firestore is the registry on Cloud Firestore (native mode).
@@ -479,7 +479,7 @@ func (f *Firestore) Processed(ctx context.Context, eventID string) (string, bool
 
 type lease struct {
 	Holder string    `firestore:"holder" json:"holder,omitempty"`
-	Until  time.Time `firestore:"until" json:"until,omitempty"`
+	Until  time.Time `firestore:"until" json:"until,omitzero"`
 }
 
 // AcquireLease takes the named lease for holder until now+ttl, if it is free,

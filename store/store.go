@@ -115,23 +115,23 @@ type Snapshot struct {
 	// Orphan marks a snapshot adopted by the sweep, not reported by a job.
 	Orphan bool `firestore:"orphan,omitempty" json:"orphan,omitempty"`
 
-	CreatedAt    time.Time `firestore:"createdAt" json:"createdAt,omitempty"`       // event time of snapshot.created
-	RegisteredAt time.Time `firestore:"registeredAt" json:"registeredAt,omitempty"` // when snapsweep first saw it
+	CreatedAt    time.Time `firestore:"createdAt" json:"createdAt,omitzero"`       // event time of snapshot.created
+	RegisteredAt time.Time `firestore:"registeredAt" json:"registeredAt,omitzero"` // when snapsweep first saw it
 	// ExpiresAt is when the sweep may clean it without a task outcome:
 	// created + TTL while active, failed + retention while retained.
-	ExpiresAt time.Time `firestore:"expiresAt" json:"expiresAt,omitempty"`
-	UpdatedAt time.Time `firestore:"updatedAt" json:"updatedAt,omitempty"`
+	ExpiresAt time.Time `firestore:"expiresAt" json:"expiresAt,omitzero"`
+	UpdatedAt time.Time `firestore:"updatedAt" json:"updatedAt,omitzero"`
 
 	CleanupReason      string    `firestore:"cleanupReason,omitempty" json:"cleanupReason,omitempty"`
-	CleanupRequestedAt time.Time `firestore:"cleanupRequestedAt,omitempty" json:"cleanupRequestedAt,omitempty"`
+	CleanupRequestedAt time.Time `firestore:"cleanupRequestedAt,omitempty" json:"cleanupRequestedAt,omitzero"`
 	// Attempt is the delete generation: it grows with every claim, and the
 	// Compute request id derives from it, so a retried call within one claim
 	// is deduplicated by Compute and a new claim is a new request.
 	Attempt    int       `firestore:"attempt,omitempty" json:"attempt,omitempty"`
-	LeaseUntil time.Time `firestore:"leaseUntil,omitempty" json:"leaseUntil,omitempty"`
+	LeaseUntil time.Time `firestore:"leaseUntil,omitempty" json:"leaseUntil,omitzero"`
 	LeaseOwner string    `firestore:"leaseOwner,omitempty" json:"leaseOwner,omitempty"`
 	Operation  string    `firestore:"operation,omitempty" json:"operation,omitempty"`
-	DeletedAt  time.Time `firestore:"deletedAt,omitempty" json:"deletedAt,omitempty"`
+	DeletedAt  time.Time `firestore:"deletedAt,omitempty" json:"deletedAt,omitzero"`
 	DeletedBy  string    `firestore:"deletedBy,omitempty" json:"deletedBy,omitempty"` // snapsweep, job, vanished
 
 	Error      string `firestore:"error,omitempty" json:"error,omitempty"`
@@ -145,20 +145,20 @@ type Snapshot struct {
 	// be deleted under this record. ComputeCreatedAt is its
 	// creationTimestamp.
 	ComputeID        string    `firestore:"computeId,omitempty" json:"computeId,omitempty"`
-	ComputeCreatedAt time.Time `firestore:"computeCreatedAt,omitempty" json:"computeCreatedAt,omitempty"`
+	ComputeCreatedAt time.Time `firestore:"computeCreatedAt,omitempty" json:"computeCreatedAt,omitzero"`
 	// Generation counts the snapshots that held this name (1 for the
 	// first); Archived marks the record of an earlier one, kept readable.
 	Generation int  `firestore:"generation,omitempty" json:"generation,omitempty"`
 	Archived   bool `firestore:"archived,omitempty" json:"archived,omitempty"`
 	// AdoptedAt is when the sweep adopted the (orphan) snapshot.
-	AdoptedAt time.Time `firestore:"adoptedAt,omitempty" json:"adoptedAt,omitempty"`
+	AdoptedAt time.Time `firestore:"adoptedAt,omitempty" json:"adoptedAt,omitzero"`
 	// RetainUntil is the longest failed-task retention the record was ever
 	// given; it never shrinks.
-	RetainUntil time.Time `firestore:"retainUntil,omitempty" json:"retainUntil,omitempty"`
+	RetainUntil time.Time `firestore:"retainUntil,omitempty" json:"retainUntil,omitzero"`
 	// DeleteSentAt is set right before a DELETE goes out (and cleared when
 	// Compute refused it without executing it): from then on the record
 	// stays deleting until the deletion is confirmed.
-	DeleteSentAt time.Time `firestore:"deleteSentAt,omitempty" json:"deleteSentAt,omitempty"`
+	DeleteSentAt time.Time `firestore:"deleteSentAt,omitempty" json:"deleteSentAt,omitzero"`
 	// Redrives counts the sweep's re-drives of a stuck cleanup.
 	Redrives int `firestore:"redrives,omitempty" json:"redrives,omitempty"`
 	// LastTransition names the lifecycle transition that wrote the record.
@@ -235,18 +235,18 @@ type Task struct {
 	TaskID    string    `firestore:"taskId" json:"taskId,omitempty"`
 	State     TaskState `firestore:"state" json:"state,omitempty"`
 	// StateTime is the source time of the event that set State.
-	StateTime    time.Time `firestore:"stateTime" json:"stateTime,omitempty"`
+	StateTime    time.Time `firestore:"stateTime" json:"stateTime,omitzero"`
 	StateEventID string    `firestore:"stateEventId" json:"stateEventId,omitempty"`
 	// FailedAt is the source time of the task's latest failure, whatever
 	// its state is now; FailureSeenAt is when snapsweep saw that failure.
 	// The failed-task retention of the snapshots taken before it counts
 	// from the later of the two.
-	FailedAt      time.Time `firestore:"failedAt,omitempty" json:"failedAt,omitempty"`
-	FailureSeenAt time.Time `firestore:"failureSeenAt,omitempty" json:"failureSeenAt,omitempty"`
-	StartedAt     time.Time `firestore:"startedAt,omitempty" json:"startedAt,omitempty"`
-	FinishedAt    time.Time `firestore:"finishedAt,omitempty" json:"finishedAt,omitempty"`
+	FailedAt      time.Time `firestore:"failedAt,omitempty" json:"failedAt,omitzero"`
+	FailureSeenAt time.Time `firestore:"failureSeenAt,omitempty" json:"failureSeenAt,omitzero"`
+	StartedAt     time.Time `firestore:"startedAt,omitempty" json:"startedAt,omitzero"`
+	FinishedAt    time.Time `firestore:"finishedAt,omitempty" json:"finishedAt,omitzero"`
 	Error         string    `firestore:"error,omitempty" json:"error,omitempty"`
-	UpdatedAt     time.Time `firestore:"updatedAt" json:"updatedAt,omitempty"`
+	UpdatedAt     time.Time `firestore:"updatedAt" json:"updatedAt,omitzero"`
 }
 
 // Key returns the task's key.
@@ -276,14 +276,14 @@ const (
 type Session struct {
 	SessionID   string       `firestore:"sessionId" json:"sessionId,omitempty"`
 	State       SessionState `firestore:"state" json:"state,omitempty"`
-	StartedAt   time.Time    `firestore:"startedAt" json:"startedAt,omitempty"`
-	CompletedAt time.Time    `firestore:"completedAt,omitempty" json:"completedAt,omitempty"`
+	StartedAt   time.Time    `firestore:"startedAt" json:"startedAt,omitzero"`
+	CompletedAt time.Time    `firestore:"completedAt,omitempty" json:"completedAt,omitzero"`
 	Outcome     Outcome      `firestore:"outcome,omitempty" json:"outcome,omitempty"`
-	OutcomeAt   time.Time    `firestore:"outcomeAt,omitempty" json:"outcomeAt,omitempty"`
+	OutcomeAt   time.Time    `firestore:"outcomeAt,omitempty" json:"outcomeAt,omitzero"`
 	// Deleted and Failed are the counts the outcome was judged on.
 	Deleted   int64     `firestore:"deleted,omitempty" json:"deleted,omitempty"`
 	Failed    int64     `firestore:"failed,omitempty" json:"failed,omitempty"`
-	UpdatedAt time.Time `firestore:"updatedAt" json:"updatedAt,omitempty"`
+	UpdatedAt time.Time `firestore:"updatedAt" json:"updatedAt,omitzero"`
 }
 
 // Rejected is a message that can never be processed, kept for operators.
@@ -297,8 +297,8 @@ type Rejected struct {
 	Payload      string    `firestore:"payload" json:"payload,omitempty"` // truncated to MaxRejectedPayload bytes
 	Truncated    bool      `firestore:"truncated,omitempty" json:"truncated,omitempty"`
 	Size         int       `firestore:"size" json:"size,omitempty"`
-	ReceivedAt   time.Time `firestore:"receivedAt" json:"receivedAt,omitempty"`
-	ExpireAt     time.Time `firestore:"expireAt" json:"expireAt,omitempty"`
+	ReceivedAt   time.Time `firestore:"receivedAt" json:"receivedAt,omitzero"`
+	ExpireAt     time.Time `firestore:"expireAt" json:"expireAt,omitzero"`
 	Subscription string    `firestore:"subscription,omitempty" json:"subscription,omitempty"`
 }
 

@@ -908,7 +908,11 @@ func (s *Sweeper) health(ctx context.Context, rep *Report) {
 		c := Check{Name: name, Status: OK, Reason: fmt.Sprintf("%d %s", n, st)}
 		if n > 0 {
 			c.Status = Degraded
-			c.Reason = fmt.Sprintf("%d snapshots %s: see `snapsweep snapshots list --state %s`", n, st, st)
+			noun := "snapshots"
+			if n == 1 {
+				noun = "snapshot"
+			}
+			c.Reason = fmt.Sprintf("%d %s %s: see `snapsweep snapshots list --state %s`", n, noun, st, st)
 		}
 		rep.Checks = append(rep.Checks, c)
 	}

@@ -237,14 +237,6 @@ func countingFirestoreOptions(tb testing.TB, c *fsCounter) []option.ClientOption
 	return append(opts, option.WithGRPCConn(conn))
 }
 
-// emulatorOwner is the credential the Firestore client sends the emulator.
-type emulatorOwner struct{}
-
-func (emulatorOwner) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
-	return map[string]string{"authorization": "Bearer owner"}, nil
-}
-func (emulatorOwner) RequireTransportSecurity() bool { return false }
-
 // startServiceEnv is startEnv for benchmarks, with logs encoded and
 // discarded (requests go to svc.Handler() in-process).
 func startServiceEnv(tb testing.TB, settings map[string]string, opts ServiceOptions) *env {

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -45,7 +46,8 @@ func newCLIEnv(t *testing.T) *cliEnv {
 	emulators.Require(t, emulators.PubSub)
 	ctx := context.Background()
 	e := &cliEnv{project: emulators.ProjectID(t), fake: gcefake.New(gcefake.Options{})}
-	e.vars = map[string]string{"GOOGLE_CLOUD_PROJECT": e.project, "USER": "tester"}
+	e.vars = map[string]string{"GOOGLE_CLOUD_PROJECT": e.project, "USER": "tester",
+		"FIRESTORE_EMULATOR_HOST": os.Getenv("FIRESTORE_EMULATOR_HOST"), "PUBSUB_EMULATOR_HOST": os.Getenv("PUBSUB_EMULATOR_HOST")}
 	fs, err := firestore.NewClient(ctx, e.project)
 	if err != nil {
 		t.Fatal(err)
@@ -90,22 +92,12 @@ func runCLI(t *testing.T, deps opsDeps, args ...string) cliResult {
 	t.Helper()
 	root := newRootCommand(deps)
 	var out, errOut bytes.Buffer
-	root.SetArgs(args)
 	root.SetOut(&out)
 	root.SetErr(&errOut)
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	err := root.ExecuteContext(ctx)
-	res := cliResult{stdout: out.String(), stderr: errOut.String(), err: err}
-	var ce *configError
-	switch {
-	case err == nil:
-	case errors.As(err, &ce):
-		res.code = 2
-	default:
-		res.code = 1
-	}
-	return res
+	err := execute(ctx, root, args, deps.terminal)
+	return cliResult{stdout: out.String(), stderr: errOut.String(), err: err, code: exitCode(err)}
 }
 
 // put seeds snapshot records (project filled in) and their tasks.
@@ -215,7 +207,7 @@ func TestCLISnapshotsList(t *testing.T) {
 	for _, args := range [][]string{
 		{"--task", "t1"},        // a task needs its session
 		{"--state", "sleeping"}, // no such state
-		{"-o", "yaml"},
+		{"-o", "xml"},
 		{"--older-than", "-1h"},
 		{"--project", "Not A Project"},
 	} {
@@ -247,6 +239,7 @@ func TestCLISessions(t *testing.T) {
 		store.Snapshot{Name: "w1-b", SessionID: "wave-1", TaskID: "vm-1", State: store.Deleted, CreatedAt: now},
 		store.Snapshot{Name: "w1-c", SessionID: "wave-1", TaskID: "vm-2", State: store.Retained, CreatedAt: now},
 		store.Snapshot{Name: "w1-d", SessionID: "wave-1", TaskID: "vm-1", State: store.Refused, CreatedAt: now},
+		store.Snapshot{Name: "w2-a", SessionID: "wave-2", TaskID: "vm-1", State: store.Deleted, DeletedBy: "snapsweep", CreatedAt: now},
 	)
 
 	r := e.run(t, "sessions", "list", "-o", "json")
@@ -282,10 +275,34 @@ func TestCLISessions(t *testing.T) {
 			t.Errorf("sessions show lacks %q:\n%s", want, r.stdout)
 		}
 	}
-	r = e.run(t, "sessions", "show", "no-such-wave")
-	wantCode(t, "unknown session", r, 1)
-	if !strings.Contains(r.err.Error(), "not found") {
-		t.Errorf("error: %v", r.err)
+	// Typos are errors naming the closest known ids, not empty successes.
+	for _, c := range []struct {
+		args []string
+		say  string
+	}{
+		{[]string{"sessions", "show", "wave-3"}, `no session "wave-3" in the registry of project ` + e.project + "; closest known sessions: wave-2, wave-1"},
+		{[]string{"snapshots", "list", "--session", "wave-77"}, `no session "wave-77"`},
+		{[]string{"snapshots", "list", "--session", "wave-1", "--task", "vm-3"}, `no task "vm-3" in session wave-1; closest known tasks: vm-1, vm-2`},
+		{[]string{"cleanup", "session", "--session", "wave-77"}, `no session "wave-77"`},
+		{[]string{"cleanup", "task", "--session", "wave-1", "--task", "vm-9"}, `no task "vm-9" in session wave-1`},
+	} {
+		r := e.run(t, c.args...)
+		wantCode(t, strings.Join(c.args, " "), r, 1)
+		if !strings.Contains(r.err.Error(), c.say) {
+			t.Errorf("%v: error %v, want it to say %q", c.args, r.err, c.say)
+		}
+	}
+	r = e.run(t, "sessions", "list")
+	// wave-1's record says 2 deleted, 1 failed (judged); wave-2 is running
+	// and its record has no counts: the listing counts the snapshots.
+	counts := map[string][]string{}
+	for _, line := range strings.Split(r.stdout, "\n") {
+		if f := strings.Fields(line); len(f) == 7 {
+			counts[f[0]] = f[5:]
+		}
+	}
+	if diff := cmp.Diff(map[string][]string{"SESSION": {"DELETED", "FAILED"}, "wave-1": {"2", "1"}, "wave-2": {"1", "0"}}, counts); diff != "" {
+		t.Errorf("sessions list DELETED, FAILED (-want +got):\n%s\n%s", diff, r.stdout)
 	}
 }
 
@@ -507,7 +524,7 @@ func TestCLIHealth(t *testing.T) {
 			return
 		}
 		json.NewEncoder(w).Encode(statusReport{Breaker: "closed", Version: "test",
-			Health: &store.HealthRecord{At: now, Status: "ok", Report: string(b)}})
+			Health: newStatusHealth(store.HealthRecord{At: now, Status: "ok", Report: string(b)})})
 	}))
 	defer svc.Close()
 	r = e.run(t, "health", "--url", svc.URL)

@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"syscall"
@@ -19,24 +20,56 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	err := realMain(ctx, os.Args[1:])
 	stop()
-	if err != nil {
-		var ce *configError
-		if errors.As(err, &ce) {
-			fmt.Fprintln(os.Stderr, err)
-			os.Exit(2)
-		}
-		fmt.Fprintln(os.Stderr, "snapsweep:", err)
-		os.Exit(1)
-	}
+	os.Exit(report(os.Stderr, err))
 }
 
 func realMain(ctx context.Context, args []string) error {
-	root := rootCommand()
-	root.SetArgs(args)
-	return root.ExecuteContext(ctx)
+	return execute(ctx, rootCommand(), args, isTerminal)
 }
 
-// configError marks an invalid configuration (exit code 2).
+// The exit-code rule of the whole CLI, in one place:
+//
+//	0  the command did what it was asked
+//	1  it failed (an unknown session, a failing health report, a registry
+//	   that did not answer in time, ...)
+//	2  the command line or the configuration is wrong: unknown commands,
+//	   flags or arguments, missing arguments, invalid ids, bad settings
+//
+// Every error cobra returns before a command runs is a usage error;
+// commands mark their own with usageError (configError).
+const (
+	exitOK      = 0
+	exitFailure = 1
+	exitUsage   = 2
+)
+
+// exitCode maps a command's error to its exit code.
+func exitCode(err error) int {
+	var ce *configError
+	switch {
+	case err == nil:
+		return exitOK
+	case errors.As(err, &ce):
+		return exitUsage
+	}
+	return exitFailure
+}
+
+// report prints err (if any) the way the exit code reads, and returns the
+// code.
+func report(w io.Writer, err error) int {
+	code := exitCode(err)
+	switch code {
+	case exitOK:
+	case exitUsage:
+		fmt.Fprintln(w, err)
+	default:
+		fmt.Fprintln(w, "snapsweep:", err)
+	}
+	return code
+}
+
+// configError marks an invalid command line or configuration (exit code 2).
 type configError struct{ err error }
 
 func (e *configError) Error() string { return e.err.Error() }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -17,6 +18,9 @@ import (
 	"github.com/sethvargo/go-envconfig"
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
+	"google.golang.org/api/option"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/snapsweep/snapsweep/config"
 	"github.com/snapsweep/snapsweep/events"
@@ -36,8 +40,9 @@ import (
 type opsDeps struct {
 	// lookup reads the environment (GOOGLE_CLOUD_PROJECT, SNAPSWEEP_*, USER).
 	lookup func(string) (string, bool)
-	// openRegistry opens the registry of a project and database.
-	openRegistry func(ctx context.Context, project, database string) (store.Registry, func() error, error)
+	// openRegistry opens the registry of a project and database, on the
+	// emulator at emulator when it is not empty.
+	openRegistry func(ctx context.Context, project, database, emulator string) (store.Registry, func() error, error)
 	// openPubSub opens a Pub/Sub client (honours PUBSUB_EMULATOR_HOST).
 	openPubSub pubsubClientFunc
 	// computeHTTP, when set, is the HTTP client of the Compute API.
@@ -62,13 +67,61 @@ func defaultOpsDeps() opsDeps {
 	}
 }
 
-func openFirestoreRegistry(ctx context.Context, project, database string) (store.Registry, func() error, error) {
-	c, err := firestore.NewClientWithDatabase(ctx, project, database)
+// firestoreEndpoint names the Firestore a command talks to, for messages.
+func firestoreEndpoint(project, database, emulator string) string {
+	if emulator != "" {
+		return fmt.Sprintf("the Firestore emulator at %s (project %s)", emulator, project)
+	}
+	return fmt.Sprintf("Firestore (firestore.googleapis.com, project %s, database %s)", project, database)
+}
+
+// openFirestoreRegistry opens the Firestore registry. Every call is
+// registered with the command's waits; the emulator, when named, is dialed
+// here (as the client library would), so that the command's own
+// environment decides and not only the process's.
+func openFirestoreRegistry(ctx context.Context, project, database, emulator string) (store.Registry, func() error, error) {
+	dial := grpcWaits(firestoreEndpoint(project, database, emulator))
+	var opts []option.ClientOption
+	closers := []func() error{}
+	if emulator != "" {
+		conn, err := grpc.NewClient(emulator, append(dial,
+			grpc.WithTransportCredentials(insecure.NewCredentials()),
+			grpc.WithPerRPCCredentials(emulatorOwner{}))...)
+		if err != nil {
+			return nil, nil, fmt.Errorf("firestore emulator %s: %w", emulator, err)
+		}
+		closers = append(closers, conn.Close)
+		opts = append(opts, option.WithGRPCConn(conn))
+	} else {
+		for _, d := range dial {
+			opts = append(opts, option.WithGRPCDialOption(d))
+		}
+	}
+	c, err := firestore.NewClientWithDatabase(ctx, project, database, opts...)
 	if err != nil {
+		for _, cl := range closers {
+			_ = cl()
+		}
 		return nil, nil, fmt.Errorf("firestore client: %w", err)
 	}
-	return store.NewFirestore(c), c.Close, nil
+	closeAll := func() error {
+		err := c.Close()
+		for _, cl := range closers {
+			_ = cl()
+		}
+		return err
+	}
+	return store.NewFirestore(c), closeAll, nil
 }
+
+// emulatorOwner is the credential the Firestore emulator expects (the
+// client library sends the same when it dials the emulator itself).
+type emulatorOwner struct{}
+
+func (emulatorOwner) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return map[string]string{"authorization": "Bearer owner"}, nil
+}
+func (emulatorOwner) RequireTransportSecurity() bool { return false }
 
 // isTerminal reports whether w is a terminal.
 func isTerminal(w io.Writer) bool {
@@ -100,7 +153,14 @@ type opsOptions struct {
 	// remote is set when the command talks to a running service (--url)
 	// instead of the registry: then no project is needed.
 	remote bool
+
+	// timeout bounds the whole command (--timeout).
+	timeout time.Duration
 }
+
+// defaultTimeout bounds every command that talks to Firestore, Pub/Sub,
+// Compute or a service.
+const defaultTimeout = 30 * time.Second
 
 // newOpsOptions registers the shared flags on cmd.
 func newOpsOptions(cmd *cobra.Command, deps opsDeps) *opsOptions {
@@ -108,7 +168,8 @@ func newOpsOptions(cmd *cobra.Command, deps opsDeps) *opsOptions {
 	fl := cmd.Flags()
 	fl.StringVar(&o.project, "project", o.env("GOOGLE_CLOUD_PROJECT", ""), "project of the registry (Firestore) and of Pub/Sub (env GOOGLE_CLOUD_PROJECT)")
 	fl.StringVar(&o.database, "database", o.env("SNAPSWEEP_FIRESTORE_DATABASE", "(default)"), "Firestore database id (env SNAPSWEEP_FIRESTORE_DATABASE)")
-	fl.StringVarP(&o.output, "output", "o", "table", "output format: table or json")
+	fl.StringVarP(&o.output, "output", "o", "table", "output format: table, json or yaml")
+	fl.DurationVar(&o.timeout, "timeout", defaultTimeout, "give up after this long, naming what did not answer")
 	cmd.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageError(c, "%v", err) })
 	return o
 }
@@ -135,9 +196,12 @@ func (o *opsOptions) env(name, def string) string {
 func (o *opsOptions) check(cmd *cobra.Command) error {
 	var problems []string
 	switch o.output {
-	case "table", "json":
+	case "table", "json", "yaml":
 	default:
-		problems = append(problems, fmt.Sprintf("--output %q: want table or json", o.output))
+		problems = append(problems, fmt.Sprintf("--output %q: want table, json or yaml", o.output))
+	}
+	if o.timeout <= 0 {
+		problems = append(problems, fmt.Sprintf("--timeout %s: must be positive", o.timeout))
 	}
 	switch {
 	case o.remote && o.project == "":
@@ -155,11 +219,21 @@ func (o *opsOptions) check(cmd *cobra.Command) error {
 	return nil
 }
 
-func (o *opsOptions) json() bool { return o.output == "json" }
+// json reports whether the output is structured (JSON or YAML): write it
+// with o.write.
+func (o *opsOptions) json() bool { return o.output == "json" || o.output == "yaml" }
+
+// write writes v as JSON or YAML, as -o asks.
+func (o *opsOptions) write(w io.Writer, v any) error {
+	if o.output == "yaml" {
+		return writeYAMLTo(w, v)
+	}
+	return writeJSONTo(w, v)
+}
 
 // registry opens the registry; close it when done.
 func (o *opsOptions) registry(ctx context.Context) (store.Registry, func(), error) {
-	reg, closeFn, err := o.deps.openRegistry(ctx, o.project, o.database)
+	reg, closeFn, err := o.deps.openRegistry(ctx, o.project, o.database, o.env("FIRESTORE_EMULATOR_HOST", ""))
 	if err != nil {
 		return nil, nil, err
 	}
@@ -181,10 +255,10 @@ func (o *opsOptions) config(ctx context.Context) (*config.Config, error) {
 		"SNAPSWEEP_COMPUTE_ENDPOINT":   o.computeEndpoint,
 		"SNAPSWEEP_PROJECTS":           o.projects,
 	}
-	set := envconfig.LookuperFunc(func(key string) (string, bool) {
+	set := config.FlagLookuper(envconfig.LookuperFunc(func(key string) (string, bool) {
 		v, ok := flags[key]
 		return v, ok && v != ""
-	})
+	}))
 	cfg, err := config.Load(ctx, set, envconfig.LookuperFunc(o.deps.lookup))
 	if err != nil {
 		return nil, &configError{err}
@@ -310,3 +384,104 @@ type exitError struct{ msg string }
 func (e *exitError) Error() string { return e.msg }
 
 var errNoRecord = errors.New("no such snapshot in the registry")
+
+// notFoundError is an id the registry does not know (exit code 1).
+type notFoundError struct{ msg string }
+
+func (e *notFoundError) Error() string { return e.msg }
+
+// checkSession returns nil when the registry knows session id, else an
+// error naming the closest session ids it knows.
+func (o *opsOptions) checkSession(ctx context.Context, reg store.Registry, id string) error {
+	_, err := reg.GetSession(ctx, id)
+	switch {
+	case err == nil:
+		return nil
+	case !errors.Is(err, store.ErrNotFound):
+		return fmt.Errorf("read session %s: %w", id, err)
+	}
+	sessions, err := reg.ListSessions(ctx, 500)
+	if err != nil {
+		return fmt.Errorf("list sessions: %w", err)
+	}
+	ids := make([]string, len(sessions))
+	for i, s := range sessions {
+		ids[i] = s.SessionID
+	}
+	return &notFoundError{fmt.Sprintf("no session %q in the registry of project %s%s", id, o.project, closest("sessions", id, ids))}
+}
+
+// checkTask returns nil when the registry knows the task, else an error
+// naming the closest task ids of its session.
+func (o *opsOptions) checkTask(ctx context.Context, reg store.Registry, session, task string) error {
+	_, err := reg.GetTask(ctx, store.TaskKey{SessionID: session, TaskID: task})
+	switch {
+	case err == nil:
+		return nil
+	case !errors.Is(err, store.ErrNotFound):
+		return fmt.Errorf("read task %s: %w", task, err)
+	}
+	var ids []string
+	for _, st := range []store.TaskState{store.TaskRunning, store.TaskSucceeded, store.TaskFailed} {
+		tasks, err := reg.ListTasks(ctx, session, st)
+		if err != nil {
+			return fmt.Errorf("list tasks: %w", err)
+		}
+		for _, t := range tasks {
+			ids = append(ids, t.TaskID)
+		}
+	}
+	return &notFoundError{fmt.Sprintf("no task %q in session %s%s", task, session, closest("tasks", task, ids))}
+}
+
+// closest says which of known are nearest to id (by edit distance), for a
+// not-found message.
+func closest(what, id string, known []string) string {
+	if len(known) == 0 {
+		return "; it knows no " + what
+	}
+	type cand struct {
+		id string
+		d  int
+	}
+	cands := make([]cand, len(known))
+	for i, k := range known {
+		cands[i] = cand{k, editDistance(strings.ToLower(id), strings.ToLower(k))}
+	}
+	slices.SortStableFunc(cands, func(a, b cand) int { return a.d - b.d })
+	var out []string
+	for _, c := range cands[:min(3, len(cands))] {
+		out = append(out, c.id)
+	}
+	return "; closest known " + what + ": " + strings.Join(out, ", ")
+}
+
+// editDistance is the Levenshtein distance of a and b.
+func editDistance(a, b string) int {
+	ra, rb := []rune(a), []rune(b)
+	prev := make([]int, len(rb)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(ra); i++ {
+		cur := make([]int, len(rb)+1)
+		cur[0] = i
+		for j := 1; j <= len(rb); j++ {
+			cost := 1
+			if ra[i-1] == rb[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev = cur
+	}
+	return prev[len(rb)]
+}
+
+// plural is "1 snapshot", "2 snapshots".
+func plural(n int64, one, many string) string {
+	if n == 1 {
+		return "1 " + one
+	}
+	return fmt.Sprintf("%d %s", n, many)
+}

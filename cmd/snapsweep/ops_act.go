@@ -80,7 +80,10 @@ also retries snapshots whose deletion failed.`,
 				return usageError(cmd, "missing %s", strings.Join(missing, ", "))
 			}
 			if !events.ValidSessionID(session) {
-				return usageError(cmd, "--session %q is not a valid session id", session)
+				return usageError(cmd, "--session %q is not a valid session id (%s)", session, sessionIDRule)
+			}
+			if scope == "task" && !events.ValidTaskID(task) {
+				return usageError(cmd, "--task %q is not a valid task id (%s)", task, taskIDRule)
 			}
 			return o.manualCleanup(cmd, session, task, yes)
 		}
@@ -133,6 +136,12 @@ func (o *opsOptions) manualCleanup(cmd *cobra.Command, session, task string, yes
 		}
 		q.After = page.Next
 	}
+	if len(snaps) == 0 {
+		// A typo is an error, not "nothing to do".
+		if err := o.unknownIDs(ctx, reg, session, task); err != nil {
+			return err
+		}
+	}
 	policy := cfg.Policy()
 	now := o.deps.now().UTC()
 	tasks := map[string]*store.Task{}
@@ -160,7 +169,7 @@ func (o *opsOptions) manualCleanup(cmd *cobra.Command, session, task string, yes
 	w := cmd.OutOrStdout()
 	if !yes {
 		if o.json() {
-			return writeJSONTo(w, res)
+			return o.write(w, res)
 		}
 		printPlan(w, res.Plan)
 		fmt.Fprintf(cmd.ErrOrStderr(), "dry run: %d of %d live snapshots would get a cleanup message (reason manual); nothing was published. Run again with --yes to act.\n",
@@ -169,7 +178,7 @@ func (o *opsOptions) manualCleanup(cmd *cobra.Command, session, task string, yes
 	}
 	if len(act) == 0 {
 		if o.json() {
-			return writeJSONTo(w, res)
+			return o.write(w, res)
 		}
 		printPlan(w, res.Plan)
 		fmt.Fprintln(w, "nothing to schedule: no live snapshot is eligible")
@@ -180,6 +189,9 @@ func (o *opsOptions) manualCleanup(cmd *cobra.Command, session, task string, yes
 		return fmt.Errorf("pubsub client: %w", err)
 	}
 	defer ps.Close()
+	// The publisher's calls run on its own goroutines: the whole publishing
+	// is one wait on Pub/Sub.
+	endWait := waitsFrom(ctx).begin(o.pubsubEndpoint(cfg.Project, cfg.CleanupTopic))
 	pub := bus.NewPublisher(ps, cfg.CleanupTopic)
 	defer pub.Stop()
 	sched := &cleanup.Scheduler{Store: reg, Publisher: pub, Policy: policy, Now: o.deps.now}
@@ -197,9 +209,10 @@ func (o *opsOptions) manualCleanup(cmd *cobra.Command, session, task string, yes
 		}
 		bar.add(len(batch))
 	}
+	endWait(errors.Join(errs...))
 	bar.finish()
 	if o.json() {
-		if err := writeJSONTo(w, res); err != nil {
+		if err := o.write(w, res); err != nil {
 			return err
 		}
 	} else {
@@ -307,7 +320,7 @@ errors, or reported failing health checks.`,
 			return err
 		}
 		if o.json() {
-			if werr := writeJSONTo(cmd.OutOrStdout(), rep); werr != nil {
+			if werr := o.write(cmd.OutOrStdout(), rep); werr != nil {
 				return werr
 			}
 		} else {
@@ -352,7 +365,9 @@ func (o *opsOptions) remoteSweep(ctx context.Context, cmd *cobra.Command, raw st
 		return nil, err
 	}
 	req.Header.Set("Content-Type", "application/json")
+	end := waitsFrom(ctx).begin("the service at " + u.Host)
 	resp, err := o.deps.http.Do(req)
+	end(err)
 	if err != nil {
 		return nil, fmt.Errorf("sweep on %s: %w", u.Host, err)
 	}
@@ -402,12 +417,20 @@ func (o *opsOptions) localSweep(ctx context.Context, dryRun bool) (*sweep.Report
 	}
 	defer lis.Close()
 	quiet := slog.New(slog.DiscardHandler)
-	svc, err := NewService(ctx, cfg, ServiceOptions{Registry: reg, PubSub: ps, Logger: quiet, Listener: lis, ComputeHTTP: o.deps.computeHTTP})
+	hc, err := o.computeClient(ctx, cfg.ComputeEndpoint)
+	if err != nil {
+		return nil, err
+	}
+	svc, err := NewService(ctx, cfg, ServiceOptions{Registry: reg, PubSub: ps, Logger: quiet, Listener: lis, ComputeHTTP: hc})
 	if err != nil {
 		return nil, err
 	}
 	defer svc.Close()
-	return svc.Sweeper.Run(telemetry.WithLogger(ctx, quiet), dryRun, "")
+	// The sweep publishes through Pub/Sub on the publisher's goroutines.
+	end := waitsFrom(ctx).begin("the sweep (" + o.pubsubEndpoint(cfg.Project, cfg.CleanupTopic) + ", " + computeEndpoint(cfg.ComputeEndpoint) + ")")
+	rep, err := svc.Sweeper.Run(telemetry.WithLogger(ctx, quiet), dryRun, "")
+	end(err)
+	return rep, err
 }
 
 func printSweep(w io.Writer, rep *sweep.Report) {
@@ -533,7 +556,10 @@ there is none yet.`,
 			}
 			status = st
 			if st.Health != nil {
-				records = []store.HealthRecord{*st.Health}
+				records = []store.HealthRecord{{At: st.Health.At, Status: st.Health.Status, Report: string(st.Health.Report)}}
+			}
+			if last > 1 {
+				fmt.Fprintf(cmd.ErrOrStderr(), "a service's /status has only its latest report; for the last %d, leave out --url (the registry has them)\n", last)
 			}
 		} else {
 			reg, done, err := o.registry(ctx)
@@ -569,7 +595,7 @@ there is none yet.`,
 			if status != nil {
 				v["breaker"], v["counts"], v["dryRun"], v["version"] = status.Breaker, status.Counts, status.DryRun, status.Version
 			}
-			if err := writeJSONTo(w, v); err != nil {
+			if err := o.write(w, v); err != nil {
 				return err
 			}
 		} else {
@@ -609,7 +635,9 @@ func (o *opsOptions) remoteStatus(ctx context.Context, cmd *cobra.Command, raw s
 	if err != nil {
 		return nil, err
 	}
+	end := waitsFrom(ctx).begin("the service at " + u.Host)
 	resp, err := o.deps.http.Do(req)
+	end(err)
 	if err != nil {
 		return nil, fmt.Errorf("status of %s: %w", u.Host, err)
 	}
@@ -688,7 +716,7 @@ cleanup deletes it until 'snapsweep release'. Holding is safe and needs no
 			return fmt.Errorf("hold %s: %w", key, refused)
 		}
 		if o.json() {
-			return writeJSONTo(cmd.OutOrStdout(), rec)
+			return o.write(cmd.OutOrStdout(), rec)
 		}
 		if already {
 			fmt.Fprintf(cmd.OutOrStdout(), "%s was already held by %s: %s (nothing changed)\n", key, rec.HeldBy, rec.HoldReason)
@@ -747,7 +775,7 @@ be deleted. Without --yes it only shows what would change.`,
 				return fmt.Errorf("release %s: it is not held (state %s)", key, rec.State)
 			}
 			if o.json() {
-				return writeJSONTo(w, map[string]any{"dryRun": true, "snapshot": rec, "releaseTo": lifecycle.ReleaseTo(rec.PrevState)})
+				return o.write(w, map[string]any{"dryRun": true, "snapshot": rec, "releaseTo": lifecycle.ReleaseTo(rec.PrevState)})
 			}
 			fmt.Fprintf(w, "would release %s: held by %s (%s) → %s\n", key, rec.HeldBy, rec.HoldReason, lifecycle.ReleaseTo(rec.PrevState))
 			fmt.Fprintln(cmd.ErrOrStderr(), "dry run: nothing changed. Run again with --yes to release it (it may then be deleted).")
@@ -775,7 +803,7 @@ be deleted. Without --yes it only shows what would change.`,
 			return fmt.Errorf("release %s: %w", key, refused)
 		}
 		if o.json() {
-			return writeJSONTo(w, rec)
+			return o.write(w, rec)
 		}
 		fmt.Fprintf(w, "released %s (held by %s: %s) → %s\n", key, was.HeldBy, was.HoldReason, rec.State)
 		if rec.TaskID != "" {
@@ -784,4 +812,12 @@ be deleted. Without --yes it only shows what would change.`,
 		return nil
 	}
 	return cmd
+}
+
+// pubsubEndpoint names the Pub/Sub topic a command publishes to, for messages.
+func (o *opsOptions) pubsubEndpoint(project, topic string) string {
+	if h := o.env("PUBSUB_EMULATOR_HOST", ""); h != "" {
+		return fmt.Sprintf("the Pub/Sub emulator at %s (topic %s of project %s)", h, topic, project)
+	}
+	return fmt.Sprintf("Pub/Sub (pubsub.googleapis.com, topic %s of project %s)", topic, project)
 }

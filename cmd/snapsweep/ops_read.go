@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 	"google.golang.org/api/option"
+	htransport "google.golang.org/api/transport/http"
 
 	"github.com/snapsweep/snapsweep/events"
 	"github.com/snapsweep/snapsweep/gce"
@@ -64,6 +66,12 @@ narrowed by the index and finished here.`,
 		if task != "" && session == "" {
 			return usageError(cmd, "--task needs --session (task ids are unique only within a session)")
 		}
+		if session != "" && !events.ValidSessionID(session) {
+			return usageError(cmd, "--session %q is not a valid session id (%s)", session, sessionIDRule)
+		}
+		if cmd.Flags().Changed("task") && !events.ValidTaskID(task) {
+			return usageError(cmd, "--task %q is not a valid task id (%s)", task, taskIDRule)
+		}
 		if olderThan < 0 || limit < 0 {
 			return usageError(cmd, "--older-than and --limit must not be negative")
 		}
@@ -114,11 +122,16 @@ narrowed by the index and finished here.`,
 		if more {
 			out = out[:limit]
 		}
+		if len(out) == 0 {
+			if err := o.unknownIDs(ctx, reg, session, task); err != nil {
+				return err
+			}
+		}
 		if o.json() {
 			if out == nil {
 				out = []store.Snapshot{}
 			}
-			return writeJSONTo(cmd.OutOrStdout(), struct {
+			return o.write(cmd.OutOrStdout(), struct {
 				Snapshots []store.Snapshot `json:"snapshots"`
 				More      bool             `json:"more"`
 			}{out, more})
@@ -145,6 +158,59 @@ narrowed by the index and finished here.`,
 	return group
 }
 
+// unknownIDs checks, for a listing that found nothing, that the session
+// and task it filters on exist: a typo is an error, not an empty success.
+func (o *opsOptions) unknownIDs(ctx context.Context, reg store.Registry, session, task string) error {
+	if session == "" {
+		return nil
+	}
+	if n, err := reg.CountSnapshots(ctx, store.Query{SessionID: session, States: store.States()}); err != nil || n > 0 {
+		// The session has snapshots (its record may not be there yet).
+		if err != nil {
+			return fmt.Errorf("count snapshots: %w", err)
+		}
+	} else if err := o.checkSession(ctx, reg, session); err != nil {
+		return err
+	}
+	if task == "" {
+		return nil
+	}
+	if n, err := reg.CountSnapshots(ctx, store.Query{SessionID: session, TaskID: task, States: store.States()}); err != nil || n > 0 {
+		if err != nil {
+			return fmt.Errorf("count snapshots: %w", err)
+		}
+		return nil
+	}
+	return o.checkTask(ctx, reg, session, task)
+}
+
+// The rules of ids, for usage errors.
+const (
+	sessionIDRule = "1-63 characters: lower-case letters, digits, - and _, starting with a letter or digit"
+	taskIDRule    = "1-256 printable characters"
+)
+
+// deletedNote says in words who or what ended a deleted or vanished record
+// (its deletedBy: snapsweep, job, already-gone, vanished).
+func deletedNote(st store.State, by string) string {
+	switch by {
+	case "snapsweep":
+		return "deleted by snapsweep"
+	case "job":
+		return "deleted by the migration job (snapshot.deleted)"
+	case "already-gone":
+		return "already gone when snapsweep came to delete it"
+	case "vanished":
+		return "gone from Compute without snapsweep deleting it"
+	case "":
+		if st == store.Vanished {
+			return "gone from Compute without snapsweep deleting it"
+		}
+		return "deleted"
+	}
+	return "deleted (" + by + ")"
+}
+
 func stateNames() string {
 	var names []string
 	for _, s := range store.States() {
@@ -160,8 +226,8 @@ func snapshotNote(s store.Snapshot) string {
 		return fmt.Sprintf("held by %s: %s (was %s)", s.HeldBy, s.HoldReason, s.PrevState)
 	case s.Error != "":
 		return s.Error
-	case s.State == store.Deleted:
-		return "deleted by " + s.DeletedBy
+	case s.State == store.Deleted || s.State == store.Vanished:
+		return deletedNote(s.State, s.DeletedBy)
 	case s.CleanupReason != "" && (s.State == store.CleanupPending || s.State == store.Deleting):
 		return "cleanup: " + s.CleanupReason
 	case s.Orphan:
@@ -210,15 +276,26 @@ func sessionsCommand(deps opsDeps) *cobra.Command {
 			if sessions == nil {
 				sessions = []store.Session{}
 			}
-			return writeJSONTo(cmd.OutOrStdout(), struct {
+			return lo.write(cmd.OutOrStdout(), struct {
 				Sessions []store.Session `json:"sessions"`
 			}{sessions})
 		}
 		tw := newTable(cmd.OutOrStdout())
 		fmt.Fprintln(tw, "SESSION\tSTATE\tOUTCOME\tSTARTED\tCOMPLETED\tDELETED\tFAILED")
 		for _, s := range sessions {
+			// The session record's counts are those its outcome was judged
+			// on (set once, at session.completed); count the snapshots now,
+			// as sessions show does.
+			deleted, err := reg.CountSnapshots(ctx, store.Query{SessionID: s.SessionID, States: []store.State{store.Deleted}})
+			if err != nil {
+				return fmt.Errorf("count snapshots of %s: %w", s.SessionID, err)
+			}
+			failed, err := reg.CountSnapshots(ctx, store.Query{SessionID: s.SessionID, States: []store.State{store.Failed, store.Refused}})
+			if err != nil {
+				return fmt.Errorf("count snapshots of %s: %w", s.SessionID, err)
+			}
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\n", s.SessionID, s.State, dash(string(s.Outcome)),
-				when(s.StartedAt), when(s.CompletedAt), s.Deleted, s.Failed)
+				when(s.StartedAt), when(s.CompletedAt), deleted, failed)
 		}
 		if len(sessions) == 0 {
 			fmt.Fprintln(cmd.ErrOrStderr(), "no sessions")
@@ -238,6 +315,9 @@ func sessionsCommand(deps opsDeps) *cobra.Command {
 		if err := so.check(cmd); err != nil {
 			return err
 		}
+		if !events.ValidSessionID(args[0]) {
+			return usageError(cmd, "%q is not a valid session id (%s)", args[0], sessionIDRule)
+		}
 		ctx := cmd.Context()
 		reg, done, err := so.registry(ctx)
 		if err != nil {
@@ -247,7 +327,7 @@ func sessionsCommand(deps opsDeps) *cobra.Command {
 		id := args[0]
 		sess, err := reg.GetSession(ctx, id)
 		if errors.Is(err, store.ErrNotFound) {
-			return fmt.Errorf("session %q not found", id)
+			return so.checkSession(ctx, reg, id)
 		}
 		if err != nil {
 			return fmt.Errorf("read session: %w", err)
@@ -277,7 +357,7 @@ func sessionsCommand(deps opsDeps) *cobra.Command {
 			}
 		}
 		if so.json() {
-			return writeJSONTo(cmd.OutOrStdout(), out)
+			return so.write(cmd.OutOrStdout(), out)
 		}
 		w := cmd.OutOrStdout()
 		tw := newTable(w)
@@ -343,7 +423,7 @@ func rejectedCommand(deps opsDeps) *cobra.Command {
 			if rej == nil {
 				rej = []store.Rejected{}
 			}
-			return writeJSONTo(cmd.OutOrStdout(), struct {
+			return o.write(cmd.OutOrStdout(), struct {
 				Rejected []store.Rejected `json:"rejected"`
 			}{rej})
 		}
@@ -461,7 +541,7 @@ deleted. The last column says which.`,
 			if found == nil {
 				found = []orphan{}
 			}
-			return writeJSONTo(cmd.OutOrStdout(), struct {
+			return o.write(cmd.OutOrStdout(), struct {
 				Orphans []orphan `json:"orphans"`
 				Checked int      `json:"checked"`
 			}{found, listed})
@@ -489,13 +569,42 @@ deleted. The last column says which.`,
 // compute opens the Compute client: a plain-http endpoint without
 // credentials, anything else with Application Default Credentials.
 func (o *opsOptions) compute(ctx context.Context, endpoint string) (*gce.Client, error) {
-	var opts []option.ClientOption
-	if o.deps.computeHTTP != nil {
-		opts = append(opts, option.WithHTTPClient(o.deps.computeHTTP))
+	hc, err := o.computeClient(ctx, endpoint)
+	if err != nil {
+		return nil, err
 	}
+	opts := []option.ClientOption{option.WithHTTPClient(hc)}
 	c, err := gce.New(ctx, gce.Config{Endpoint: endpoint}, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("compute client: %w", err)
 	}
 	return c, nil
+}
+
+// computeEndpoint names the Compute API a command talks to, for messages.
+func computeEndpoint(endpoint string) string {
+	if endpoint == "" {
+		return "the Compute API (compute.googleapis.com)"
+	}
+	return "the Compute API at " + endpoint
+}
+
+// computeClient is the HTTP client of the Compute API, with every call
+// registered with the command's waits: plain http without credentials,
+// anything else with Application Default Credentials.
+func (o *opsOptions) computeClient(ctx context.Context, endpoint string) (*http.Client, error) {
+	base := http.DefaultTransport
+	switch {
+	case o.deps.computeHTTP != nil:
+		if o.deps.computeHTTP.Transport != nil {
+			base = o.deps.computeHTTP.Transport
+		}
+	case !strings.HasPrefix(endpoint, "http://"):
+		hc, _, err := htransport.NewClient(ctx, option.WithScopes("https://www.googleapis.com/auth/compute"))
+		if err != nil {
+			return nil, fmt.Errorf("credentials for %s: %w", computeEndpoint(endpoint), err)
+		}
+		base = hc.Transport
+	}
+	return &http.Client{Transport: waitedTransport{endpoint: computeEndpoint(endpoint), base: base}}, nil
 }

@@ -468,7 +468,7 @@ func (e *atkEnv) cli(args ...string) (int, string) {
 	e.t.Helper()
 	deps := defaultOpsDeps()
 	deps.lookup = func(k string) (string, bool) { v, ok := e.vars[k]; return v, ok }
-	deps.openRegistry = func(context.Context, string, string) (store.Registry, func() error, error) {
+	deps.openRegistry = func(context.Context, string, string, string) (store.Registry, func() error, error) {
 		return e.reg, nil, nil
 	}
 	deps.openPubSub = func(context.Context, string) (*pubsub.Client, error) { return e.pubsubClient(), nil }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -318,13 +319,33 @@ func (s *Service) Close() {
 	s.closers = nil
 }
 
+// statusReport is GET /status.
 type statusReport struct {
 	Counts   map[store.State]int64 `json:"counts"`
 	Sessions []store.Session       `json:"sessions"`
 	Breaker  string                `json:"breaker"`
 	DryRun   bool                  `json:"dryRun"`
-	Health   *store.HealthRecord   `json:"lastHealth,omitempty"`
+	Health   *statusHealth         `json:"lastHealth,omitempty"`
 	Version  string                `json:"version"`
+}
+
+// statusHealth is the latest stored health report, the report itself as
+// JSON (the registry stores it as text).
+type statusHealth struct {
+	At     time.Time       `json:"at"`
+	Status string          `json:"status"`
+	Report json.RawMessage `json:"report,omitempty"`
+}
+
+func newStatusHealth(h store.HealthRecord) *statusHealth {
+	out := &statusHealth{At: h.At, Status: h.Status}
+	if json.Valid([]byte(h.Report)) {
+		out.Report = json.RawMessage(h.Report)
+	} else if h.Report != "" {
+		// Never hide a stored report, even one that is not JSON.
+		out.Report, _ = json.Marshal(h.Report)
+	}
+	return out
 }
 
 func (s *Service) status(ctx context.Context) (statusReport, error) {
@@ -338,7 +359,7 @@ func (s *Service) status(ctx context.Context) (statusReport, error) {
 	}
 	rep := statusReport{Counts: counts, Sessions: sessions, Breaker: s.Engine.BreakerState(), DryRun: s.cfg.DryRun, Version: version}
 	if h, err := s.Store.LatestHealth(ctx, 1); err == nil && len(h) > 0 {
-		rep.Health = &h[0]
+		rep.Health = newStatusHealth(h[0])
 	}
 	return rep, nil
 }
