@@ -351,11 +351,17 @@ func (p Policy) Adopt(cur *store.Snapshot, f Found, now time.Time) (*store.Snaps
 	if cur == nil {
 		return move(Adopt, nil, n, now)
 	}
-	if cur.State.Live() || cur.ComputeID == "" || f.ComputeID == "" || cur.ComputeID == f.ComputeID {
-		// A closed record whose Compute id is unknown may have been this
-		// very snapshot (closed by a report that could not tell): adopting
-		// it would drop its task and its task's rules. Reported, not adopted.
+	if cur.State.Live() || (f.ComputeID != "" && cur.ComputeID == f.ComputeID) {
 		return nil, nil
+	}
+	if cur.ComputeID == "" {
+		// A closed record whose Compute id is unknown may have been this
+		// very snapshot: adopting it would drop its task and the task's
+		// rules. Only a snapshot created after that record's report arrived
+		// is surely another one; any other is reported, not adopted.
+		if _, other := p.OtherSnapshot(cur, Observed{CreationTime: f.CreationTime}); !other {
+			return nil, nil
+		}
 	}
 	if !cur.DeletedAt.IsZero() && now.Sub(cur.DeletedAt) < p.OrphanGrace {
 		// The name's record was closed only just now: give a report of

@@ -61,8 +61,10 @@ also retries snapshots whose deletion failed.`,
 		o := newOpsOptions(cmd, deps)
 		o.addCleanupTopic(cmd)
 		cmd.Flags().StringVar(&session, "session", "", "session id (required)")
+		_ = cmd.RegisterFlagCompletionFunc("session", completer{o}.sessions)
 		if scope == "task" {
 			cmd.Flags().StringVar(&task, "task", "", "task id (required)")
+			_ = cmd.RegisterFlagCompletionFunc("task", completer{o}.tasks)
 		}
 		cmd.Flags().BoolVar(&yes, "yes", false, "act: publish the cleanup messages (default: only show what would happen)")
 		cmd.RunE = func(cmd *cobra.Command, _ []string) error {
@@ -670,6 +672,7 @@ cleanup deletes it until 'snapsweep release'. Holding is safe and needs no
 		Args: cobra.ExactArgs(1),
 	}
 	o := newOpsOptions(cmd, deps)
+	cmd.ValidArgsFunction = completer{o}.snapshotKeys
 	cmd.Flags().StringVar(&reason, "reason", "", "why (required; shown to everyone who looks)")
 	cmd.Flags().StringVar(&by, "by", "", "who holds it (default $USER)")
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
@@ -743,6 +746,7 @@ be deleted. Without --yes it only shows what would change.`,
 		Args: cobra.ExactArgs(1),
 	}
 	o := newOpsOptions(cmd, deps)
+	cmd.ValidArgsFunction = completer{o}.snapshotKeys
 	cmd.Flags().BoolVar(&yes, "yes", false, "act (default: only show what would change)")
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
 		if err := o.check(cmd); err != nil {

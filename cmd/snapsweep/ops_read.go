@@ -51,6 +51,10 @@ narrowed by the index and finished here.`,
 	fl.StringSliceVar(&states, "state", nil, "only these states (comma list or repeated): "+stateNames())
 	fl.DurationVar(&olderThan, "older-than", 0, "only snapshots created more than this long ago (e.g. 72h)")
 	fl.IntVar(&limit, "limit", 100, "at most this many (0: all)")
+	comp := completer{o}
+	_ = list.RegisterFlagCompletionFunc("session", comp.sessions)
+	_ = list.RegisterFlagCompletionFunc("task", comp.tasks)
+	_ = list.RegisterFlagCompletionFunc("state", comp.states)
 	list.RunE = func(cmd *cobra.Command, _ []string) error {
 		if err := o.check(cmd); err != nil {
 			return err
@@ -311,6 +315,12 @@ func sessionsCommand(deps opsDeps) *cobra.Command {
 		Args: cobra.ExactArgs(1),
 	}
 	so := newOpsOptions(show, deps)
+	show.ValidArgsFunction = func(cmd *cobra.Command, args []string, toComplete string) ([]string, cobra.ShellCompDirective) {
+		if len(args) > 0 {
+			return noFiles(nil)
+		}
+		return completer{so}.sessions(cmd, args, toComplete)
+	}
 	show.RunE = func(cmd *cobra.Command, args []string) error {
 		if err := so.check(cmd); err != nil {
 			return err
