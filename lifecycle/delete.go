@@ -378,6 +378,13 @@ func (p Policy) Vanished(cur *store.Snapshot, why string, now time.Time) (*store
 // snapshot of the name: it is ignored (if the record's snapshot is gone
 // too, the engine's read or the sweep's reconcile closes it).
 func (p Policy) JobDeletedFor(cur *store.Snapshot, sessionID, taskID, computeID string, at, now time.Time) (*store.Snapshot, error) {
+	if c := contenderOf(cur); c != nil && c.SessionID == sessionID && c.TaskID == taskID &&
+		(computeID == "" || c.ComputeID == "" || c.ComputeID == computeID) && (computeID == "" || computeID != cur.ComputeID) {
+		// The contender's snapshot is gone: the name is no longer contested.
+		next := clone(cur)
+		next.Contender = nil
+		return move(Contest, cur, next, now)
+	}
 	if cur != nil && (!cur.State.Live() || cur.SessionID != sessionID || cur.TaskID != taskID ||
 		(computeID != "" && computeID != cur.ComputeID) || at.Before(cur.CreatedAt)) {
 		return nil, nil
@@ -392,4 +399,12 @@ func (p Policy) JobDeletedFor(cur *store.Snapshot, sessionID, taskID, computeID 
 		return move(JobDeleted, cur, next, now)
 	}
 	return move(JobDeleted, cur, p.promoteContender(cur, next), now)
+}
+
+// contenderOf is the live record's contender, if any.
+func contenderOf(cur *store.Snapshot) *store.Contender {
+	if cur == nil || !cur.State.Live() {
+		return nil
+	}
+	return cur.Contender
 }

@@ -172,12 +172,18 @@ func (p Policy) RegisterReport(cur *store.Snapshot, t *store.Task, r Report, now
 	switch {
 	case otherID:
 		return p.newGeneration(cur, fresh, "another Compute id", now)
-	case cur.Orphan && cur.State.Live():
+	case cur.Orphan && cur.State.Live() && cur.SessionID == r.SessionID:
+		// The adopted record's session is its snapshot's label: a report
+		// of another session is not about this snapshot.
 		return p.takeOver(cur, t, r, now)
 	case sameID:
 		return nil, Registered{Note: "duplicate report"}, nil
 	case !cur.State.Live():
-		if sameTask && (cur.CreatedAt.Equal(r.CreatedAt) || cur.CreatedAt.IsZero() && cur.DeletedBy == "job") {
+		// A record made by snapshot.deleted alone is filled in by the
+		// report of the snapshot it deleted — not by a report of a
+		// snapshot created after that deletion (the name reused).
+		jobDeletedThis := cur.CreatedAt.IsZero() && cur.DeletedBy == "job" && !r.CreatedAt.After(cur.DeletedAt)
+		if sameTask && (cur.CreatedAt.Equal(r.CreatedAt) || jobDeletedThis) {
 			if cur.CreatedAt.IsZero() {
 				// snapshot.deleted arrived first: fill the record in.
 				next := clone(cur)
@@ -274,6 +280,11 @@ func (p Policy) newGeneration(cur *store.Snapshot, fresh func(int) *store.Snapsh
 func (p Policy) takeOver(cur *store.Snapshot, t *store.Task, r Report, now time.Time) (*store.Snapshot, Registered, error) {
 	next := clone(cur)
 	next.Orphan = false
+	if r.ComputeID != "" && r.ComputeID == cur.ComputeID {
+		// The report names this very snapshot: a contender without an id
+		// was about another one (one snapshot has one report).
+		next.Contender = nil
+	}
 	next.SessionID, next.TaskID = r.SessionID, r.TaskID
 	next.CreatedAt, next.Retention = r.CreatedAt, r.Retention
 	if r.SourceDisk != "" {
