@@ -1129,6 +1129,11 @@ func (w *advWorld) finish() {
 			exception = "label changed"
 		case rec != nil && (rec.State == store.Failed || rec.State == store.Refused):
 			exception = "gave up: " + string(rec.State)
+		case rec != nil && rec.Contender != nil:
+			// Two tasks reported the name and nothing tells which report
+			// is about the snapshot in Compute: kept by design (a leak is
+			// cents; the wrong task's rules could delete a rollback path).
+			exception = "contested name"
 		}
 		if exception != "" {
 			w.stats.Exceptions++

@@ -200,6 +200,12 @@ func (p Policy) RegisterReport(cur *store.Snapshot, t *store.Task, r Report, now
 			return nil, Registered{Note: "late report of an older generation"}, nil
 		}
 		return p.newGeneration(cur, fresh, "name reused after "+string(cur.State), now)
+	case sameTask && r.CreatedAt.After(cur.CreatedAt):
+		// The task reports the name again, later: it deleted the first
+		// snapshot and took another one under the same name. (A re-sent
+		// report of the same snapshot with a later time costs only a
+		// closed record: the new generation tracks the same snapshot.)
+		return p.newGeneration(cur, fresh, "a newer report of the name by the same task", now)
 	case sameTask:
 		if cur.ComputeID == "" && r.ComputeID != "" && !armed(cur) {
 			next := clone(cur)
