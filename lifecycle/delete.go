@@ -1,6 +1,7 @@
 package lifecycle
 
 import (
+	"errors"
 	"fmt"
 	"time"
 
@@ -312,7 +313,7 @@ func (p Policy) HoldFor(cur *store.Snapshot, by, reason string, now time.Time) (
 }
 
 // ErrRefused is returned when an operator's request breaks a rule.
-var ErrRefused = fmt.Errorf("refused")
+var ErrRefused = errors.New("refused")
 
 // ReleaseTo is the state a held record returns to: where it was, except
 // that a cleanup in progress is not resumed (it is scheduled anew by the
