@@ -172,9 +172,11 @@ func (p Policy) RegisterReport(cur *store.Snapshot, t *store.Task, r Report, now
 	switch {
 	case otherID:
 		return p.newGeneration(cur, fresh, "another Compute id", now)
-	case cur.Orphan && cur.State.Live() && cur.SessionID == r.SessionID:
-		// The adopted record's session is its snapshot's label: a report
-		// of another session is not about this snapshot.
+	case cur.Orphan && cur.State.Live() && (sameID || cur.SessionID == r.SessionID):
+		// The same Compute id is the same snapshot, whatever its label
+		// says now (rule 2 then refuses a label that does not match the
+		// report). Without ids, the adopted record's session is its
+		// snapshot's label: a report of another session is not about it.
 		return p.takeOver(cur, t, r, now)
 	case sameID:
 		return nil, Registered{Note: "duplicate report"}, nil

@@ -144,10 +144,14 @@ func (p Policy) skew() time.Duration {
 // it), else active. A succeeded task's snapshot is active here; scheduling
 // claims it.
 func (p Policy) Settled(s *store.Snapshot, t *store.Task) (store.State, time.Time) {
+	exp := p.ActiveExpiry(s)
 	if until := p.RetainedUntil(s, t); !until.IsZero() {
+		if exp.After(until) {
+			until = exp
+		}
 		return store.Retained, until
 	}
-	return store.Active, p.ActiveExpiry(s)
+	return store.Active, exp
 }
 
 // Decision is the outcome of an eligibility check.
@@ -179,15 +183,16 @@ func (p Policy) Eligible(s *store.Snapshot, t *store.Task, now time.Time) Decisi
 		return Decision{Why: fmt.Sprintf("contested: session %s task %s also reported this name; kept until one of the two records closes",
 			s.Contender.SessionID, s.Contender.TaskID)}
 	}
-	if until := p.RetainedUntil(s, t); !until.IsZero() {
-		if now.Before(until) {
-			return Decision{Why: "task failed; retained until " + until.UTC().Format(time.RFC3339)}
-		}
-		return Decision{Eligible: true, Why: "failed-task retention ended"}
+	retained := p.RetainedUntil(s, t)
+	if now.Before(retained) {
+		return Decision{Why: "task failed; retained until " + retained.UTC().Format(time.RFC3339)}
 	}
 	if t != nil && t.State == store.TaskSucceeded {
 		return Decision{Eligible: true, Why: "task succeeded"}
 	}
+	// Unless its task succeeded, a snapshot lives at least the TTL from
+	// when snapsweep first saw it, also after a failed-task retention that
+	// ended before its (late) report arrived or while a retry runs.
 	until := p.ActiveExpiry(s)
 	if now.Before(until) {
 		what := "task running"
@@ -196,8 +201,13 @@ func (p Policy) Eligible(s *store.Snapshot, t *store.Task, now time.Time) Decisi
 			what = "adopted orphan"
 		case t == nil:
 			what = "task unknown"
+		case !retained.IsZero():
+			what = "failed-task retention over"
 		}
 		return Decision{Why: fmt.Sprintf("%s; expires at %s", what, until.UTC().Format(time.RFC3339))}
+	}
+	if !retained.IsZero() {
+		return Decision{Eligible: true, Why: "failed-task retention ended"}
 	}
 	return Decision{Eligible: true, Why: "expired"}
 }
