@@ -378,7 +378,9 @@ func (p Policy) Adopt(cur *store.Snapshot, f Found, now time.Time) (*store.Snaps
 		// very snapshot: adopting it would drop its task and the task's
 		// rules. Only a snapshot created after that record's report arrived
 		// is surely another one; any other is reported, not adopted.
-		if _, other := p.OtherSnapshot(cur, Observed{CreationTime: f.CreationTime}); !other {
+		// A snapshot labelled with another session than that record's is
+		// another one too.
+		if _, other := p.OtherSnapshot(cur, Observed{CreationTime: f.CreationTime}); !other && cur.SessionID == f.SessionID {
 			return nil, nil
 		}
 	}
