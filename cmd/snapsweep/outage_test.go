@@ -1,7 +1,10 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"encoding/base64"
+	"encoding/json"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -229,5 +232,46 @@ func TestPubSubDeadThenBack(t *testing.T) {
 	}
 	if got := e.state(t, "snap-p"); got != store.CleanupPending {
 		t.Errorf("after redelivery: state %s, want cleanup_pending (cleanup published)", got)
+	}
+}
+
+// TestShutdownAnswersRequestsStuckOnAStalledDependency: on SIGTERM with a
+// push stuck on a frozen Firestore, the push is answered 503 before the
+// server stops, within Cloud Run's 10 s grace period, and Run returns nil
+// (exit 0).
+func TestShutdownAnswersRequestsStuckOnAStalledDependency(t *testing.T) {
+	t.Parallel()
+	fs := emulators.StartPrivate(t, emulators.Firestore)
+	e := startEnv(t, map[string]string{"FIRESTORE_EMULATOR_HOST": fs.HostPort()})
+	at := time.Now().UTC()
+	if code := push(t, e.svc.Handler(), "/pubsub/migration-events", "h0", event("h0", events.SessionStarted, "s1", "", at, nil)); code != http.StatusOK {
+		t.Fatalf("before the stall: status %d", code)
+	}
+	fs.Freeze()
+	defer fs.Thaw()
+	data := event("h1", events.SnapshotCreated, "s1", "t1", at, &events.SnapshotRef{Project: e.project, Name: "snap-h"})
+	body, _ := json.Marshal(map[string]any{"message": map[string]any{"data": base64.StdEncoding.EncodeToString(data), "messageId": "h1"}})
+	codec := make(chan int, 1)
+	go func() {
+		resp, err := http.Post("http://"+e.svc.Addr()+"/pubsub/migration-events", "application/json", bytes.NewReader(body))
+		if err != nil {
+			t.Errorf("push during shutdown got no answer: %v", err)
+			codec <- 0
+			return
+		}
+		resp.Body.Close()
+		codec <- resp.StatusCode
+	}()
+	time.Sleep(time.Second) // the push is in flight, stuck on Firestore
+	start := time.Now()
+	err := e.shutdown()
+	took := time.Since(start)
+	code := <-codec
+	t.Logf("shutdown: push answered %d, Run returned %v after %s", code, err, took.Round(time.Millisecond))
+	if code != http.StatusServiceUnavailable {
+		t.Errorf("push in flight at shutdown: status %d, want 503", code)
+	}
+	if err != nil || took > 10*time.Second {
+		t.Errorf("Run after SIGTERM: %v after %s, want nil within 10s", err, took)
 	}
 }
