@@ -6,6 +6,7 @@ package bus
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"cloud.google.com/go/pubsub/v2"
 	"go.opentelemetry.io/otel"
@@ -16,14 +17,36 @@ import (
 
 // Publisher publishes cleanup messages to one topic.
 type Publisher struct {
-	pub *pubsub.Publisher
+	pub     *pubsub.Publisher
+	timeout time.Duration
 }
+
+// Options tune a Publisher.
+type Options struct {
+	// Timeout bounds one Publish (default 5s), and the client's own
+	// retries of it: with Pub/Sub down, a publish fails within it instead
+	// of the library's 60 s. A caller's earlier deadline wins, less a
+	// reserve of a second for undoing what the failed publish leaves.
+	Timeout time.Duration
+}
+
+// reserve is the time kept, before the caller's deadline, for the caller to
+// undo its claim when the publish fails.
+const reserve = time.Second
 
 // NewPublisher returns a publisher on topic (a short topic id or a full
 // projects/P/topics/T name). The client stays the caller's.
-func NewPublisher(client *pubsub.Client, topic string) *Publisher {
+func NewPublisher(client *pubsub.Client, topic string, opts ...Options) *Publisher {
+	var o Options
+	if len(opts) > 0 {
+		o = opts[0]
+	}
+	if o.Timeout <= 0 {
+		o.Timeout = 5 * time.Second
+	}
 	p := client.Publisher(topic)
-	return &Publisher{pub: p}
+	p.PublishSettings.Timeout = o.Timeout
+	return &Publisher{pub: p, timeout: o.Timeout}
 }
 
 // Publish sends one cleanup message and waits until Pub/Sub has it: a
@@ -38,6 +61,12 @@ func (p *Publisher) Publish(ctx context.Context, m events.CleanupMessage) error 
 		"reason":    string(m.Reason),
 	}
 	otel.GetTextMapPropagator().Inject(ctx, propagation.MapCarrier(attrs))
+	timeout := p.timeout
+	if dl, ok := ctx.Deadline(); ok {
+		timeout = max(min(timeout, time.Until(dl)-reserve), 100*time.Millisecond)
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
 	res := p.pub.Publish(ctx, &pubsub.Message{Data: data, Attributes: attrs})
 	if _, err := res.Get(ctx); err != nil {
 		return fmt.Errorf("publish cleanup of %s/%s: %w", m.Project, m.Name, err)

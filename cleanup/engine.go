@@ -92,10 +92,27 @@ type EngineConfig struct {
 	// Backoff returns a fresh backoff for one message's retries (default
 	// exponential from 250ms, ±20% jitter, capped at 5s).
 	Backoff func() retry.Backoff
-	// Breaker settings: it opens after BreakerFailures consecutive transient
-	// failures (default 5) and tries again after BreakerTimeout (30s).
-	BreakerFailures uint32
-	BreakerTimeout  time.Duration
+	// Breaker settings. It counts Compute calls over a rolling window of
+	// BreakerWindow (default 30s, in six buckets) and opens when at least
+	// BreakerMinRequests calls (default 20) were made in it and a share of
+	// at least BreakerRatio of them (default 0.6) failed transiently: a
+	// sick-but-working API (30 % 503s) keeps it closed, an outage opens it.
+	// After BreakerTimeout (default 15s) it lets BreakerProbes calls
+	// through (default 3, half-open); all of them succeeding closes it, one
+	// failing opens it again.
+	BreakerRatio       float64
+	BreakerMinRequests uint32
+	BreakerWindow      time.Duration
+	BreakerTimeout     time.Duration
+	BreakerProbes      uint32
+	// BreakerWait, LeaseWait: how long one delivery waits inside its
+	// request for an open breaker to let calls through again (default 3s)
+	// or for another delivery's lease on its snapshot to end (default 3s),
+	// before it asks for a redelivery. Pub/Sub push flow control shrinks
+	// the push window on every nack, so a short wait that ends in an
+	// answer keeps deliveries flowing better than an immediate 503
+	// (docs/cleanup.md, "Failing fast without starving the push window").
+	BreakerWait, LeaseWait time.Duration
 	// OnBreakerChange is told of every breaker state change.
 	OnBreakerChange func(from, to string)
 	// Owner names this instance in leases (default a random id).
@@ -161,11 +178,26 @@ func NewEngine(cfg EngineConfig) *Engine {
 			return retry.WithCappedDuration(5*time.Second, retry.WithJitterPercent(20, retry.NewExponential(250*time.Millisecond)))
 		}
 	}
-	if cfg.BreakerFailures == 0 {
-		cfg.BreakerFailures = 5
+	if cfg.BreakerRatio <= 0 {
+		cfg.BreakerRatio = 0.6
+	}
+	if cfg.BreakerMinRequests == 0 {
+		cfg.BreakerMinRequests = 20
+	}
+	if cfg.BreakerWindow <= 0 {
+		cfg.BreakerWindow = 30 * time.Second
 	}
 	if cfg.BreakerTimeout <= 0 {
-		cfg.BreakerTimeout = 30 * time.Second
+		cfg.BreakerTimeout = 15 * time.Second
+	}
+	if cfg.BreakerProbes == 0 {
+		cfg.BreakerProbes = 3
+	}
+	if cfg.BreakerWait <= 0 {
+		cfg.BreakerWait = 3 * time.Second
+	}
+	if cfg.LeaseWait <= 0 {
+		cfg.LeaseWait = 3 * time.Second
 	}
 	if cfg.Owner == "" {
 		cfg.Owner = fmt.Sprintf("instance-%d", time.Now().UnixNano())
@@ -190,10 +222,17 @@ func NewEngine(cfg EngineConfig) *Engine {
 	}
 	e.tracer = cfg.Tracer.Tracer("github.com/snapsweep/snapsweep/cleanup")
 	e.breaker = gobreaker.NewCircuitBreaker[any](gobreaker.Settings{
-		Name:        "compute",
-		MaxRequests: 1,
-		Timeout:     cfg.BreakerTimeout,
-		ReadyToTrip: func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= cfg.BreakerFailures },
+		Name:         "compute",
+		MaxRequests:  cfg.BreakerProbes,
+		Interval:     cfg.BreakerWindow,
+		BucketPeriod: cfg.BreakerWindow / 6,
+		Timeout:      cfg.BreakerTimeout,
+		// A failure ratio over the window, not consecutive failures:
+		// concurrent calls interleave, so a run of failures says little
+		// about the API when many calls are in flight.
+		ReadyToTrip: func(c gobreaker.Counts) bool {
+			return c.Requests >= cfg.BreakerMinRequests && float64(c.TotalFailures) >= cfg.BreakerRatio*float64(c.Requests)
+		},
 		// Only trouble with the API itself trips the breaker; answers that
 		// prove it works (404, refusals, quota) do not.
 		IsSuccessful: func(err error) bool { return err == nil || gce.Classify(err) != gce.ClassTransient },
@@ -259,11 +298,13 @@ func (e *Engine) handle(ctx context.Context, m events.CleanupMessage) (Outcome, 
 		// Rule 1, where the delete happens: nothing is read or written.
 		return Outcome{Result: ResultSkipped, Why: err.Error()}, err
 	}
-	if e.breaker.State() == gobreaker.StateOpen {
-		return Outcome{}, fmt.Errorf("compute circuit breaker open: %w", ErrRetryLater)
-	}
 	ctx, cancel := context.WithTimeout(ctx, e.cfg.Budget)
 	defer cancel()
+	// Nothing is claimed while the breaker is open: wait a little for it
+	// inside the request rather than nacking at once.
+	if err := e.waitBreaker(ctx); err != nil {
+		return Outcome{}, err
+	}
 	dry := e.cfg.DryRun || m.DryRun
 	key := store.Key{Project: m.Project, Name: m.Name}
 	if !events.ValidProjectID(m.Project) || !events.ValidSnapshotName(m.Name) {
@@ -274,6 +315,15 @@ func (e *Engine) handle(ctx context.Context, m events.CleanupMessage) (Outcome, 
 		return out, nil
 	}
 	c, err := e.claim(ctx, key, m, dry)
+	// Another delivery holds the lease (often a duplicate of this message
+	// being worked on right now): look again a few times before nacking;
+	// the other delivery usually finishes within seconds.
+	for i := 0; errors.Is(err, errBusy) && i < waitSteps(e.cfg.LeaseWait, leaseStep); i++ {
+		if serr := e.cfg.Sleep(ctx, leaseStep); serr != nil {
+			break
+		}
+		c, err = e.claim(ctx, key, m, dry)
+	}
 	if err != nil {
 		return Outcome{}, err
 	}
@@ -286,7 +336,9 @@ func (e *Engine) handle(ctx context.Context, m events.CleanupMessage) (Outcome, 
 		e.metrics.results.Add(ctx, 1, metric.WithAttributes(attribute.String("result", string(out.Result))))
 	}
 	if err != nil {
-		return out, e.release(context.WithoutCancel(ctx), c, err, false)
+		sctx, cancel := settleContext(ctx)
+		defer cancel()
+		return out, e.release(sctx, c, err, false)
 	}
 	return out, nil
 }
@@ -330,15 +382,62 @@ func (e *Engine) claim(ctx context.Context, key store.Key, m events.CleanupMessa
 		return claim{}, fmt.Errorf("claim %s: %w", key, err)
 	}
 	if busy {
-		return claim{}, fmt.Errorf("%s is being deleted by another delivery: %w", key, ErrRetryLater)
+		return claim{}, fmt.Errorf("%s is being deleted by another delivery: %w: %w", key, ErrRetryLater, errBusy)
 	}
 	return c, nil
+}
+
+// errBusy marks a claim refused because another delivery holds the lease.
+var errBusy = errors.New("leased by another delivery")
+
+// Steps of the short in-request waits (breaker, lease).
+const (
+	breakerStep = 250 * time.Millisecond
+	leaseStep   = time.Second
+)
+
+// waitSteps is how many steps of step fit in wait. The waits count steps,
+// not clock time, so that they end whatever the configured clock does.
+func waitSteps(wait, step time.Duration) int { return int(wait / step) }
+
+// waitBreaker returns at once unless the breaker refuses calls (open, or
+// half-open with every probe taken); then it waits up to BreakerWait for
+// it to let calls through, and otherwise asks for a redelivery.
+func (e *Engine) waitBreaker(ctx context.Context) error {
+	for i := 0; ; i++ {
+		if !e.breakerRefuses() {
+			return nil
+		}
+		if i >= waitSteps(e.cfg.BreakerWait, breakerStep) {
+			return fmt.Errorf("compute circuit breaker %s: %w", e.breaker.State(), ErrRetryLater)
+		}
+		if err := e.cfg.Sleep(ctx, breakerStep); err != nil {
+			return fmt.Errorf("compute circuit breaker %s: %w: %w", e.breaker.State(), ErrRetryLater, err)
+		}
+	}
+}
+
+// breakerRefuses reports whether a call now would be refused by the breaker.
+func (e *Engine) breakerRefuses() bool {
+	switch e.breaker.State() {
+	case gobreaker.StateOpen:
+		return true
+	case gobreaker.StateHalfOpen:
+		c := e.breaker.Counts()
+		return c.Requests-min(c.TotalExclusions, c.Requests) >= e.cfg.BreakerProbes
+	}
+	return false
 }
 
 // call runs one Compute call through the concurrency limit and the breaker.
 // pre, when set, runs after every wait and right before the call: it is the
 // last check of the rules (see arm), and an error from it stops the call.
 func (e *Engine) call(ctx context.Context, op string, pre, fn func(ctx context.Context) error) error {
+	// Wait for an open breaker before taking a slot, so that waiting
+	// deliveries do not hold the slots of calls that could go out.
+	if err := e.waitBreaker(ctx); err != nil {
+		return err
+	}
 	select {
 	case e.sem <- struct{}{}:
 	case <-ctx.Done():
@@ -353,6 +452,11 @@ func (e *Engine) call(ctx context.Context, op string, pre, fn func(ctx context.C
 		if err := e.waitQuota(ctx); err != nil {
 			return fmt.Errorf("wait for delete quota: %w: %w", ErrRetryLater, err)
 		}
+	}
+	// The quota wait may have outlasted a breaker change: check again, so
+	// that the last check (pre) is not made for a call the breaker refuses.
+	if err := e.waitBreaker(ctx); err != nil {
+		return err
 	}
 	if pre != nil {
 		if err := pre(ctx); err != nil {
@@ -430,11 +534,35 @@ func (e *Engine) retryable(ctx context.Context, op string, attempts *int, pre fu
 // waitQuota waits for the rate limiter and for a quota pause to end.
 func (e *Engine) waitQuota(ctx context.Context) error {
 	if until := time.Unix(0, e.quotaUntil.Load()); until.After(e.cfg.Now()) {
+		if dl, ok := ctx.Deadline(); ok && until.Sub(e.cfg.Now()) > time.Until(dl) {
+			// The quota refills after this request's deadline: answer now
+			// rather than hold the request until it ends.
+			return fmt.Errorf("quota paused until %s, after the request's deadline", until.Format(time.TimeOnly))
+		}
 		if err := e.cfg.Sleep(ctx, until.Sub(e.cfg.Now())); err != nil {
 			return err
 		}
 	}
 	return e.limiter.Wait(ctx)
+}
+
+// opWait is how long to wait for a delete operation now: OpWait, or less
+// when the request's deadline leaves less (at least a second).
+func (e *Engine) opWait(ctx context.Context) time.Duration {
+	wait := e.cfg.OpWait
+	if dl, ok := ctx.Deadline(); ok {
+		wait = max(min(wait, time.Until(dl)-settleReserve), time.Second)
+	}
+	return wait
+}
+
+// settleReserve is the time kept, at the end of a request's budget, for
+// recording what happened; settleContext bounds those writes by it even
+// when the request's own deadline has passed.
+const settleReserve = 3 * time.Second
+
+func settleContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), settleReserve)
 }
 
 // errAborted ends a delete whose rules no longer hold at the last check.
@@ -515,7 +643,9 @@ func (e *Engine) delete(ctx context.Context, c claim, dry bool) (Outcome, error)
 		return nil
 	}
 	disarm := func() {
-		_, _ = update(context.WithoutCancel(ctx), e.cfg.Store, rec.Key(), func(cur *store.Snapshot, _ *store.Task) (*store.Snapshot, error) {
+		sctx, cancel := settleContext(ctx)
+		defer cancel()
+		_, _ = update(sctx, e.cfg.Store, rec.Key(), func(cur *store.Snapshot, _ *store.Task) (*store.Snapshot, error) {
 			return e.cfg.Policy.DisarmFor(cur, c.lease, e.now())
 		})
 		seen.Fresh = true // Compute refused it: no DELETE is in effect
@@ -533,14 +663,28 @@ func (e *Engine) delete(ctx context.Context, c claim, dry bool) (Outcome, error)
 			// The rules no longer allow the delete, but an earlier attempt
 			// may have gone out: give the lease up and ask for a
 			// redelivery, whose fresh read settles the record.
-			return *aborted, e.release(context.WithoutCancel(ctx), c,
+			sctx, cancel := settleContext(ctx)
+			defer cancel()
+			return *aborted, e.release(sctx, c,
 				fmt.Errorf("%s (a DELETE may have gone out; a redelivery reads it again): %w", aborted.Why, ErrRetryLater), false)
 		}
 		return *aborted, nil
 	}
 	if err == nil {
 		// Accepted: from here on the record is never rolled back.
-		done, werr := e.cfg.Compute.WaitOperation(ctx, rec.Project, opName, e.cfg.OpWait)
+		// Wait for the operation only as long as the request leaves time
+		// to record the outcome; a delete not confirmed by then is left
+		// pending, for a redelivery or the sweep.
+		done, werr := e.cfg.Compute.WaitOperation(ctx, rec.Project, opName, e.opWait(ctx))
+		// A poll that failed transiently (a 503 of a sick API) is polled
+		// again while the request has time: nacking it would redeliver a
+		// delete that Compute has accepted.
+		for i := 0; i < 3 && !done && werr != nil && gce.Classify(werr) == gce.ClassTransient && e.opWait(ctx) > time.Second; i++ {
+			if e.cfg.Sleep(ctx, 500*time.Millisecond) != nil {
+				break
+			}
+			done, werr = e.cfg.Compute.WaitOperation(ctx, rec.Project, opName, e.opWait(ctx))
+		}
 		switch {
 		case done && werr == nil:
 			return e.confirm(ctx, c, ResultDeleted, "deleted", out.Attempts)

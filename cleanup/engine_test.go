@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"testing/synctest"
@@ -237,7 +238,7 @@ func TestEngineUnderFaults(t *testing.T) {
 			return retry.WithMaxRetries(6, retry.WithJitterPercent(20, retry.NewExponential(5*time.Millisecond)))
 		}
 		c.QuotaRefill = func(now time.Time) time.Time { return now.Truncate(time.Second).Add(time.Second) }
-		c.BreakerFailures = 1000 // this test is about retries, not the breaker
+		c.BreakerMinRequests = 1 << 30 // this test is about retries, not the breaker
 	})
 	var msgs []events.CleanupMessage
 	for i := range n {
@@ -304,7 +305,7 @@ func TestBreakerOpensAndCloses(t *testing.T) {
 		var mu sync.Mutex
 		f := newFixture(t, gcefake.Options{}, func(c *cleanup.EngineConfig) {
 			c.Now = time.Now
-			c.BreakerFailures = 3
+			c.BreakerMinRequests = 3
 			c.BreakerTimeout = 30 * time.Second
 			c.Backoff = func() retry.Backoff { return retry.WithMaxRetries(1, retry.NewConstant(time.Second)) }
 			c.OnBreakerChange = func(from, to string) { mu.Lock(); states = append(states, to); mu.Unlock() }
@@ -343,6 +344,134 @@ func TestBreakerOpensAndCloses(t *testing.T) {
 		mu.Lock()
 		defer mu.Unlock()
 		if diff := cmp.Diff([]string{"open", "half-open", "closed"}, states); diff != "" {
+			t.Errorf("breaker transitions (-want +got):\n%s", diff)
+		}
+	})
+}
+
+// TestBreakerTripsOnRatioNotOnSickness runs in a synctest bubble with the
+// default breaker settings: 16 deliveries at a time against a Compute API
+// that fails 30 % of its calls must never open the breaker (a run of
+// failures across concurrent calls is not an outage), while a 100 % outage
+// opens it; while open, a delivery waits a bounded time inside its request
+// and then asks for a redelivery without calling Compute; one that arrives
+// shortly before the breaker's timeout waits for the half-open probes and
+// succeeds; the probes close it.
+func TestBreakerTripsOnRatioNotOnSickness(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		var mu sync.Mutex
+		var states []string
+		var opened time.Time
+		f := newFixture(t, gcefake.Options{Seed: 3}, func(c *cleanup.EngineConfig) {
+			c.Now = time.Now
+			c.OnBreakerChange = func(from, to string) {
+				mu.Lock()
+				defer mu.Unlock()
+				states = append(states, to)
+				if to == "open" {
+					opened = time.Now()
+				}
+			}
+		})
+		transitions := func() []string { mu.Lock(); defer mu.Unlock(); return append([]string(nil), states...) }
+		n := 0
+		next := func() events.CleanupMessage {
+			n++
+			return f.register(t, "proj-a", fmt.Sprintf("snap-%d", n), "s1", store.TaskSucceeded, store.CleanupPending, map[string]string{label: "s1"})
+		}
+
+		// 30 % of all calls fail: every delivery ends deleted, the breaker
+		// stays closed.
+		f.fake.SetFailureRate(http.StatusServiceUnavailable, "backendError", 0.3)
+		var msgs []events.CleanupMessage
+		for range 160 {
+			msgs = append(msgs, next())
+		}
+		var wg sync.WaitGroup
+		work := make(chan events.CleanupMessage)
+		var failed []string
+		for range 16 {
+			wg.Go(func() {
+				for m := range work {
+					out, err := f.engine.Handle(context.Background(), m)
+					// A redelivery request is allowed (a budget can run
+					// out under 30 % errors); a breaker refusal is not.
+					if (err != nil && !errors.Is(err, cleanup.ErrRetryLater)) || strings.Contains(fmt.Sprint(err), "breaker") ||
+						(err == nil && out.Result != cleanup.ResultDeleted && out.Result != cleanup.ResultPending) {
+						mu.Lock()
+						failed = append(failed, fmt.Sprintf("%s: %s %v", m.Name, out.Result, err))
+						mu.Unlock()
+					}
+				}
+			})
+		}
+		for _, m := range msgs {
+			work <- m
+		}
+		close(work)
+		wg.Wait()
+		calls := len(f.fake.Calls())
+		if calls < 300 {
+			t.Fatalf("only %d Compute calls under 30 %% errors: too few to judge the breaker", calls)
+		}
+		if len(failed) > 0 {
+			t.Errorf("under 30 %% errors %d of %d deliveries were not finished, e.g. %s", len(failed), len(msgs), failed[0])
+		}
+		if got := transitions(); len(got) != 0 || f.engine.BreakerState() != "closed" {
+			t.Fatalf("under 30 %% errors over %d calls the breaker went %v, want it closed throughout", calls, got)
+		}
+
+		// A full outage under the same load opens it.
+		f.fake.SetFailureRate(0, "", 0)
+		f.fake.Outage(true)
+		for range 16 {
+			m := next()
+			wg.Go(func() {
+				if _, err := f.engine.Handle(context.Background(), m); !errors.Is(err, cleanup.ErrRetryLater) {
+					t.Errorf("during the outage: got %v, want ErrRetryLater", err)
+				}
+			})
+		}
+		wg.Wait()
+		if got := f.engine.BreakerState(); got != "open" {
+			t.Fatalf("breaker after an outage = %s (transitions %v), want open", got, transitions())
+		}
+
+		// Open: a delivery waits a bounded time, makes no Compute call, and
+		// asks for a redelivery.
+		calls = len(f.fake.Calls())
+		start := time.Now()
+		if _, err := f.engine.Handle(context.Background(), next()); !errors.Is(err, cleanup.ErrRetryLater) {
+			t.Fatalf("with the breaker open: got %v, want ErrRetryLater", err)
+		}
+		if waited := time.Since(start); waited < 2*time.Second || waited > 5*time.Second {
+			t.Errorf("with the breaker open a delivery was held %s, want the bounded wait (3s)", waited)
+		}
+		if got := len(f.fake.Calls()); got != calls {
+			t.Errorf("an open breaker made %d Compute calls, want none", got-calls)
+		}
+
+		// The API is back; a delivery arriving 2s before the breaker's
+		// timeout waits for the half-open probe inside its request.
+		f.fake.Outage(false)
+		time.Sleep(time.Until(opened.Add(13 * time.Second)))
+		if got := f.engine.BreakerState(); got != "open" {
+			t.Fatalf("breaker 13s after opening = %s, want still open", got)
+		}
+		out, err := f.engine.Handle(context.Background(), next())
+		if err != nil || out.Result != cleanup.ResultDeleted {
+			t.Fatalf("delivery during the last seconds of the open state: %v %v, want deleted after a short wait", out, err)
+		}
+		for range 2 {
+			if out, err := f.engine.Handle(context.Background(), next()); err != nil || out.Result != cleanup.ResultDeleted {
+				t.Fatalf("after recovery: %v %v", out, err)
+			}
+		}
+		if got := f.engine.BreakerState(); got != "closed" {
+			t.Errorf("breaker after successful probes = %s, want closed", got)
+		}
+		if diff := cmp.Diff([]string{"open", "half-open", "closed"}, transitions()); diff != "" {
 			t.Errorf("breaker transitions (-want +got):\n%s", diff)
 		}
 	})

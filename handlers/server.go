@@ -24,9 +24,12 @@ import (
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
+	grpccodes "google.golang.org/grpc/codes"
+	grpcstatus "google.golang.org/grpc/status"
 
 	"github.com/snapsweep/snapsweep/cleanup"
 	"github.com/snapsweep/snapsweep/events"
+	"github.com/snapsweep/snapsweep/gce"
 	"github.com/snapsweep/snapsweep/ingest"
 	"github.com/snapsweep/snapsweep/store"
 	"github.com/snapsweep/snapsweep/telemetry"
@@ -91,6 +94,11 @@ type Config struct {
 	Now func() time.Time
 	// RejectedTTL is how long rejected messages are kept (default 30 days).
 	RejectedTTL time.Duration
+	// PushTimeout bounds the work on one pushed message (default 10s): a
+	// message that cannot be processed within it (a dependency down or
+	// stalled) is answered 503 and redelivered, rather than holding one of
+	// Pub/Sub's push slots for the whole outage.
+	PushTimeout time.Duration
 }
 
 // Server holds the handlers.
@@ -125,6 +133,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.Tracer == nil {
 		cfg.Tracer = otel.GetTracerProvider()
+	}
+	if cfg.PushTimeout <= 0 {
+		cfg.PushTimeout = 10 * time.Second
 	}
 	if cfg.RejectedTTL <= 0 {
 		cfg.RejectedTTL = 30 * 24 * time.Hour
@@ -242,20 +253,52 @@ func (s *Server) decode(w http.ResponseWriter, r *http.Request, endpoint string)
 }
 
 // status maps a processing error to a status code: 503 for trouble a
-// redelivery may fix (registry or Pub/Sub unavailable, breaker open), 500
-// for anything unexpected (also redelivered, and dead-lettered in the end).
+// redelivery may fix, 500 for anything unexpected (also redelivered, and
+// dead-lettered in the end). It is the one place that decides.
 func status(err error) int {
-	switch {
-	case errors.Is(err, store.ErrUnavailable), errors.Is(err, cleanup.ErrRetryLater),
-		errors.Is(err, context.DeadlineExceeded):
+	if Transient(err) {
 		return http.StatusServiceUnavailable
 	}
 	return http.StatusInternalServerError
 }
 
+// Transient reports whether err is trouble a redelivery may fix: the
+// registry unavailable (store.ErrUnavailable, which also covers a closed
+// transaction after a Firestore restart), the engine asking for a retry
+// (breaker, quota, lease), a deadline or cancellation (the push deadline, a
+// shutdown), or a transient gRPC (Pub/Sub publish) or HTTP (Compute) answer
+// that reached here unclassified.
+func Transient(err error) bool {
+	switch {
+	case err == nil:
+		return false
+	case errors.Is(err, store.ErrUnavailable), errors.Is(err, cleanup.ErrRetryLater),
+		errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+		return true
+	}
+	switch grpcstatus.Code(err) {
+	case grpccodes.Unavailable, grpccodes.DeadlineExceeded, grpccodes.Aborted,
+		grpccodes.ResourceExhausted, grpccodes.Canceled:
+		return true
+	}
+	switch gce.Classify(err) {
+	case gce.ClassTransient, gce.ClassRateLimited:
+		return true
+	}
+	return false
+}
+
+// withPushTimeout bounds the request's work by PushTimeout.
+func (s *Server) withPushTimeout(r *http.Request) (*http.Request, context.CancelFunc) {
+	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.PushTimeout)
+	return r.WithContext(ctx), cancel
+}
+
 const endpointEvents = "migration-events"
 
 func (s *Server) handleMigrationEvent(w http.ResponseWriter, r *http.Request) {
+	r, cancel := s.withPushTimeout(r)
+	defer cancel()
 	msg, ok := s.decode(w, r, endpointEvents)
 	if !ok {
 		return
@@ -306,6 +349,8 @@ func (s *Server) handleCleanup(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "cleanup handler not configured", http.StatusServiceUnavailable)
 		return
 	}
+	r, cancel := s.withPushTimeout(r)
+	defer cancel()
 	msg, ok := s.decode(w, r, endpointCleanup)
 	if !ok {
 		return

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"cloud.google.com/go/firestore"
@@ -64,6 +65,13 @@ func classify(op string, err error) error {
 	case codes.Unavailable, codes.DeadlineExceeded, codes.Aborted, codes.ResourceExhausted,
 		codes.Internal, codes.Canceled, codes.Unknown:
 		return fmt.Errorf("%s: %w: %w", op, ErrUnavailable, err)
+	case codes.InvalidArgument:
+		// A transaction begun before Firestore restarted (or one the
+		// server dropped) is refused as invalid: the request itself is
+		// fine, and a retry in a new transaction succeeds.
+		if s, ok := status.FromError(err); ok && strings.Contains(s.Message(), "Transaction is invalid or closed") {
+			return fmt.Errorf("%s: %w: %w", op, ErrUnavailable, err)
+		}
 	}
 	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
 		return fmt.Errorf("%s: %w: %w", op, ErrUnavailable, err)

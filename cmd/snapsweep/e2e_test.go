@@ -38,6 +38,8 @@ type env struct {
 	fake    *gcefake.Fake
 	ps      *pubsub.Client
 	logs    *syncBuffer
+	// shutdown ends the service's Run as SIGTERM does and returns its error.
+	shutdown func() error
 }
 
 type syncBuffer struct {
@@ -113,9 +115,14 @@ func startEnvWith(t testing.TB, settings map[string]string, opts ServiceOptions)
 	runCtx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- svc.Run(runCtx) }()
+	var once sync.Once
+	var runErr error
+	e.shutdown = func() error {
+		once.Do(func() { cancel(); runErr = <-done })
+		return runErr
+	}
 	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
+		if err := e.shutdown(); err != nil {
 			t.Errorf("service run: %v", err)
 		}
 		svc.Close()

@@ -25,6 +25,10 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/api/option"
 	htransport "google.golang.org/api/transport/http"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/keepalive"
 
 	"github.com/snapsweep/snapsweep/auth"
 	"github.com/snapsweep/snapsweep/bus"
@@ -136,7 +140,20 @@ func NewService(ctx context.Context, cfg *config.Config, opts ServiceOptions) (_
 	}()
 	reg := opts.Registry
 	if reg == nil {
-		fs, err := firestore.NewClientWithDatabase(ctx, cfg.Project, cfg.FirestoreDatabase, opts.FirestoreOptions...)
+		fsOpts := reconnectOptions()
+		if cfg.FirestoreEmulator != "" {
+			// Against the emulator the client dials a connection of its own
+			// and ignores dial options: dial it here, with the same options.
+			conn, err := grpc.NewClient(cfg.FirestoreEmulator, append(reconnectDialOptions(),
+				grpc.WithTransportCredentials(insecure.NewCredentials()),
+				grpc.WithPerRPCCredentials(emulatorOwner{}))...)
+			if err != nil {
+				return nil, fmt.Errorf("firestore emulator connection: %w", err)
+			}
+			s.closers = append(s.closers, conn.Close)
+			fsOpts = []option.ClientOption{option.WithGRPCConn(conn)}
+		}
+		fs, err := firestore.NewClientWithDatabase(ctx, cfg.Project, cfg.FirestoreDatabase, append(fsOpts, opts.FirestoreOptions...)...)
 		if err != nil {
 			return nil, fmt.Errorf("firestore client: %w", err)
 		}
@@ -155,7 +172,7 @@ func NewService(ctx context.Context, cfg *config.Config, opts ServiceOptions) (_
 	ps := opts.PubSub
 	if ps == nil {
 		var err error
-		ps, err = pubsub.NewClientWithConfig(ctx, cfg.Project, &pubsub.ClientConfig{EnableOpenTelemetryTracing: true})
+		ps, err = pubsub.NewClientWithConfig(ctx, cfg.Project, &pubsub.ClientConfig{EnableOpenTelemetryTracing: true}, reconnectOptions()...)
 		if err != nil {
 			return nil, fmt.Errorf("pubsub client: %w", err)
 		}
@@ -182,7 +199,7 @@ func NewService(ctx context.Context, cfg *config.Config, opts ServiceOptions) (_
 	}
 	s.closers = append(s.closers, compute.Close)
 
-	pub := bus.NewPublisher(ps, cfg.CleanupTopic)
+	pub := bus.NewPublisher(ps, cfg.CleanupTopic, bus.Options{Timeout: publishTimeout})
 	s.closers = append(s.closers, func() error { pub.Stop(); return nil })
 	policy := cfg.Policy()
 	judge := &cleanup.Judge{Store: reg, Tolerance: cfg.FailureTolerance, Now: opts.Now}
@@ -198,6 +215,9 @@ func NewService(ctx context.Context, cfg *config.Config, opts ServiceOptions) (_
 		Store: reg, Compute: compute, Policy: policy, SessionLabel: cfg.SessionLabel, DryRun: cfg.DryRun,
 		Rate: cfg.DeleteRate, Concurrency: cfg.DeleteConcurrency, Judge: judge, Now: opts.Now,
 		Tracer: opts.Tracer, Meter: opts.Meter, Lease: cfg.DeleteLease,
+		// The push deadline bounds each delivery; the engine keeps to it and
+		// waits for a delete operation at most this long within it.
+		Budget: pushTimeout, OpWait: 6 * time.Second,
 		Owner: fmt.Sprintf("%s-%d", hostname, os.Getpid()),
 		OnBreakerChange: func(from, to string) {
 			s.log.Warn("compute circuit breaker changed state", "from", from, "to", to)
@@ -229,6 +249,7 @@ func NewService(ctx context.Context, cfg *config.Config, opts ServiceOptions) (_
 		Auth:   guard,
 		Events: proc, Cleanup: s.Engine, Sweeper: s.Sweeper, Rejects: reg,
 		Logger: s.log, Now: opts.Now, Tracer: opts.Tracer, Meter: opts.Meter,
+		PushTimeout: pushTimeout,
 		Ready: []handlers.Check{
 			{Name: "firestore", Run: reg.Ping},
 			{Name: "pubsub", Run: checkTopic},
@@ -272,6 +293,48 @@ func NewService(ctx context.Context, cfg *config.Config, opts ServiceOptions) (_
 	return s, nil
 }
 
+// Deadlines of one push delivery (docs/operations.md, "Outages"). A push
+// whose work cannot finish is answered 503 within pushTimeout plus the
+// engine's 3 s reserve for recording what happened: at most 13 s, well
+// inside the 60 s ack deadline, so an outage never holds push slots.
+const (
+	pushTimeout    = 10 * time.Second
+	publishTimeout = 5 * time.Second
+)
+
+// Shutdown: Cloud Run sends SIGTERM and kills 10 s later. Requests still in
+// flight drainCancel after SIGTERM have their context cancelled, so that
+// their dependency calls end and they are answered 503 (within the engine's
+// 3 s reserve) before drainTimeout.
+const (
+	drainCancel  = 5 * time.Second
+	drainTimeout = 9 * time.Second
+)
+
+// reconnectDialOptions make a gRPC connection come back quickly after an
+// outage: reconnect attempts back off from 100 ms to at most 1 s (gRPC's
+// default grows to 120 s, which kept /ready failing 23 s after Firestore
+// returned), and a keepalive ping notices a connection that went silent.
+// The ping interval stays at a minute: servers answer more frequent pings
+// with GOAWAY too_many_pings.
+func reconnectDialOptions() []grpc.DialOption {
+	return []grpc.DialOption{
+		grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second},
+			MinConnectTimeout: 2 * time.Second,
+		}),
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: time.Minute, Timeout: 10 * time.Second}),
+	}
+}
+
+func reconnectOptions() []option.ClientOption {
+	var out []option.ClientOption
+	for _, o := range reconnectDialOptions() {
+		out = append(out, option.WithGRPCDialOption(o))
+	}
+	return out
+}
+
 // withLogger puts the logger in every request's context.
 func withLogger(log *slog.Logger, h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -288,10 +351,13 @@ func (s *Service) Handler() http.Handler { return s.handler }
 // Run serves until ctx ends, then stops accepting, lets in-flight requests
 // finish, and returns within Cloud Run's 10 s grace period.
 func (s *Service) Run(ctx context.Context) error {
+	// Requests outlive ctx (the signal) by up to drainCancel.
+	reqCtx, cancelRequests := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelRequests()
 	hs := &http.Server{
 		Handler:           s.handler,
 		ReadHeaderTimeout: 10 * time.Second,
-		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+		BaseContext:       func(net.Listener) context.Context { return reqCtx },
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(s.lis) }()
@@ -303,10 +369,15 @@ func (s *Service) Run(ctx context.Context) error {
 	case <-ctx.Done():
 	}
 	s.log.Info("shutting down: draining in-flight requests")
-	shutdownCtx, cancel := context.WithTimeout(context.Background(), 8*time.Second)
+	stop := time.AfterFunc(drainCancel, func() {
+		s.log.Warn("shutting down: cancelling the requests still in flight; they are answered 503")
+		cancelRequests()
+	})
+	defer stop.Stop()
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), drainTimeout)
 	defer cancel()
 	if err := hs.Shutdown(shutdownCtx); err != nil {
-		return fmt.Errorf("shutdown: %w", err)
+		return fmt.Errorf("shutdown: requests still unanswered after %s: %w", drainTimeout, err)
 	}
 	return nil
 }

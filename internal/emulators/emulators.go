@@ -326,6 +326,10 @@ func startOnce(k Kind) (*emulator, error) {
 	if err != nil {
 		return nil, fmt.Errorf("start %s emulator: %w", k, err)
 	}
+	return startOnPort(k, port)
+}
+
+func startOnPort(k Kind, port int) (*emulator, error) {
 	dir, err := os.MkdirTemp("", "snapsweep-"+k.String()+"-emulator-")
 	if err != nil {
 		return nil, fmt.Errorf("start %s emulator: %w", k, err)
@@ -458,4 +462,99 @@ func freePort() (int, error) {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// Private is an emulator of a test's own, which the test may stop, restart
+// on the same address and freeze, to play an outage of the dependency.
+type Private struct {
+	kind     Kind
+	hostPort string
+	port     int
+	mu       sync.Mutex
+	e        *emulator
+}
+
+// StartPrivate starts an emulator of kind k for t alone and stops it when
+// t ends. It fails t if the emulator cannot be started, or skips t when
+// the run was asked to skip missing emulators.
+func StartPrivate(t testing.TB, k Kind) *Private {
+	t.Helper()
+	if _, err := exec.LookPath("gcloud"); err != nil && os.Getenv(SkipVariable) == "1" {
+		t.Skipf("gcloud is not on PATH (%s=1)", SkipVariable)
+	}
+	e, err := start(k)
+	if err != nil {
+		if os.Getenv(SkipVariable) == "1" {
+			t.Skipf("%v (%s=1)", err, SkipVariable)
+		}
+		t.Fatal(err)
+	}
+	_, portStr, _ := net.SplitHostPort(e.hostPort)
+	port, _ := strconv.Atoi(portStr)
+	p := &Private{kind: k, hostPort: e.hostPort, port: port, e: e}
+	t.Cleanup(p.Stop)
+	return p
+}
+
+// HostPort is the emulator's address, also after a restart.
+func (p *Private) HostPort() string { return p.hostPort }
+
+// Stop ends the emulator (its data is lost); Stop of a stopped one does nothing.
+func (p *Private) Stop() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.e != nil {
+		p.e.Thaw()
+		p.e.stop()
+		p.e = nil
+	}
+}
+
+// Restart starts a stopped emulator again on the same address and waits
+// until it answers.
+func (p *Private) Restart() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.e != nil {
+		return nil
+	}
+	var errs []error
+	for range 3 { // the port may linger a moment after the stop
+		e, err := startOnPort(p.kind, p.port)
+		if err == nil {
+			p.e = e
+			return nil
+		}
+		errs = append(errs, err)
+		time.Sleep(500 * time.Millisecond)
+	}
+	return errors.Join(errs...)
+}
+
+// Freeze stops the emulator's processes (SIGSTOP): connections stay open
+// and nothing answers, as with a stalled database.
+func (p *Private) Freeze() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.e != nil {
+		for _, g := range p.e.groups() {
+			syscall.Kill(-g, syscall.SIGSTOP)
+		}
+	}
+}
+
+// Thaw resumes a frozen emulator (SIGCONT).
+func (p *Private) Thaw() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.e != nil {
+		p.e.Thaw()
+	}
+}
+
+// Thaw sends SIGCONT to the emulator's process groups.
+func (e *emulator) Thaw() {
+	for _, g := range e.groups() {
+		syscall.Kill(-g, syscall.SIGCONT)
+	}
 }
