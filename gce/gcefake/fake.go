@@ -736,14 +736,14 @@ func selfLink(project, collection, name string) string {
 func (f *Fake) snapshotProto(s *snapshot) *computepb.Snapshot {
 	bytes, status := f.sizeLocked(s)
 	p := &computepb.Snapshot{
-		Kind:              proto.String("compute#snapshot"),
-		Id:                proto.Uint64(s.id),
-		Name:              proto.String(s.Name),
-		Labels:            maps.Clone(s.Labels),
-		LabelFingerprint:  proto.String(labelFingerprint(s.Labels)),
-		Status:            proto.String(s.Status),
-		CreationTimestamp: proto.String(s.CreationTime.Format(timeFormat)),
-		SourceDisk:        proto.String(s.SourceDisk),
+		Kind:               proto.String("compute#snapshot"),
+		Id:                 proto.Uint64(s.id),
+		Name:               proto.String(s.Name),
+		Labels:             maps.Clone(s.Labels),
+		LabelFingerprint:   proto.String(labelFingerprint(s.Labels)),
+		Status:             proto.String(s.Status),
+		CreationTimestamp:  proto.String(s.CreationTime.Format(timeFormat)),
+		SourceDisk:         proto.String(s.SourceDisk),
 		DiskSizeGb:         proto.Int64(s.Size.DiskSizeGb),
 		StorageBytes:       proto.Int64(bytes),
 		StorageBytesStatus: proto.String(status),
