@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"net/url"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -24,6 +25,8 @@ import (
 	"github.com/googleapis/gax-go/v2"
 	"google.golang.org/api/iterator"
 	"google.golang.org/api/option"
+
+	"github.com/snapsweep/snapsweep/store"
 )
 
 // Config configures the Compute client.
@@ -85,6 +88,16 @@ type Snapshot struct {
 	SnapshotType string
 	// ChainName is the name of the snapshot chain it was created in, if any.
 	ChainName string
+}
+
+// Size is the snapshot's storage as the registry records it, read at readAt.
+func (s Snapshot) Size(readAt time.Time) *store.Size {
+	t := s.SnapshotType
+	if t == "" {
+		t = "STANDARD"
+	}
+	return &store.Size{StorageBytes: s.StorageBytes, Status: s.StorageBytesStatus, DiskSizeGb: s.DiskSizeGb,
+		Locations: slices.Clone(s.StorageLocations), Type: t, Chain: s.ChainName, ReadAt: readAt.UTC().Truncate(time.Microsecond)}
 }
 
 // Client talks to the Compute Engine API. It is safe for concurrent use.
