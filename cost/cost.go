@@ -323,6 +323,15 @@ func bytesOf(z *store.Size) int64 {
 	return max(z.StorageBytes, z.DiskSizeGb*GiB)
 }
 
+// AmountOf is one snapshot's storage and monthly cost (nil: never read).
+func AmountOf(z *store.Size, prices Prices) Amount {
+	a, _, _ := measure(z, prices)
+	return a
+}
+
+// Add adds b to a.
+func (a *Amount) Add(b Amount) { a.add(b) }
+
 // measure is one snapshot's amount, its price and whether it has one.
 func measure(z *store.Size, prices Prices) (Amount, float64, bool) {
 	a := Amount{Snapshots: 1}
