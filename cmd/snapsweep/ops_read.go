@@ -363,7 +363,7 @@ func sessionsCommand(deps opsDeps) *cobra.Command {
 		if err != nil {
 			return err
 		}
-		rep := cost.Compute(recs, prices, time.Now())
+		rep := cost.Compute(recs, prices, so.deps.now())
 		out.Storage, out.Currency = rep.Sessions[id], rep.Currency
 		if out.Storage == nil {
 			out.Storage = &cost.Figures{Kept: map[cost.Reason]cost.Amount{}}

@@ -61,7 +61,7 @@ Firestore read each).`,
 			return err
 		}
 		defer done()
-		now := time.Now()
+		now := o.deps.now()
 		f := cost.Filter{SessionID: session, Project: forProject}
 		if since > 0 {
 			f.Since = now.Add(-since)
