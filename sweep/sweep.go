@@ -730,7 +730,7 @@ func (s *Sweeper) orphans(ctx context.Context, rep *Report) error {
 				return nil
 			}
 			found := lifecycle.Found{SessionID: session, ComputeID: sn.ID, SourceDisk: sn.SourceDisk,
-				CreationTime: sn.CreationTime.UTC().Truncate(time.Microsecond)}
+				CreationTime: sn.CreationTime.UTC().Truncate(time.Microsecond), Size: sn.Size(now)}
 			adopted := false
 			_, err = s.cfg.Store.UpdateSnapshot(ctx, key, store.TaskKey{}, func(cur *store.Snapshot, _ *store.Task) (*store.Snapshot, error) {
 				adopted = false
