@@ -594,7 +594,9 @@ func (e *Engine) delete(ctx context.Context, c claim, dry bool) (Outcome, error)
 	case err != nil:
 		return out, fmt.Errorf("read before delete: %w: %w", ErrRetryLater, err)
 	}
-	seen := lifecycle.Observed{ComputeID: snap.ID, CreationTime: snap.CreationTime, Fresh: true}
+	// The sizes of this read are recorded by the last check (the arm, right
+	// before the DELETE): the record's size at deletion.
+	seen := lifecycle.Observed{ComputeID: snap.ID, CreationTime: snap.CreationTime, Fresh: true, Size: snap.Size(e.now())}
 	if why, other := e.cfg.Policy.OtherSnapshot(rec, seen); other {
 		if dry {
 			return Outcome{Result: ResultDryRun, State: rec.State, Why: "would close: " + why}, nil

@@ -17,6 +17,7 @@ import (
 	"github.com/sethvargo/go-envconfig"
 	"github.com/spf13/pflag"
 
+	"github.com/snapsweep/snapsweep/cost"
 	"github.com/snapsweep/snapsweep/events"
 	"github.com/snapsweep/snapsweep/lifecycle"
 )
@@ -66,6 +67,17 @@ type Config struct {
 	// MaxRedrives is how often the sweep re-drives a stuck cleanup before
 	// the record is failed for an operator.
 	MaxRedrives int `env:"SNAPSWEEP_MAX_REDRIVES, default=5" help:"re-drives of a stuck cleanup before the record is failed for an operator"`
+	// PriceFile replaces the built-in snapshot storage prices (package
+	// cost; docs/operations.md says where the defaults come from).
+	PriceFile string `env:"SNAPSWEEP_PRICE_FILE" help:"YAML or JSON price table (per GiB-month by snapshot type and location) replacing the built-in list prices"`
+}
+
+// Prices returns the price table: the price file's, or the built-in one.
+func (c *Config) Prices() (cost.Prices, error) {
+	if c.PriceFile == "" {
+		return cost.DefaultPrices(), nil
+	}
+	return cost.LoadPrices(c.PriceFile)
 }
 
 // Policy returns the lifecycle rules these settings configure; the
@@ -192,6 +204,11 @@ func (c *Config) problems() []problem {
 	case "debug", "info", "warn", "error":
 	default:
 		bad("SNAPSWEEP_LOG_LEVEL", "must be debug, info, warn or error, got %q", c.LogLevel)
+	}
+	if c.PriceFile != "" {
+		if _, err := cost.LoadPrices(c.PriceFile); err != nil {
+			bad("SNAPSWEEP_PRICE_FILE", "%v", err)
+		}
 	}
 	return errs
 }

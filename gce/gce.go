@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"net/url"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -24,6 +25,8 @@ import (
 	"github.com/googleapis/gax-go/v2"
 	"google.golang.org/api/iterator"
 	"google.golang.org/api/option"
+
+	"github.com/snapsweep/snapsweep/store"
 )
 
 // Config configures the Compute client.
@@ -69,6 +72,32 @@ type Snapshot struct {
 	// ID is Compute's numeric id in decimal, empty when the API did not send one. A name can
 	// be reused after a deletion; the id tells the two snapshots apart.
 	ID string
+	// StorageBytes is what Compute bills the snapshot for: its own share of the stored data
+	// (a snapshot is incremental, so this is less than the disk's size; and when an earlier
+	// snapshot of the chain is deleted, the data this one still needs moves into it and this
+	// grows). It is final only while StorageBytesStatus is UP_TO_DATE; while UPDATING it is
+	// still being computed.
+	StorageBytes       int64
+	StorageBytesStatus string
+	// DiskSizeGb is the size of the source disk in GiB (not what the snapshot stores).
+	DiskSizeGb int64
+	// StorageLocations are the Cloud Storage locations holding the snapshot: one multi-region
+	// (us, eu, asia) or one region (us-central1, ...).
+	StorageLocations []string
+	// SnapshotType is STANDARD or ARCHIVE (empty when the API did not say: STANDARD).
+	SnapshotType string
+	// ChainName is the name of the snapshot chain it was created in, if any.
+	ChainName string
+}
+
+// Size is the snapshot's storage as the registry records it, read at readAt.
+func (s Snapshot) Size(readAt time.Time) *store.Size {
+	t := s.SnapshotType
+	if t == "" {
+		t = "STANDARD"
+	}
+	return &store.Size{StorageBytes: s.StorageBytes, Status: s.StorageBytesStatus, DiskSizeGb: s.DiskSizeGb,
+		Locations: slices.Clone(s.StorageLocations), Type: t, Chain: s.ChainName, ReadAt: readAt.UTC().Truncate(time.Microsecond)}
 }
 
 // Client talks to the Compute Engine API. It is safe for concurrent use.
@@ -378,5 +407,12 @@ func fromProto(project string, s *computepb.Snapshot) Snapshot {
 		CreationTime: created,
 		ID:           id,
 		SourceDisk:   s.GetSourceDisk(),
+
+		StorageBytes:       s.GetStorageBytes(),
+		StorageBytesStatus: s.GetStorageBytesStatus(),
+		DiskSizeGb:         s.GetDiskSizeGb(),
+		StorageLocations:   s.GetStorageLocations(),
+		SnapshotType:       s.GetSnapshotType(),
+		ChainName:          s.GetChainName(),
 	}
 }

@@ -82,6 +82,12 @@ func TestGet(t *testing.T) {
 		CreationTime: clk.Now(),
 		SourceDisk:   "https://www.googleapis.com/compute/v1/projects/proj-a/zones/us-central1-a/disks/disk-snap-1",
 		ID:           strconv.FormatUint(id, 10),
+		// Fresh: its size is still being computed (a partial figure).
+		StorageBytes:       gcefake.DefaultSize(id).StorageBytes / 2,
+		StorageBytesStatus: "UPDATING",
+		DiskSizeGb:         gcefake.DefaultSize(id).DiskSizeGb,
+		StorageLocations:   gcefake.DefaultSize(id).Locations,
+		SnapshotType:       gcefake.DefaultSize(id).SnapshotType,
 	}
 	if diff := cmp.Diff(want, got, cmp.Comparer(time.Time.Equal)); diff != "" {
 		t.Errorf("Get (-want +got):\n%s", diff)
@@ -95,6 +101,29 @@ func TestGet(t *testing.T) {
 	_, err = c.Get(t.Context(), project, "snap-missing")
 	if got, want := gce.Classify(err), gce.ClassNotFound; got != want {
 		t.Errorf("Get missing: class %q, want %q (err %v)", got, want, err)
+	}
+}
+
+// TestGetSizes reads the storage fields Compute reports: the final size once
+// it is no longer UPDATING, an archive snapshot, its locations and chain.
+func TestGetSizes(t *testing.T) {
+	t.Parallel()
+	clk := newClock()
+	c, fake := setup(t, gcefake.Options{Now: clk.Now})
+	fake.AddSnapshot(project, "snap-1", map[string]string{"migration-session": "s1"})
+	fake.SetSize(project, "snap-1", gcefake.Size{StorageBytes: 3<<30 + 5, DiskSizeGb: 100,
+		Locations: []string{"europe-west1"}, SnapshotType: "ARCHIVE", ChainName: "db-chain"})
+	if got, err := c.Get(t.Context(), project, "snap-1"); err != nil || got.StorageBytesStatus != "UPDATING" || got.StorageBytes >= 3<<30 {
+		t.Errorf("fresh snapshot: status %q, %d bytes (err %v); want UPDATING and a partial size", got.StorageBytesStatus, got.StorageBytes, err)
+	}
+	clk.Advance(2 * time.Minute)
+	got, err := c.Get(t.Context(), project, "snap-1")
+	if err != nil {
+		t.Fatalf("Get: %v", err)
+	}
+	want := [6]any{int64(3<<30 + 5), "UP_TO_DATE", int64(100), []string{"europe-west1"}, "ARCHIVE", "db-chain"}
+	if diff := cmp.Diff(want, [6]any{got.StorageBytes, got.StorageBytesStatus, got.DiskSizeGb, got.StorageLocations, got.SnapshotType, got.ChainName}); diff != "" {
+		t.Errorf("sizes (-want +got):\n%s", diff)
 	}
 }
 

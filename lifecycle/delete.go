@@ -93,6 +93,8 @@ type Observed struct {
 	// snapshot was READY, and no DELETE went out after it, or Compute
 	// refused the one that did).
 	Fresh bool
+	// Size is the snapshot's storage as the read found it (nil: not read).
+	Size *store.Size
 }
 
 // ArmResult says what ArmFor decided.
@@ -151,6 +153,10 @@ func (p Policy) armFor(cur *store.Snapshot, t *store.Task, l Lease, o Observed, 
 	}
 	if next.ComputeCreatedAt.IsZero() {
 		next.ComputeCreatedAt = o.CreationTime
+	}
+	if o.Size != nil {
+		// The size right before the delete: what the delete frees at most.
+		next.Size = o.Size
 	}
 	next.DeleteSentAt = now
 	next.LeaseUntil = now.Add(lease)
@@ -408,4 +414,30 @@ func contenderOf(cur *store.Snapshot) *store.Contender {
 		return nil
 	}
 	return cur.Contender
+}
+
+// MeasureFor records the storage a fresh read of a kept snapshot found
+// (the sweep's listing or read): its size changes while Compute is still
+// computing it (UPDATING) and when an earlier snapshot of its chain is
+// deleted (the data it still needs moves into it). Only a settled record
+// whose snapshot the read is, and only a change, is written; a record being
+// cleaned is measured by the last check before its DELETE (ArmFor) instead.
+func (p Policy) MeasureFor(cur *store.Snapshot, o Observed, now time.Time) (*store.Snapshot, error) {
+	if cur == nil || cur.Archived || o.Size == nil || cur.Size.SameAs(o.Size) {
+		return nil, nil
+	}
+	switch cur.State {
+	case store.Active, store.Retained, store.Failed, store.Refused, store.Held:
+	default:
+		return nil, nil
+	}
+	if cur.ComputeID != "" && o.ComputeID != cur.ComputeID {
+		return nil, nil
+	}
+	if _, other := p.OtherSnapshot(cur, o); other {
+		return nil, nil
+	}
+	next := clone(cur)
+	next.Size, next.PrevSize = o.Size, cur.Size
+	return move(Measure, cur, next, now)
 }

@@ -38,6 +38,7 @@ const (
 	Vanish        Transition = "vanish"         // the snapshot is gone, and snapsweep did not delete it
 	JobDeleted    Transition = "job-deleted"    // snapshot.deleted: the job deleted it itself
 	Contest       Transition = "contest"        // another task's report of the name that cannot be told apart
+	Measure       Transition = "measure"        // a fresh read of a kept snapshot's storage
 )
 
 // Edge is one row of the transition table.
@@ -54,6 +55,7 @@ var (
 	settled  = []store.State{store.Active, store.Retained}
 	liveAll  = store.LiveStates()
 	unclosed = []store.State{store.Active, store.Retained, store.CleanupPending, store.Deleting, store.Failed, store.Refused, store.Held}
+	kept     = []store.State{store.Active, store.Retained, store.Failed, store.Refused, store.Held}
 )
 
 // Table is every allowed transition.
@@ -79,6 +81,7 @@ var Table = []Edge{
 	{Vanish, false, unclosed, []store.State{store.Vanished, store.Deleted, store.Active, store.Retained}},
 	{JobDeleted, true, unclosed, []store.State{store.Deleted, store.Active, store.Retained}},
 	{Contest, false, liveAll, liveAll},
+	{Measure, false, kept, kept},
 }
 
 // ErrIllegal is returned when a function would make a transition the table
@@ -331,6 +334,8 @@ type Found struct {
 	ComputeID    string
 	CreationTime time.Time
 	SourceDisk   string
+	// Size is the snapshot's storage as the listing reported it.
+	Size *store.Size
 }
 
 // Adoption says whether the sweep adopts a labelled, unreported snapshot
@@ -366,7 +371,7 @@ func (p Policy) Adopt(cur *store.Snapshot, f Found, now time.Time) (*store.Snaps
 	p = p.WithDefaults()
 	n := &store.Snapshot{SessionID: f.SessionID, State: store.Active, Orphan: true, SourceDisk: f.SourceDisk,
 		CreatedAt: f.CreationTime, RegisteredAt: now, AdoptedAt: now, ExpiresAt: now.Add(p.OrphanTTL),
-		ComputeID: f.ComputeID, ComputeCreatedAt: f.CreationTime, Generation: 1}
+		ComputeID: f.ComputeID, ComputeCreatedAt: f.CreationTime, Generation: 1, Size: f.Size}
 	if cur == nil {
 		return move(Adopt, nil, n, now)
 	}

@@ -14,6 +14,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"slices"
 	"strconv"
 	"time"
 )
@@ -171,10 +172,54 @@ type Snapshot struct {
 	// so that no accepted report is ever lost.
 	Contender *Contender `firestore:"contender,omitempty" json:"contender,omitempty"`
 
+	// Size is what Compute said about the snapshot's storage when snapsweep
+	// last read it: at adoption, at the sweep's pass over live records,
+	// and right before the delete (the last one of a deleted record is its
+	// size at deletion). Written only by lifecycle (Arm, Adopt, Measure).
+	Size *Size `firestore:"size,omitempty" json:"size,omitempty"`
+	// PrevSize is the size Size replaced (Measure): a chain's total
+	// before a deletion is read from it.
+	PrevSize *Size `firestore:"prevSize,omitempty" json:"prevSize,omitempty"`
+
 	// Replaced, when set on a record being written, is the previous
 	// generation of the name: the store archives it in the same
 	// transaction. It is never stored itself.
 	Replaced *Snapshot `firestore:"-" json:"-"`
+}
+
+// Size is a snapshot's storage as Compute reported it at ReadAt.
+type Size struct {
+	// StorageBytes is what Compute bills the snapshot for (its share of
+	// an incremental chain); final only when Status is UP_TO_DATE.
+	StorageBytes int64 `firestore:"storageBytes" json:"storageBytes"`
+	// Status is Compute's storageBytesStatus: UP_TO_DATE or UPDATING.
+	Status string `firestore:"status,omitempty" json:"status,omitempty"`
+	// DiskSizeGb is the source disk's size in GiB: a snapshot never
+	// stores more than its disk holds, so it bounds a size not yet final.
+	DiskSizeGb int64    `firestore:"diskSizeGb,omitempty" json:"diskSizeGb,omitempty"`
+	Locations  []string `firestore:"locations,omitempty" json:"locations,omitempty"`
+	// Type is STANDARD or ARCHIVE.
+	Type string `firestore:"type,omitempty" json:"type,omitempty"`
+	// Chain is the snapshot chain's name, if it was created in one.
+	Chain  string    `firestore:"chain,omitempty" json:"chain,omitempty"`
+	ReadAt time.Time `firestore:"readAt" json:"readAt,omitzero"`
+}
+
+// Updating is Compute's storageBytesStatus while a size is not final.
+const Updating = "UPDATING"
+
+// Final reports whether the size is Compute's final figure.
+func (z *Size) Final() bool { return z != nil && z.Status != Updating }
+
+// SameAs reports whether two reads found the same storage (ReadAt aside).
+func (z *Size) SameAs(o *Size) bool {
+	if z == nil || o == nil {
+		return z == o
+	}
+	a, b := *z, *o
+	a.ReadAt, b.ReadAt = time.Time{}, time.Time{}
+	return a.StorageBytes == b.StorageBytes && a.Status == b.Status && a.DiskSizeGb == b.DiskSizeGb &&
+		a.Type == b.Type && a.Chain == b.Chain && slices.Equal(a.Locations, b.Locations)
 }
 
 // Contender is a competing snapshot.created report of a record's name.

@@ -6,6 +6,9 @@ import (
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
+
+	"github.com/snapsweep/snapsweep/cleanup"
+	"github.com/snapsweep/snapsweep/cost"
 )
 
 // sweepMetrics are the sweep's instruments (docs/observability.md).
@@ -14,6 +17,8 @@ type sweepMetrics struct {
 	actions  metric.Int64Counter
 	live     metric.Int64Gauge
 	health   metric.Int64Gauge
+	kept     metric.Int64Gauge
+	freed    metric.Int64Counter
 }
 
 func newSweepMetrics(mp metric.MeterProvider) sweepMetrics {
@@ -30,8 +35,15 @@ func newSweepMetrics(mp metric.MeterProvider) sweepMetrics {
 		metric.WithDescription("Live snapshots in the registry (counted by the sweep)."))
 	sm.health, _ = m.Int64Gauge("snapsweep.health.status", metric.WithUnit("1"),
 		metric.WithDescription("Health check status per check: 0 ok, 1 degraded, 2 failing."))
+	sm.kept, _ = m.Int64Gauge(KeptMetric, metric.WithUnit("By"),
+		metric.WithDescription("Storage of the registered, labelled snapshots still kept, by reason (retained, running, deleting, held, refused, failed): Compute's storageBytes as the sweep's listing reports it."))
+	sm.freed, _ = m.Int64Counter(cleanup.FreedMetric, metric.WithUnit("By"),
+		metric.WithDescription("Storage held by the snapshots snapsweep deleted (an upper bound of what is freed); here, deletions the sweep confirmed."))
 	return sm
 }
+
+// KeptMetric is the gauge of kept storage by reason.
+const KeptMetric = "snapsweep.storage.kept"
 
 func level(s Status) int64 {
 	switch s {
@@ -58,6 +70,15 @@ func (sm sweepMetrics) record(ctx context.Context, rep *Report) {
 		}
 	}
 	sm.live.Record(ctx, rep.Threshold.Live)
+	if rep.Storage.Complete {
+		// A partial listing would report a drop that did not happen.
+		for _, why := range cost.Reasons() {
+			sm.kept.Record(ctx, rep.Storage.Kept[why].Bytes, metric.WithAttributes(attribute.String("reason", string(why))))
+		}
+	}
+	if rep.Storage.Freed > 0 {
+		sm.freed.Add(ctx, rep.Storage.Freed)
+	}
 	for _, c := range rep.Checks {
 		name := c.Name
 		if len(name) > 8 && name[:8] == "compute:" {

@@ -19,6 +19,7 @@ import (
 	"go.opentelemetry.io/otel/metric"
 
 	"github.com/snapsweep/snapsweep/cleanup"
+	"github.com/snapsweep/snapsweep/cost"
 	"github.com/snapsweep/snapsweep/events"
 	"github.com/snapsweep/snapsweep/gce"
 	"github.com/snapsweep/snapsweep/lifecycle"
@@ -88,6 +89,9 @@ type Config struct {
 	Now        func() time.Time
 	// Meter provides the sweep's metrics (default: the global provider).
 	Meter metric.MeterProvider
+	// Prices prices the storage the sweep finds kept (default
+	// cost.DefaultPrices).
+	Prices *cost.Prices
 }
 
 // Sweeper runs sweeps.
@@ -159,6 +163,9 @@ type Report struct {
 	Stuck     Stuck     `json:"stuck"`
 	Orphans   Orphans   `json:"orphans"`
 	Reconcile Reconcile `json:"reconcile"`
+	// Storage is what the registered, labelled snapshots the listing found
+	// hold, by why they are kept, as Compute reports it now.
+	Storage Storage `json:"storage"`
 	// Sessions counts completed sessions re-judged, by resulting outcome.
 	Sessions map[store.Outcome]int `json:"sessions,omitempty"`
 	// Cap is the per-sweep limit of cleanup messages; Deferred counts the
@@ -227,6 +234,21 @@ type Orphans struct {
 	UnknownSession      int      `json:"unknownSession"`
 	UnknownSessionNames []string `json:"unknownSessionNames,omitempty"`
 	Vanished            int      `json:"vanished"` // registry records whose snapshot is gone
+}
+
+// Storage is the kept storage the sweep's listing found, by reason.
+type Storage struct {
+	Kept  map[cost.Reason]cost.Amount `json:"kept"`
+	Total cost.Amount                 `json:"total"`
+	// Measured counts records whose recorded size changed and was written
+	// (a size still UPDATING last time, or a chain's data moved into it).
+	Measured int `json:"measured"`
+	// Freed is the storage (up to) of the deletions this run confirmed.
+	Freed int64 `json:"freedBytes,omitempty"`
+	// Complete is set when every allowlisted project was listed (the
+	// figures are then the whole kept storage of labelled snapshots).
+	Complete bool   `json:"complete"`
+	Line     string `json:"line,omitempty"`
 }
 
 // Reconcile reports the check of live records against Compute.
@@ -559,6 +581,7 @@ func (s *Sweeper) redriveDeleting(ctx context.Context, rep *Report, rec store.Sn
 	snap, err := s.cfg.Compute.Get(ctx, rec.Project, rec.Name)
 	seen := lifecycle.Observed{ComputeID: snap.ID, CreationTime: snap.CreationTime}
 	var publish, closed, confirmed, failed bool
+	var freed int64
 	_, uerr := s.cfg.Store.UpdateSnapshot(ctx, rec.Key(), store.TaskKey{}, func(cur *store.Snapshot, _ *store.Task) (*store.Snapshot, error) {
 		publish, closed, confirmed, failed = false, false, false, false
 		switch {
@@ -570,7 +593,12 @@ func (s *Sweeper) redriveDeleting(ctx context.Context, rep *Report, rec store.Sn
 				by = "snapsweep"
 			}
 			confirmed = true
-			return s.cfg.Policy.ConfirmFor(cur, by, now)
+			next, err := s.cfg.Policy.ConfirmFor(cur, by, now)
+			freed = 0
+			if next != nil && by == "snapsweep" && next.Size != nil {
+				freed = next.Size.StorageBytes
+			}
+			return next, err
 		case err != nil:
 			return nil, nil // unknown: look again next run
 		}
@@ -588,6 +616,7 @@ func (s *Sweeper) redriveDeleting(ctx context.Context, rep *Report, rec store.Sn
 	switch {
 	case confirmed:
 		rep.Stuck.ConfirmedDeleted++
+		rep.Storage.Freed += freed
 	case closed:
 		rep.Stuck.Closed++
 	case failed:
@@ -660,6 +689,7 @@ func (s *Sweeper) orphans(ctx context.Context, rep *Report) error {
 		return known[id], nil
 	}
 	rep.listed = map[string]map[string]string{}
+	rep.Storage.Kept = map[cost.Reason]cost.Amount{}
 	var errs []error
 	for _, project := range s.cfg.Projects {
 		names := map[string]string{}
@@ -670,7 +700,7 @@ func (s *Sweeper) orphans(ctx context.Context, rep *Report) error {
 			rep.Reads++
 			switch {
 			case err == nil && cur.State.Live() && (sn.ID == "" || cur.ComputeID == "" || cur.ComputeID == sn.ID):
-				return nil // registered
+				return s.measure(ctx, rep, cur, sn, now) // registered
 			case err == nil && !cur.State.Live() && (sn.ID == "" || cur.ComputeID == sn.ID):
 				return nil // closed; Compute may still be finishing the delete
 			case err != nil && !errors.Is(err, store.ErrNotFound):
@@ -700,7 +730,7 @@ func (s *Sweeper) orphans(ctx context.Context, rep *Report) error {
 				return nil
 			}
 			found := lifecycle.Found{SessionID: session, ComputeID: sn.ID, SourceDisk: sn.SourceDisk,
-				CreationTime: sn.CreationTime.UTC().Truncate(time.Microsecond)}
+				CreationTime: sn.CreationTime.UTC().Truncate(time.Microsecond), Size: sn.Size(now)}
 			adopted := false
 			_, err = s.cfg.Store.UpdateSnapshot(ctx, key, store.TaskKey{}, func(cur *store.Snapshot, _ *store.Task) (*store.Snapshot, error) {
 				adopted = false
@@ -742,12 +772,54 @@ func (s *Sweeper) orphans(ctx context.Context, rep *Report) error {
 		}
 		rep.listed[project] = names
 	}
+	rep.Storage.Complete = len(errs) == 0
+	rep.Storage.Line = fmt.Sprintf("kept %d labelled snapshots holding %s (%s/month)", rep.Storage.Total.Snapshots,
+		cost.Bytes(rep.Storage.Total.Bytes), cost.Money(rep.Storage.Total.MonthlyCost, s.prices().Currency))
 	if rep.Orphans.UnknownSession > 0 {
 		rep.Checks = append(rep.Checks, Check{Name: "orphans-unknown-session", Status: Degraded,
 			Reason: fmt.Sprintf("%d labelled snapshots of sessions this registry never knew (never adopted or deleted): see `snapsweep orphans`", rep.Orphans.UnknownSession)})
 		rep.Status = worse(rep.Status, Degraded)
 	}
 	return errors.Join(errs...)
+}
+
+func (s *Sweeper) prices() cost.Prices {
+	if s.cfg.Prices != nil {
+		return *s.cfg.Prices
+	}
+	return cost.DefaultPrices()
+}
+
+// measure counts a registered snapshot's storage as the listing reports it
+// and, when it differs from the record's (still UPDATING last time, or
+// grown because an earlier snapshot of its chain was deleted), records it
+// (lifecycle.MeasureFor; not in a dry run).
+func (s *Sweeper) measure(ctx context.Context, rep *Report, cur *store.Snapshot, sn gce.Snapshot, now time.Time) error {
+	size := sn.Size(now)
+	if why := cost.ReasonOf(cur.State); why != "" {
+		a := cost.AmountOf(size, s.prices())
+		k := rep.Storage.Kept[why]
+		k.Add(a)
+		rep.Storage.Kept[why] = k
+		rep.Storage.Total.Add(a)
+	}
+	seen := lifecycle.Observed{ComputeID: sn.ID, CreationTime: sn.CreationTime, Size: size}
+	if rep.DryRun || cur.Size.SameAs(size) {
+		return nil
+	}
+	if next, _ := s.cfg.Policy.MeasureFor(cur, seen, now); next == nil {
+		return nil // nothing it would write
+	}
+	measured := false
+	_, err := s.cfg.Store.UpdateSnapshot(ctx, cur.Key(), store.TaskKey{}, func(c *store.Snapshot, _ *store.Task) (*store.Snapshot, error) {
+		next, err := s.cfg.Policy.MeasureFor(c, seen, now)
+		measured = next != nil
+		return next, err
+	})
+	if measured {
+		rep.Storage.Measured++
+	}
+	return err
 }
 
 // reconcile checks a batch of live records against Compute, continuing

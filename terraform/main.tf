@@ -60,6 +60,7 @@ locals {
     SNAPSWEEP_MAX_CLOCK_SKEW            = var.max_clock_skew
     SNAPSWEEP_ORPHAN_GRACE              = var.orphan_grace
     SNAPSWEEP_MAX_REDRIVES              = tostring(var.max_redrives)
+    SNAPSWEEP_PRICE_FILE                = var.price_file
     SNAPSWEEP_AUTH_AUDIENCE             = local.auth_audience
     SNAPSWEEP_AUTH_SERVICE_ACCOUNTS     = join(",", [google_service_account.push.email, google_service_account.scheduler.email])
   }

@@ -110,6 +110,8 @@ resource "google_monitoring_dashboard" "snapsweep" {
         { title = "Compute breaker (0 closed, 2 open)", query = "max(snapsweep_compute_breaker_state)" },
         { title = "Health checks (0 ok, 1 degraded, 2 failing)", query = "max by (check) (snapsweep_health_status)" },
         { title = "Sweep actions", query = "sum by (action) (increase(snapsweep_sweep_actions_total[1h]))" },
+        { title = "Storage kept by reason (bytes; labelled snapshots the sweep listed)", query = "max by (reason) (snapsweep_storage_kept_bytes)" },
+        { title = "Storage of deleted snapshots, up to (bytes per day)", query = "sum(increase(snapsweep_storage_freed_bytes_total[1d]))" },
         ] : {
         xPos   = (i % 2) * 6
         yPos   = floor(i / 2) * 4

@@ -541,3 +541,13 @@ variable "runbook_base_url" {
     error_message = "runbook_base_url must be an https URL."
   }
 }
+
+variable "price_file" {
+  type        = string
+  description = "SNAPSWEEP_PRICE_FILE: path, inside the container, of a YAML or JSON snapshot price table (per GiB-month by snapshot type and location) replacing the built-in list prices; empty keeps them (docs/operations.md)."
+  default     = ""
+  validation {
+    condition     = var.price_file == "" || startswith(var.price_file, "/")
+    error_message = "price_file must be an absolute path inside the container, or empty."
+  }
+}

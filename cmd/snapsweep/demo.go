@@ -204,7 +204,9 @@ func runDemo(ctx context.Context, opts demoOptions) (_ *demoResult, err error) {
 	f := opts.Faults
 
 	// The Compute fake, with latency on every call and random 503s.
-	d.fake = gcefake.New(gcefake.Options{Latency: f.OpLatency, QuotaPerSecond: f.QuotaPerSecond, Seed: opts.Seed})
+	// Sizes are final at once (no UPDATING period): the demo deletes within
+	// seconds, and its savings line is checked against the fake's sizes.
+	d.fake = gcefake.New(gcefake.Options{Latency: f.OpLatency, QuotaPerSecond: f.QuotaPerSecond, Seed: opts.Seed, SizingTime: -1})
 	d.fake.SetFailureRate(http.StatusServiceUnavailable, "backendError", f.FailureRate)
 	computeSrv := httptest.NewServer(withCallLatency(fakeComputeHandler(d.fake), f.CallMin, f.CallMax, opts.Seed))
 	cleanups = append(cleanups, computeSrv.Close)

@@ -6,10 +6,13 @@ import (
 	"math"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
+	"github.com/snapsweep/snapsweep/cost"
 	"github.com/snapsweep/snapsweep/events"
+	"github.com/snapsweep/snapsweep/gce/gcefake"
 	"github.com/snapsweep/snapsweep/store"
 	"github.com/snapsweep/snapsweep/sweep"
 )
@@ -39,10 +42,14 @@ type demoReport struct {
 	Sweep            demoSweep   `json:"sweep"`
 	SessionOutcomes  []demoOut   `json:"sessionOutcomes"`
 	// Verified is true when the registry and the Compute fake agree.
-	Verified  bool     `json:"verified"`
-	Problems  []string `json:"problems,omitempty"`
-	ElapsedMs int64    `json:"elapsedMs"`
-	LogFile   string   `json:"logFile,omitempty"`
+	// Storage is what the cleanup is worth (package cost, built-in
+	// prices); Savings its one-line account, the report's last line.
+	Storage   *cost.Figures `json:"storage"`
+	Savings   string        `json:"savings"`
+	Verified  bool          `json:"verified"`
+	Problems  []string      `json:"problems,omitempty"`
+	ElapsedMs int64         `json:"elapsedMs"`
+	LogFile   string        `json:"logFile,omitempty"`
 }
 
 // demoKept is what was not deleted, and why.
@@ -232,7 +239,9 @@ func (d *demoRun) report(ctx context.Context, swept *sweep.Report, settled time.
 		}
 		rep.SessionOutcomes = append(rep.SessionOutcomes, o)
 	}
-	rep.Problems = d.verify(all)
+	c := cost.Compute(all, cost.DefaultPrices(), time.Now())
+	rep.Storage, rep.Savings = &c.Overall, cost.Line(c.Overall, c.Currency)
+	rep.Problems = append(d.verify(all), d.verifySizes(all, c)...)
 	rep.Verified = len(rep.Problems) == 0
 	rep.ElapsedMs = time.Since(d.start).Milliseconds()
 	return rep, nil
@@ -282,6 +291,48 @@ func (d *demoRun) verify(all []store.Snapshot) []string {
 	}
 	if !d.fake.Exists(p, d.plan.Orphan) {
 		bad("the orphan %s/%s was deleted", p, d.plan.Orphan)
+	}
+	return problems
+}
+
+// verifySizes checks the recorded sizes, and so the savings line, against
+// the Compute fake: every deleted snapshot's size is the one the fake gave
+// the snapshot of that Compute id, every kept one's what the fake reports now.
+func (d *demoRun) verifySizes(all []store.Snapshot, c *cost.Report) []string {
+	var problems []string
+	var deleted int64
+	for _, s := range all {
+		if s.Size == nil {
+			if s.State == store.Deleted && s.DeletedBy == "snapsweep" {
+				problems = append(problems, fmt.Sprintf("%s was deleted without its size read", s.Key()))
+			}
+			continue
+		}
+		// A deleted snapshot's size is the one the fake gave its Compute
+		// id; a kept one (its id is not always known: the sweep measured
+		// it, no delete read it) is what the fake reports now.
+		var want gcefake.Size
+		fs, exists := d.fake.Snapshot(s.Project, s.Name)
+		id, err := strconv.ParseUint(s.ComputeID, 10, 64)
+		switch {
+		case exists && (err != nil || fs.ID == id):
+			want = fs.Size
+		case err == nil:
+			want = gcefake.DefaultSize(id)
+		default:
+			problems = append(problems, fmt.Sprintf("%s: a size, but neither a Compute id nor a snapshot in the fake", s.Key()))
+			continue
+		}
+		if s.Size.StorageBytes != want.StorageBytes || s.Size.Type != want.SnapshotType || !slices.Equal(s.Size.Locations, want.Locations) {
+			problems = append(problems, fmt.Sprintf("%s: recorded %d bytes %s %v, the fake says %d %s %v", s.Key(),
+				s.Size.StorageBytes, s.Size.Type, s.Size.Locations, want.StorageBytes, want.SnapshotType, want.Locations))
+		}
+		if s.State == store.Deleted && s.DeletedBy == "snapsweep" {
+			deleted += want.StorageBytes
+		}
+	}
+	if deleted != c.Overall.Deleted.Bytes {
+		problems = append(problems, fmt.Sprintf("savings line: deleted up to %d bytes, the fake's sizes sum to %d", c.Overall.Deleted.Bytes, deleted))
 	}
 	return problems
 }
@@ -386,6 +437,8 @@ func (d *demoRun) printReport(r *demoReport) error {
 		fmt.Fprintf(w, "; the service's logs: %s", r.LogFile)
 	}
 	fmt.Fprintln(w)
+	// Checked against the fake's sizes (verifySizes) when verified.
+	fmt.Fprintf(w, "savings (list prices, storage freed is an upper bound): %s\n", r.Savings)
 	return nil
 }
 

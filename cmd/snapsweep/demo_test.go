@@ -5,13 +5,17 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/snapsweep/snapsweep/cost"
+	"github.com/snapsweep/snapsweep/gce/gcefake"
 	"github.com/snapsweep/snapsweep/store"
 )
 
@@ -102,6 +106,30 @@ func TestDemoReportMatchesComputeFake(t *testing.T) {
 		t.Errorf("registry counts %d deleted (%v), report %d", n, err, rep.Deleted)
 	}
 	text := out.String()
+	// The report ends with the savings line, whose deleted storage is the
+	// sum of the sizes the Compute fake gave the deleted snapshots.
+	var freed int64
+	var byUs int
+	page, err := res.Store.ListSnapshots(ctx, store.Query{States: []store.State{store.Deleted}, Limit: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range page.Snapshots {
+		if s.DeletedBy != "snapsweep" {
+			continue // gone otherwise: no saving claimed
+		}
+		byUs++
+		id, err := strconv.ParseUint(s.ComputeID, 10, 64)
+		if err != nil {
+			t.Fatalf("%s deleted without a Compute id", s.Key())
+		}
+		freed += gcefake.DefaultSize(id).StorageBytes
+	}
+	lines := strings.Split(strings.TrimSpace(text), "\n")
+	wantLine := fmt.Sprintf("deleted %d snapshots holding up to %s (", byUs, cost.Bytes(freed))
+	if last := lines[len(lines)-1]; !strings.HasPrefix(last, "savings") || !strings.Contains(last, wantLine) || freed == 0 {
+		t.Errorf("last line %q; want the savings line with %q", last, wantLine)
+	}
 	for _, want := range []string{"registered", "deleted", "retained", "refused", "rejected", "p50", "p99", "deletes/s", "verified:"} {
 		if !strings.Contains(text, want) {
 			t.Errorf("report lacks %q:\n%s", want, text)

@@ -134,6 +134,7 @@ func opsCommands(deps opsDeps) []*cobra.Command {
 	return []*cobra.Command{
 		snapshotsCommand(deps), sessionsCommand(deps), cleanupCommand(deps), sweepCommand(deps),
 		healthCommand(deps), holdCommand(deps), releaseCommand(deps), rejectedCommand(deps), orphansCommand(deps),
+		reportCommand(deps),
 	}
 }
 

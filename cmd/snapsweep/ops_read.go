@@ -13,6 +13,7 @@ import (
 	"google.golang.org/api/option"
 	htransport "google.golang.org/api/transport/http"
 
+	"github.com/snapsweep/snapsweep/cost"
 	"github.com/snapsweep/snapsweep/events"
 	"github.com/snapsweep/snapsweep/gce"
 	"github.com/snapsweep/snapsweep/store"
@@ -347,8 +348,26 @@ func sessionsCommand(deps opsDeps) *cobra.Command {
 			Snapshots map[store.State]int64     `json:"snapshots"`
 			Tasks     map[store.TaskState]int64 `json:"tasks"`
 			Failed    []store.Task              `json:"failedTasks,omitempty"`
+			// Storage is what the session's cleanup is worth (package cost).
+			Storage  *cost.Figures `json:"storage"`
+			Currency string        `json:"currency"`
 		}
 		out := shown{Session: sess, Snapshots: map[store.State]int64{}, Tasks: map[store.TaskState]int64{}}
+		prices := cost.DefaultPrices()
+		if pf := so.env("SNAPSWEEP_PRICE_FILE", ""); pf != "" {
+			if prices, err = cost.LoadPrices(pf); err != nil {
+				return &configError{err}
+			}
+		}
+		recs, _, _, err := cost.Load(ctx, reg, cost.Filter{SessionID: id})
+		if err != nil {
+			return err
+		}
+		rep := cost.Compute(recs, prices, so.deps.now())
+		out.Storage, out.Currency = rep.Sessions[id], rep.Currency
+		if out.Storage == nil {
+			out.Storage = &cost.Figures{Kept: map[cost.Reason]cost.Amount{}}
+		}
 		for _, st := range store.States() {
 			n, err := reg.CountSnapshots(ctx, store.Query{SessionID: id, States: []store.State{st}})
 			if err != nil {
@@ -389,6 +408,13 @@ func sessionsCommand(deps opsDeps) *cobra.Command {
 		for _, t := range out.Failed {
 			fmt.Fprintf(tw, "  failed %s\t%s at %s\n", t.TaskID, dash(clip(t.Error, 60)), when(t.StateTime))
 		}
+		for _, l := range savingsLines(out.Storage, out.Currency) {
+			fmt.Fprintln(tw, l)
+		}
+		for _, m := range rep.Missing {
+			fmt.Fprintf(tw, "no price\t%s: %d snapshots left out of the costs\n", m.Where, m.Snapshots)
+		}
+		fmt.Fprintf(tw, "savings\t%s\n", cost.Line(*out.Storage, out.Currency))
 		return tw.Flush()
 	}
 	group.AddCommand(list, show)

@@ -34,6 +34,7 @@ import (
 	"github.com/snapsweep/snapsweep/bus"
 	"github.com/snapsweep/snapsweep/cleanup"
 	"github.com/snapsweep/snapsweep/config"
+	"github.com/snapsweep/snapsweep/cost"
 	"github.com/snapsweep/snapsweep/gce"
 	"github.com/snapsweep/snapsweep/handlers"
 	"github.com/snapsweep/snapsweep/ingest"
@@ -123,13 +124,17 @@ type Service struct {
 	Store   store.Registry
 	Engine  *cleanup.Engine
 	Sweeper *sweep.Sweeper
+	// prices price the storage figures of /status and the sweep; now is
+	// the service's clock.
+	prices cost.Prices
+	now    func() time.Time
 }
 
 // NewService builds the service from cfg: clients, registry, engine and
 // handlers. It listens (so that a test can read the address) but does not
 // serve until Run.
 func NewService(ctx context.Context, cfg *config.Config, opts ServiceOptions) (_ *Service, err error) {
-	s := &Service{cfg: cfg, log: opts.Logger}
+	s := &Service{cfg: cfg, log: opts.Logger, now: opts.Now}
 	if s.log == nil {
 		s.log = slog.Default()
 	}
@@ -202,6 +207,9 @@ func NewService(ctx context.Context, cfg *config.Config, opts ServiceOptions) (_
 	pub := bus.NewPublisher(ps, cfg.CleanupTopic, bus.Options{Timeout: publishTimeout})
 	s.closers = append(s.closers, func() error { pub.Stop(); return nil })
 	policy := cfg.Policy()
+	if s.prices, err = cfg.Prices(); err != nil {
+		return nil, err
+	}
 	judge := &cleanup.Judge{Store: reg, Tolerance: cfg.FailureTolerance, Now: opts.Now}
 	sched := &cleanup.Scheduler{Store: reg, Publisher: pub, Policy: policy, Now: opts.Now}
 	registered, err := opts.Meter.Meter("github.com/snapsweep/snapsweep/ingest").Int64Counter("snapsweep.snapshots.registered",
@@ -236,6 +244,7 @@ func NewService(ctx context.Context, cfg *config.Config, opts ServiceOptions) (_
 		Projects: cfg.Projects, SessionLabel: cfg.SessionLabel, MaxLive: cfg.MaxLiveSnapshots,
 		MaxDeletes: cfg.MaxDeletesPerSweep, AdoptOrphans: cfg.AdoptOrphans, DryRun: cfg.DryRun, StuckAfter: cfg.SweepStuckAfter,
 		CheckPublish: checkTopic, Breaker: s.Engine.BreakerState, Now: opts.Now, Meter: opts.Meter, Judge: judge,
+		Prices: &s.prices,
 	})
 	var guard func(http.Handler) http.Handler
 	if acfg := (auth.Config{Audience: cfg.AuthAudience, ServiceAccounts: cfg.AuthServiceAccounts, Meter: opts.Meter}); auth.Enabled(acfg) {
@@ -398,6 +407,39 @@ type statusReport struct {
 	DryRun   bool                  `json:"dryRun"`
 	Health   *statusHealth         `json:"lastHealth,omitempty"`
 	Version  string                `json:"version"`
+	// Storage is what the cleanup is worth, overall and per project
+	// (package cost); per session: /status?session=ID.
+	Storage *statusStorage `json:"storage,omitempty"`
+}
+
+// statusStorage is the cost account of /status.
+type statusStorage struct {
+	Currency string                   `json:"currency"`
+	Prices   string                   `json:"prices"`
+	Overall  cost.Figures             `json:"overall"`
+	Projects map[string]*cost.Figures `json:"projects"`
+	Missing  []cost.MissingPrice      `json:"missingPrices,omitempty"`
+	Savings  string                   `json:"savings"`
+	Bounds   []string                 `json:"bounds"`
+	// Partial is set when the registry held more than statusMaxRecords
+	// records: `snapsweep report` reads them all.
+	Partial bool `json:"partial,omitempty"`
+}
+
+// statusMaxRecords bounds the records one GET /status reads for its cost
+// figures (one Firestore read each).
+const statusMaxRecords = 20000
+
+func (s *Service) storage(ctx context.Context, f cost.Filter) (*cost.Report, bool, error) {
+	recs, _, partial, err := cost.Load(ctx, s.Store, f)
+	if err != nil {
+		return nil, false, err
+	}
+	now := time.Now
+	if s.now != nil {
+		now = s.now
+	}
+	return cost.Compute(recs, s.prices, now()), partial, nil
 }
 
 // statusHealth is the latest stored health report, the report itself as
@@ -432,6 +474,12 @@ func (s *Service) status(ctx context.Context) (statusReport, error) {
 	if h, err := s.Store.LatestHealth(ctx, 1); err == nil && len(h) > 0 {
 		rep.Health = newStatusHealth(h[0])
 	}
+	c, partial, err := s.storage(ctx, cost.Filter{Max: statusMaxRecords})
+	if err != nil {
+		return statusReport{}, err
+	}
+	rep.Storage = &statusStorage{Currency: c.Currency, Prices: c.Prices, Overall: c.Overall, Projects: c.Projects,
+		Missing: c.Missing, Savings: cost.Line(c.Overall, c.Currency), Bounds: c.Bounds, Partial: partial}
 	return rep, nil
 }
 
@@ -440,6 +488,12 @@ func (s *Service) status(ctx context.Context) (statusReport, error) {
 type sessionStatus struct {
 	Session *store.Session        `json:"session"`
 	Counts  map[store.State]int64 `json:"counts"`
+	// Storage is what the session's cleanup is worth; Retained the cost of
+	// keeping each of its retained snapshots until its retention ends.
+	Storage  *cost.Figures       `json:"storage"`
+	Retained []cost.Retention    `json:"retained,omitempty"`
+	Missing  []cost.MissingPrice `json:"missingPrices,omitempty"`
+	Savings  string              `json:"savings"`
 }
 
 func (s *Service) sessionStatus(ctx context.Context, id string) (sessionStatus, error) {
@@ -455,5 +509,14 @@ func (s *Service) sessionStatus(ctx context.Context, id string) (sessionStatus, 
 		}
 		out.Counts[st] = n
 	}
+	c, _, err := s.storage(ctx, cost.Filter{SessionID: id})
+	if err != nil {
+		return sessionStatus{}, err
+	}
+	out.Storage, out.Retained, out.Missing = c.Sessions[id], c.Retained, c.Missing
+	if out.Storage == nil {
+		out.Storage = &cost.Figures{Kept: map[cost.Reason]cost.Amount{}}
+	}
+	out.Savings = cost.Line(*out.Storage, c.Currency)
 	return out, nil
 }

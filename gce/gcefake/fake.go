@@ -45,6 +45,26 @@ type Options struct {
 	Now func() time.Time
 	// Seed seeds the random fault injection of SetFailureRate, so a run can be repeated.
 	Seed uint64
+	// SizingTime is how long after its creation (by the Now clock) a snapshot reports
+	// storageBytesStatus UPDATING, with a partial storageBytes, as Compute does while it
+	// computes a new snapshot's size. Default one minute; negative turns it off.
+	SizingTime time.Duration
+}
+
+// Size is what the fake reports about a snapshot's storage (the Snapshot resource's
+// storageBytes, diskSizeGb, storageBytesStatus, storageLocations, snapshotType and
+// chainName fields).
+type Size struct {
+	// StorageBytes is the final stored size; while the size is UPDATING the fake reports
+	// half of it.
+	StorageBytes int64
+	DiskSizeGb   int64
+	// Status is UP_TO_DATE or UPDATING. Empty means UPDATING during SizingTime after the
+	// creation, then UP_TO_DATE; a status set explicitly stays as set.
+	Status       string
+	Locations    []string
+	SnapshotType string // STANDARD or ARCHIVE
+	ChainName    string
 }
 
 // Snapshot is a snapshot as the fake stores it.
@@ -55,6 +75,8 @@ type Snapshot struct {
 	Status       string // READY, or DELETING while a delete operation runs
 	CreationTime time.Time
 	SourceDisk   string
+	// Size is the snapshot's storage as the fake reports it (see Size).
+	Size Size
 	// ID is the server-assigned numeric id (Snapshot.id in the Compute API reference: "the
 	// unique identifier for the resource ... defined by the server"). Names are unique only
 	// while a snapshot exists; a snapshot created under a reused name gets a new id, which
@@ -279,7 +301,7 @@ func (f *Fake) getSnapshot(r *http.Request, c *Call) response {
 	if s == nil {
 		return notFound(&f.stats, "projects/"+c.Project+"/global/snapshots/"+c.Name)
 	}
-	return jsonResponse(snapshotProto(s))
+	return jsonResponse(f.snapshotProto(s))
 }
 
 func (f *Fake) deleteSnapshot(r *http.Request, c *Call) response {
@@ -393,7 +415,7 @@ func (f *Fake) listSnapshots(r *http.Request, c *Call) response {
 		list.NextPageToken = proto.String(base64.RawURLEncoding.EncodeToString([]byte(names[size-1])))
 	}
 	for _, n := range names {
-		list.Items = append(list.Items, snapshotProto(f.snapshots[key{c.Project, n}]))
+		list.Items = append(list.Items, f.snapshotProto(f.snapshots[key{c.Project, n}]))
 	}
 	return jsonResponse(list)
 }
@@ -518,9 +540,69 @@ func (f *Fake) AddSnapshot(project, name string, labels map[string]string) uint6
 			Status:       "READY",
 			CreationTime: f.now(),
 			SourceDisk:   fmt.Sprintf("https://www.googleapis.com/compute/v1/projects/%s/zones/us-central1-a/disks/disk-%s", project, name),
+			Size:         DefaultSize(f.nextID),
 		},
 	}
 	return f.nextID
+}
+
+// DefaultSize is the size AddSnapshot gives the snapshot with id: realistic and
+// deterministic. Disks of 10 to 500 GB; a snapshot stores 5% to 60% of its disk (a first,
+// full snapshot of a mostly empty disk, or an incremental one), so storageBytes is never a
+// multiple of diskSizeGb; every fifth snapshot is ARCHIVE; every other one is stored in the
+// us multi-region, the others in us-central1.
+func DefaultSize(id uint64) Size {
+	disks := []int64{10, 50, 100, 200, 500}
+	disk := disks[id%uint64(len(disks))]
+	share := 5 + (id*37)%56 // percent
+	sz := Size{
+		DiskSizeGb:   disk,
+		StorageBytes: disk<<30*int64(share)/100 + int64(id%4096)*4096,
+		Locations:    []string{"us"},
+		SnapshotType: "STANDARD",
+	}
+	if id%2 == 0 {
+		sz.Locations = []string{"us-central1"}
+	}
+	if id%5 == 0 {
+		sz.SnapshotType = "ARCHIVE"
+	}
+	return sz
+}
+
+// SetSize replaces what the fake reports about a snapshot's storage; it reports false if
+// there is no such snapshot. An empty Status keeps the automatic UPDATING period.
+func (f *Fake) SetSize(project, name string, sz Size) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	s := f.snapshots[key{project, name}]
+	if s == nil {
+		return false
+	}
+	sz.Locations = slices.Clone(sz.Locations)
+	s.Size = sz
+	return true
+}
+
+// sizeLocked is the size a snapshot reports now.
+func (f *Fake) sizeLocked(s *snapshot) (bytes int64, status string) {
+	sz := s.Size
+	status = sz.Status
+	if status == "" {
+		status = "UP_TO_DATE"
+		window := f.opts.SizingTime
+		if window == 0 {
+			window = time.Minute
+		}
+		if window > 0 && f.now().Before(s.CreationTime.Add(window)) {
+			status = "UPDATING"
+		}
+	}
+	bytes = sz.StorageBytes
+	if status == "UPDATING" {
+		bytes /= 2
+	}
+	return bytes, status
 }
 
 // SetLabels replaces the labels of a snapshot; it reports false if there is no such
@@ -547,6 +629,7 @@ func (f *Fake) Snapshot(project, name string) (Snapshot, bool) {
 	}
 	cp := s.Snapshot
 	cp.Labels = maps.Clone(s.Labels)
+	cp.Size.Locations = slices.Clone(s.Size.Locations)
 	return cp, true
 }
 
@@ -650,21 +733,30 @@ func selfLink(project, collection, name string) string {
 	return s
 }
 
-func snapshotProto(s *snapshot) *computepb.Snapshot {
-	return &computepb.Snapshot{
-		Kind:              proto.String("compute#snapshot"),
-		Id:                proto.Uint64(s.id),
-		Name:              proto.String(s.Name),
-		Labels:            maps.Clone(s.Labels),
-		LabelFingerprint:  proto.String(labelFingerprint(s.Labels)),
-		Status:            proto.String(s.Status),
-		CreationTimestamp: proto.String(s.CreationTime.Format(timeFormat)),
-		SourceDisk:        proto.String(s.SourceDisk),
-		DiskSizeGb:        proto.Int64(10),
-		StorageBytes:      proto.Int64(1 << 20),
-		StorageLocations:  []string{"us"},
-		SelfLink:          proto.String(selfLink(s.Project, "snapshots", s.Name)),
+func (f *Fake) snapshotProto(s *snapshot) *computepb.Snapshot {
+	bytes, status := f.sizeLocked(s)
+	p := &computepb.Snapshot{
+		Kind:               proto.String("compute#snapshot"),
+		Id:                 proto.Uint64(s.id),
+		Name:               proto.String(s.Name),
+		Labels:             maps.Clone(s.Labels),
+		LabelFingerprint:   proto.String(labelFingerprint(s.Labels)),
+		Status:             proto.String(s.Status),
+		CreationTimestamp:  proto.String(s.CreationTime.Format(timeFormat)),
+		SourceDisk:         proto.String(s.SourceDisk),
+		DiskSizeGb:         proto.Int64(s.Size.DiskSizeGb),
+		StorageBytes:       proto.Int64(bytes),
+		StorageBytesStatus: proto.String(status),
+		StorageLocations:   slices.Clone(s.Size.Locations),
+		SelfLink:           proto.String(selfLink(s.Project, "snapshots", s.Name)),
 	}
+	if s.Size.SnapshotType != "" {
+		p.SnapshotType = proto.String(s.Size.SnapshotType)
+	}
+	if s.Size.ChainName != "" {
+		p.ChainName = proto.String(s.Size.ChainName)
+	}
+	return p
 }
 
 // labelFingerprint stands in for Compute's optimistic-locking fingerprint: it changes

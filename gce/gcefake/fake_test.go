@@ -450,6 +450,7 @@ func TestSeedAndInspect(t *testing.T) {
 		Status:       "READY",
 		CreationTime: clk.Now(),
 		SourceDisk:   "https://www.googleapis.com/compute/v1/projects/proj-a/zones/us-central1-a/disks/disk-snap",
+		Size:         gcefake.DefaultSize(got.ID),
 		ID:           got.ID,
 	}
 	if got.ID == 0 {
@@ -460,5 +461,27 @@ func TestSeedAndInspect(t *testing.T) {
 	}
 	if fake.Exists(project, "missing") {
 		t.Error("Exists of a missing snapshot")
+	}
+}
+
+// TestRealisticSizes checks what the fake reports about storage: sizes that
+// differ from the disk's, some ARCHIVE snapshots, UPDATING while fresh.
+func TestRealisticSizes(t *testing.T) {
+	t.Parallel()
+	archive, regional := 0, 0
+	for id := uint64(1); id <= 20; id++ {
+		sz := gcefake.DefaultSize(id)
+		if sz.StorageBytes <= 0 || sz.StorageBytes >= sz.DiskSizeGb<<30 || sz.StorageBytes%(1<<30) == 0 {
+			t.Errorf("id %d: %d bytes of a %d GB disk; want a share of the disk, not a whole number of GiB", id, sz.StorageBytes, sz.DiskSizeGb)
+		}
+		if sz.SnapshotType == "ARCHIVE" {
+			archive++
+		}
+		if sz.Locations[0] != "us" {
+			regional++
+		}
+	}
+	if archive != 4 || regional != 10 {
+		t.Errorf("%d ARCHIVE and %d regional of 20; want 4 and 10", archive, regional)
 	}
 }
