@@ -551,7 +551,9 @@ func (e *Engine) waitQuota(ctx context.Context) error {
 func (e *Engine) opWait(ctx context.Context) time.Duration {
 	wait := e.cfg.OpWait
 	if dl, ok := ctx.Deadline(); ok {
-		wait = max(min(wait, time.Until(dl)-settleReserve), time.Second)
+		// Keep the reserve for recording the outcome, but wait at least a
+		// second (or the configured wait, if shorter) for the operation.
+		wait = min(wait, max(time.Until(dl)-settleReserve, time.Second))
 	}
 	return wait
 }
