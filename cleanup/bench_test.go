@@ -7,6 +7,7 @@ import (
 	"maps"
 	"net/http/httptest"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -163,7 +164,7 @@ func runCleanupWorkload(b *testing.B, n, workers int) cleanupRun {
 	mem := store.NewMemory()
 	engine := cleanup.NewEngine(cleanup.EngineConfig{
 		Store: mem, Compute: client, SessionLabel: benchLabel,
-		Policy: lifecycle.Policy{TTL: 72 * time.Hour, FailedRetention: 168 * time.Hour, Projects: events.NewAllowlist([]string{"proj-a", "proj-b"})},
+		Policy: lifecycle.Policy{TTL: 72 * time.Hour, FailedRetention: 168 * time.Hour, Projects: events.NewAllowlist([]string{"proj-a", "proj-b", "bench-proj"})},
 		Rate:   benchRate, Concurrency: 16, OpWait: 5 * time.Second, Budget: 10 * time.Second,
 		// The fake's quota is per whole second (Compute's: per minute).
 		QuotaRefill: func(now time.Time) time.Time { return now.Truncate(time.Second).Add(time.Second) },
@@ -185,10 +186,11 @@ func runCleanupWorkload(b *testing.B, n, workers int) cleanupRun {
 		rec := &store.Snapshot{Project: benchProject, Name: name, SessionID: benchSession, TaskID: tk.TaskID,
 			State: store.CleanupPending, CreatedAt: at, RegisteredAt: at, UpdatedAt: at, CleanupRequestedAt: at,
 			ExpiresAt: at.Add(72 * time.Hour)}
+		// The registry knows the Compute id, as from an event that sent it.
+		rec.ComputeID = strconv.FormatUint(fake.AddSnapshot(benchProject, name, map[string]string{benchLabel: benchSession}), 10)
 		if err := mem.PutSnapshot(ctx, rec); err != nil {
 			b.Fatal(err)
 		}
-		fake.AddSnapshot(benchProject, name, map[string]string{benchLabel: benchSession})
 		msgs = append(msgs, events.CleanupMessage{Project: benchProject, Name: name, SessionID: benchSession,
 			TaskID: tk.TaskID, Reason: events.ReasonTaskCompleted, RequestedAt: at})
 	}
