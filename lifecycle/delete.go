@@ -380,10 +380,11 @@ func (p Policy) Vanished(cur *store.Snapshot, why string, now time.Time) (*store
 // (snapshot.deleted); no API call. A report naming another task, or
 // another Compute id, is about another snapshot and changes nothing.
 //
-// A deletion stamped before the record's snapshot was reported, or naming
-// a Compute id when the record's is not known yet, may be about an earlier
-// snapshot of the name: it is ignored (if the record's snapshot is gone
-// too, the engine's read or the sweep's reconcile closes it).
+// A deletion stamped before the record's snapshot was reported may be about
+// an earlier snapshot of the name: it is ignored (if the record's snapshot
+// is gone too, the engine's read or the sweep's reconcile closes it). A
+// deletion naming a Compute id closes a record whose id is not known yet
+// and records the id: the job knows which snapshot it deleted.
 func (p Policy) JobDeletedFor(cur *store.Snapshot, sessionID, taskID, computeID string, at, now time.Time) (*store.Snapshot, error) {
 	if c := contenderOf(cur); c != nil && c.SessionID == sessionID && c.TaskID == taskID &&
 		(computeID == "" || c.ComputeID == "" || c.ComputeID == computeID) && (computeID == "" || computeID != cur.ComputeID) {
@@ -393,7 +394,7 @@ func (p Policy) JobDeletedFor(cur *store.Snapshot, sessionID, taskID, computeID 
 		return move(Contest, cur, next, now)
 	}
 	if cur != nil && (!cur.State.Live() || cur.SessionID != sessionID || cur.TaskID != taskID ||
-		(computeID != "" && computeID != cur.ComputeID) || at.Before(cur.CreatedAt)) {
+		(computeID != "" && cur.ComputeID != "" && computeID != cur.ComputeID) || at.Before(cur.CreatedAt)) {
 		return nil, nil
 	}
 	next := &store.Snapshot{SessionID: sessionID, TaskID: taskID, RegisteredAt: now, ComputeID: computeID, Generation: 1}
@@ -402,6 +403,9 @@ func (p Policy) JobDeletedFor(cur *store.Snapshot, sessionID, taskID, computeID 
 	}
 	next.State, next.DeletedAt, next.DeletedBy = store.Deleted, at, "job"
 	next.LeaseUntil, next.LeaseOwner = time.Time{}, ""
+	if next.ComputeID == "" {
+		next.ComputeID = computeID
+	}
 	if cur == nil {
 		return move(JobDeleted, cur, next, now)
 	}
