@@ -173,8 +173,15 @@ func (p Policy) RegisterReport(cur *store.Snapshot, t *store.Task, r Report, now
 	otherID := r.ComputeID != "" && cur.ComputeID != "" && cur.ComputeID != r.ComputeID
 	sameTask := cur.SessionID == r.SessionID && cur.TaskID == r.TaskID
 	switch {
-	case otherID:
+	case otherID && (!cur.State.Live() || r.CreatedAt.After(cur.CreatedAt.Add(p.skew()))):
+		// Another snapshot, clearly newer than a live record's (or the
+		// record is closed): the record's snapshot is gone.
 		return p.newGeneration(cur, fresh, "another Compute id", now)
+	case otherID:
+		// Another snapshot, not clearly newer: possibly a late report of
+		// an earlier snapshot of the name. The live record stays; the
+		// report is kept as its contender (the ids keep the two apart).
+		return p.contest(cur, r, now)
 	case cur.Orphan && cur.State.Live() && (sameID || cur.SessionID == r.SessionID):
 		// The same Compute id is the same snapshot, whatever its label
 		// says now (rule 2 then refuses a label that does not match the
@@ -229,15 +236,20 @@ func (p Policy) RegisterReport(cur *store.Snapshot, t *store.Task, r Report, now
 		// Compute knows. Keep the report with the record: the name is not
 		// deleted while contested, and the report takes the name over when
 		// the record closes.
-		if cur.Contender != nil && !r.CreatedAt.After(cur.Contender.CreatedAt) {
-			return nil, Registered{Note: "contested name; an as new or newer contender is kept already"}, nil
-		}
-		next := clone(cur)
-		next.Contender = &store.Contender{SessionID: r.SessionID, TaskID: r.TaskID, CreatedAt: r.CreatedAt, ReceivedAt: now,
-			SourceDisk: r.SourceDisk, Retention: r.Retention, ComputeID: r.ComputeID}
-		out, err := move(Contest, cur, next, now)
-		return out, Registered{Note: fmt.Sprintf("contested: registered to session %s task %s by a newer report; kept as the contender", cur.SessionID, cur.TaskID)}, err
+		return p.contest(cur, r, now)
 	}
+}
+
+// contest keeps r as the contender of the live record cur.
+func (p Policy) contest(cur *store.Snapshot, r Report, now time.Time) (*store.Snapshot, Registered, error) {
+	if cur.Contender != nil && !r.CreatedAt.After(cur.Contender.CreatedAt) {
+		return nil, Registered{Note: "contested name; an as new or newer contender is kept already"}, nil
+	}
+	next := clone(cur)
+	next.Contender = &store.Contender{SessionID: r.SessionID, TaskID: r.TaskID, CreatedAt: r.CreatedAt, ReceivedAt: now,
+		SourceDisk: r.SourceDisk, Retention: r.Retention, ComputeID: r.ComputeID}
+	out, err := move(Contest, cur, next, now)
+	return out, Registered{Note: fmt.Sprintf("contested: registered to session %s task %s by a newer report; kept as the contender", cur.SessionID, cur.TaskID)}, err
 }
 
 // promoteContender returns closed (the record as it closes) or, when the

@@ -179,7 +179,9 @@ func (p Policy) Eligible(s *store.Snapshot, t *store.Task, now time.Time) Decisi
 		return Decision{Why: "already " + string(s.State)}
 	case s.State == store.Refused:
 		return Decision{Why: "refused: ownership check failed"}
-	case s.Contender != nil:
+	case s.Contender != nil && (s.Contender.ComputeID == "" || s.ComputeID == ""):
+		// With both Compute ids known the two reports are told apart (the
+		// last check deletes only the record's own id): no block.
 		return Decision{Why: fmt.Sprintf("contested: session %s task %s also reported this name; kept until one of the two records closes",
 			s.Contender.SessionID, s.Contender.TaskID)}
 	}
