@@ -225,7 +225,7 @@ func (p Policy) ConfirmFor(cur *store.Snapshot, by string, now time.Time) (*stor
 	next.State, next.DeletedAt, next.DeletedBy = store.Deleted, now, by
 	next.Error, next.ErrorClass = "", ""
 	next.LeaseUntil, next.LeaseOwner = time.Time{}, ""
-	return move(Confirm, cur, next, now)
+	return move(Confirm, cur, p.promoteContender(cur, next), now)
 }
 
 // ReleaseFor gives a claim up after a failure a retry may fix: back to

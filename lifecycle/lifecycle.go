@@ -72,7 +72,7 @@ var Table = []Edge{
 	{Arm, false, []store.State{store.Deleting}, []store.State{store.Deleting}},
 	{Disarm, false, []store.State{store.Deleting}, []store.State{store.Deleting}},
 	{Accept, false, []store.State{store.Deleting}, []store.State{store.Deleting}},
-	{Confirm, false, []store.State{store.Deleting}, []store.State{store.Deleted}},
+	{Confirm, false, []store.State{store.Deleting}, []store.State{store.Deleted, store.Active, store.Retained}},
 	{Release, false, []store.State{store.Deleting}, []store.State{store.CleanupPending, store.Deleting}},
 	{Refuse, false, []store.State{store.Deleting}, []store.State{store.Refused}},
 	{Fail, false, []store.State{store.Deleting, store.CleanupPending, store.Active, store.Retained}, []store.State{store.Failed}},
@@ -181,6 +181,11 @@ func (p Policy) RegisterReport(cur *store.Snapshot, t *store.Task, r Report, now
 		// Another snapshot, not clearly newer: possibly a late report of
 		// an earlier snapshot of the name. The live record stays; the
 		// report is kept as its contender (the ids keep the two apart).
+		return p.contest(cur, r, now)
+	case cur.Orphan && armed(cur) && !sameID:
+		// The adopted snapshot's DELETE may have run: this report may be
+		// of a new snapshot of the name. It waits as the contender and
+		// takes the name over when the delete is confirmed.
 		return p.contest(cur, r, now)
 	case cur.Orphan && cur.State.Live() && (sameID || cur.SessionID == r.SessionID):
 		// The same Compute id is the same snapshot, whatever its label
