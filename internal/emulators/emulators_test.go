@@ -157,7 +157,9 @@ func TestStopKillsJavaChild(t *testing.T) {
 			}
 			t.Cleanup(e.stop)
 			tt.end(e)
-			deadline := time.Now().Add(10 * time.Second)
+			// Generous: what is checked is that everything goes, not how
+			// fast (a loaded 2-core machine once needed more than 10 s).
+			deadline := time.Now().Add(30 * time.Second)
 			for _, g := range groups {
 				for syscall.Kill(-g, 0) == nil {
 					if time.Now().After(deadline) {
