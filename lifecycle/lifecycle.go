@@ -231,9 +231,11 @@ func (p Policy) RegisterReport(cur *store.Snapshot, t *store.Task, r Report, now
 			return next, Registered{Note: "duplicate report; Compute id recorded"}, nil
 		}
 		return nil, Registered{Note: "duplicate report"}, nil
-	case r.CreatedAt.After(cur.CreatedAt):
+	case r.CreatedAt.After(cur.CreatedAt) && cur.ComputeID == "":
 		// Names are unique in a project while the snapshot exists: a newer
 		// report of the name by another task means the first one is gone.
+		// (When the record knows its Compute id and the report does not,
+		// nothing says which of the two holds the name: a contest.)
 		return p.newGeneration(cur, fresh, fmt.Sprintf("name reused by session %s task %s", r.SessionID, r.TaskID), now)
 	default:
 		// Another task's report of a live name, not newer and without ids
