@@ -124,10 +124,14 @@ func TestUnreachableRegistryFailsWithinItsDeadline(t *testing.T) {
 			if took > 20*time.Second {
 				t.Errorf("took %s with --timeout 3s", took)
 			}
-			for _, want := range []string{"no answer from the Firestore emulator at 127.0.0.1:9 (project my-project) within 3s", "connection refused"} {
-				if !strings.Contains(r.err.Error(), want) {
-					t.Errorf("error does not say %q:\n%v", want, r.err)
-				}
+			if want := "no answer from the Firestore emulator at 127.0.0.1:9 (project my-project) within 3s"; !strings.Contains(r.err.Error(), want) {
+				t.Errorf("error does not say %q:\n%v", want, r.err)
+			}
+			// The cause is the last error seen: the refused connection, or
+			// (on a loaded machine, when no attempt finished in time) the
+			// deadline.
+			if msg := r.err.Error(); !strings.Contains(msg, "connection refused") && !strings.Contains(msg, "deadline exceeded") {
+				t.Errorf("error names no cause:\n%v", r.err)
 			}
 			if want := "waiting for the Firestore emulator at 127.0.0.1:9 (project my-project)"; !strings.Contains(r.stderr, want) {
 				t.Errorf("stderr does not say %q:\n%s", want, r.stderr)
