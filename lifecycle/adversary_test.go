@@ -139,6 +139,8 @@ type advSnap struct {
 	labelChanged   bool
 	labelChangedAt time.Time
 	labelSeq       int           // w.seq at the last label change
+	// labels is the label history: what the label was from each w.seq on.
+	labels []advLabelAt
 	report         *events.Event // its snapshot.created (nil: never reported)
 	reportAccepted bool
 	firstSeen      time.Time // when snapsweep first accepted the report
@@ -453,7 +455,10 @@ func (w *advWorld) orphanAllows(s *advSnap, now time.Time) (bool, string) {
 		return false, fmt.Sprintf("unreported, and its label %q names no known session (rule 8)", s.label)
 	}
 	for _, sw := range w.sweeps {
-		if sw.start.Before(s.created.Add(advGrace)) || sw.start.Before(first) || sw.seq < s.labelSeq {
+		// Rule 2 is about the label at the delete: a sweep could have
+		// adopted it under the session it is labelled with now if it
+		// carried that label then (it may have changed and come back).
+		if sw.start.Before(s.created.Add(advGrace)) || sw.start.Before(first) || s.labelAt(sw.seq) != s.label {
 			continue
 		}
 		if !now.Before(sw.start.Add(advTTL)) {
@@ -577,11 +582,29 @@ func (w *advWorld) project() string {
 }
 
 // addSnapshot creates a snapshot in Compute (w.mu held).
+// advLabelAt is a snapshot's label from sequence number seq on.
+type advLabelAt struct {
+	seq   int
+	label string
+}
+
+// labelAt is the label s had at sequence number seq.
+func (s *advSnap) labelAt(seq int) string {
+	label := ""
+	for _, l := range s.labels {
+		if l.seq <= seq {
+			label = l.label
+		}
+	}
+	return label
+}
+
 func (w *advWorld) addSnapshot(k advKey, session, task string, unknown bool) *advSnap {
 	w.computeMu.Lock()
 	id := w.fake.AddSnapshot(k.project, k.name, map[string]string{advLabel: session})
 	w.computeMu.Unlock()
-	s := &advSnap{id: id, key: k, session: session, task: task, unknownSession: unknown, created: w.clk.Now(), label: session}
+	s := &advSnap{id: id, key: k, session: session, task: task, unknownSession: unknown, created: w.clk.Now(), label: session,
+		labels: []advLabelAt{{seq: w.seq, label: session}}}
 	w.snaps[id] = s
 	w.current[k] = s
 	w.stats.Snapshots++
@@ -653,6 +676,7 @@ func (w *advWorld) worldStep() {
 		if labels[advLabel] != s.label {
 			w.seq++
 			s.label, s.labelChanged, s.labelChangedAt, s.labelSeq = labels[advLabel], true, w.clk.Now(), w.seq
+			s.labels = append(s.labels, advLabelAt{seq: w.seq, label: s.label})
 		}
 		w.logf("compute: label of %s id %d set to %q", s.key.name, s.id, s.label)
 		return
