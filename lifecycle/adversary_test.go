@@ -138,9 +138,9 @@ type advSnap struct {
 	label          string    // current session label ("" = none)
 	labelChanged   bool
 	labelChangedAt time.Time
-	labelSeq       int           // w.seq at the last label change
+	labelSeq       int // w.seq at the last label change
 	// labels is the label history: what the label was from each w.seq on.
-	labels []advLabelAt
+	labels         []advLabelAt
 	report         *events.Event // its snapshot.created (nil: never reported)
 	reportAccepted bool
 	firstSeen      time.Time // when snapsweep first accepted the report
