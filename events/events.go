@@ -446,17 +446,7 @@ func invalid(field, detail string) error {
 
 // quote returns s quoted for an error detail, cut to a short prefix so that
 // a hostile message cannot flood the logs.
-func quote(s string) string {
-	const max = 64
-	if len(s) <= max {
-		return fmt.Sprintf("%q", s)
-	}
-	cut := max
-	for cut > 0 && !utf8.RuneStart(s[cut]) {
-		cut--
-	}
-	return fmt.Sprintf("%q…", s[:cut])
-}
+func quote(s string) string { return Quote(s, 64) }
 
 // Allowlist is the set of projects whose snapshots snapsweep may manage
 // (SNAPSWEEP_PROJECTS). The zero value allows nothing.
