@@ -34,6 +34,7 @@ import (
 	htransport "google.golang.org/api/transport/http"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
 
@@ -337,8 +338,10 @@ func OpenFirestore(ctx context.Context, project, database, emulator string, dial
 	}, nil
 }
 
-// emulatorOwner is the credential the Firestore emulator expects (the
-// client library sends the same when it dials the emulator itself).
+// EmulatorCredentials are the credentials the Firestore emulator expects
+// (the client library sends the same when it dials the emulator itself).
+func EmulatorCredentials() credentials.PerRPCCredentials { return emulatorOwner{} }
+
 type emulatorOwner struct{}
 
 func (emulatorOwner) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {

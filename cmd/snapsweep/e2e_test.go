@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"github.com/snapsweep/snapsweep/service"
 	"io"
 	"log/slog"
 	"net"
@@ -34,7 +35,7 @@ const sessionLabel = "migration-session"
 // env is one running service on the emulators, in a project of its own.
 type env struct {
 	project string
-	svc     *Service
+	svc     *service.Service
 	fake    *gcefake.Fake
 	ps      *pubsub.Client
 	logs    *syncBuffer
@@ -63,11 +64,11 @@ func (s *syncBuffer) String() string {
 // returns it serving on a local port.
 func startEnv(t testing.TB, settings map[string]string) *env {
 	t.Helper()
-	return startEnvWith(t, settings, ServiceOptions{})
+	return startEnvWith(t, settings, service.Options{})
 }
 
 // startEnvWith is startEnv with service options (providers, clocks).
-func startEnvWith(t testing.TB, settings map[string]string, opts ServiceOptions) *env {
+func startEnvWith(t testing.TB, settings map[string]string, opts service.Options) *env {
 	t.Helper()
 	emulators.Require(t, emulators.Firestore)
 	emulators.Require(t, emulators.PubSub)
@@ -102,12 +103,12 @@ func startEnvWith(t testing.TB, settings map[string]string, opts ServiceOptions)
 	if err != nil {
 		t.Fatal(err)
 	}
-	log := newLogger(e.logs, cfg)
+	log := service.NewLogger(e.logs, cfg)
 	opts.Listener = lis
 	if opts.Logger == nil {
 		opts.Logger = log
 	}
-	svc, err := NewService(ctx, cfg, opts)
+	svc, err := service.New(ctx, cfg, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -319,7 +320,7 @@ func push(t *testing.T, h http.Handler, path, id string, data []byte) int {
 func TestRejectionsAreAcknowledgedRecordedAndCounted(t *testing.T) {
 	t.Parallel()
 	e := startEnv(t, nil)
-	h := e.svc.Handler()
+	h := e.svc.Handler
 	at := time.Now().UTC().Format(time.RFC3339)
 	cases := map[string]string{
 		"bad_json":            `{"id":`,
@@ -372,7 +373,7 @@ func TestRejectionsAreAcknowledgedRecordedAndCounted(t *testing.T) {
 func TestFirestoreUnavailableThenBack(t *testing.T) {
 	t.Parallel()
 	e := startEnv(t, nil)
-	h := e.svc.Handler()
+	h := e.svc.Handler
 	data := event("f1", events.SnapshotCreated, "s1", "t1", time.Now().UTC(), &events.SnapshotRef{Project: e.project, Name: "snap-f"})
 	// A cancelled request context is what an unreachable Firestore looks
 	// like to the handler: every call fails with a transient error.

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"github.com/snapsweep/snapsweep/ops"
 	"os"
 	"time"
 
@@ -25,7 +26,7 @@ func serveCommand() *cobra.Command {
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		cfg, err := config.Load(cmd.Context(), flags, envconfig.OsLookuper())
 		if err != nil {
-			return &configError{err}
+			return &ops.ConfigError{err}
 		}
 		log := service.NewLogger(os.Stdout, cfg)
 		telemetry.RouteLibraryLogs(log)

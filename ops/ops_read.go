@@ -1,4 +1,4 @@
-package main
+package ops
 
 import (
 	"context"
@@ -20,7 +20,7 @@ import (
 )
 
 // snapshotsCommand is `snapsweep snapshots list`.
-func snapshotsCommand(deps opsDeps) *cobra.Command {
+func snapshotsCommand(deps Deps) *cobra.Command {
 	group := &cobra.Command{
 		Use:   "snapshots",
 		Short: "Inspect registered snapshots",
@@ -64,25 +64,25 @@ narrowed by the index and finished here.`,
 		for _, s := range states {
 			st := store.State(strings.TrimSpace(s))
 			if !slices.Contains(store.States(), st) {
-				return usageError(cmd, "--state %q: want one of %s", s, stateNames())
+				return UsageError(cmd, "--state %q: want one of %s", s, stateNames())
 			}
 			q.States = append(q.States, st)
 		}
 		if task != "" && session == "" {
-			return usageError(cmd, "--task needs --session (task ids are unique only within a session)")
+			return UsageError(cmd, "--task needs --session (task ids are unique only within a session)")
 		}
 		if session != "" && !events.ValidSessionID(session) {
-			return usageError(cmd, "--session %q is not a valid session id (%s)", session, sessionIDRule)
+			return UsageError(cmd, "--session %q is not a valid session id (%s)", session, sessionIDRule)
 		}
 		if cmd.Flags().Changed("task") && !events.ValidTaskID(task) {
-			return usageError(cmd, "--task %q is not a valid task id (%s)", task, taskIDRule)
+			return UsageError(cmd, "--task %q is not a valid task id (%s)", task, taskIDRule)
 		}
 		if olderThan < 0 || limit < 0 {
-			return usageError(cmd, "--older-than and --limit must not be negative")
+			return UsageError(cmd, "--older-than and --limit must not be negative")
 		}
 		var bound time.Time
 		if olderThan > 0 {
-			bound = o.deps.now().Add(-olderThan).UTC()
+			bound = o.deps.Now().Add(-olderThan).UTC()
 			q.CreatedBefore = bound
 		} else if len(q.States) == 0 {
 			q.OrderByCreated = true
@@ -94,7 +94,7 @@ narrowed by the index and finished here.`,
 			q.CreatedBefore, filterAge = time.Time{}, true
 		}
 		if _, err := q.Shape(); err != nil {
-			return usageError(cmd, "%v", err)
+			return UsageError(cmd, "%v", err)
 		}
 		ctx := cmd.Context()
 		reg, done, err := o.registry(ctx)
@@ -141,12 +141,12 @@ narrowed by the index and finished here.`,
 				More      bool             `json:"more"`
 			}{out, more})
 		}
-		now := o.deps.now()
-		tw := newTable(cmd.OutOrStdout())
+		now := o.deps.Now()
+		tw := NewTable(cmd.OutOrStdout())
 		fmt.Fprintln(tw, "SNAPSHOT\tSESSION\tTASK\tSTATE\tAGE\tUPDATED\tNOTE")
 		for _, s := range out {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.Key(), s.SessionID, dash(s.TaskID), s.State,
-				age(now, s.CreatedAt), when(s.UpdatedAt), clip(snapshotNote(s), 60))
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.Key(), s.SessionID, Dash(s.TaskID), s.State,
+				age(now, s.CreatedAt), When(s.UpdatedAt), clip(snapshotNote(s), 60))
 		}
 		if err := tw.Flush(); err != nil {
 			return err
@@ -238,13 +238,13 @@ func snapshotNote(s store.Snapshot) string {
 	case s.Orphan:
 		return "orphan adopted by the sweep"
 	case s.State == store.Retained:
-		return "kept until " + when(s.ExpiresAt)
+		return "kept until " + When(s.ExpiresAt)
 	}
 	return ""
 }
 
 // sessionsCommand is `snapsweep sessions list|show`.
-func sessionsCommand(deps opsDeps) *cobra.Command {
+func sessionsCommand(deps Deps) *cobra.Command {
 	group := &cobra.Command{
 		Use:   "sessions",
 		Short: "Inspect migration sessions and their cleanup outcome",
@@ -265,7 +265,7 @@ func sessionsCommand(deps opsDeps) *cobra.Command {
 			return err
 		}
 		if limit <= 0 {
-			return usageError(cmd, "--limit must be positive")
+			return UsageError(cmd, "--limit must be positive")
 		}
 		ctx := cmd.Context()
 		reg, done, err := lo.registry(ctx)
@@ -285,7 +285,7 @@ func sessionsCommand(deps opsDeps) *cobra.Command {
 				Sessions []store.Session `json:"sessions"`
 			}{sessions})
 		}
-		tw := newTable(cmd.OutOrStdout())
+		tw := NewTable(cmd.OutOrStdout())
 		fmt.Fprintln(tw, "SESSION\tSTATE\tOUTCOME\tSTARTED\tCOMPLETED\tDELETED\tFAILED")
 		for _, s := range sessions {
 			// The session record's counts are those its outcome was judged
@@ -299,8 +299,8 @@ func sessionsCommand(deps opsDeps) *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("count snapshots of %s: %w", s.SessionID, err)
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\n", s.SessionID, s.State, dash(string(s.Outcome)),
-				when(s.StartedAt), when(s.CompletedAt), deleted, failed)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\n", s.SessionID, s.State, Dash(string(s.Outcome)),
+				When(s.StartedAt), When(s.CompletedAt), deleted, failed)
 		}
 		if len(sessions) == 0 {
 			fmt.Fprintln(cmd.ErrOrStderr(), "no sessions")
@@ -327,7 +327,7 @@ func sessionsCommand(deps opsDeps) *cobra.Command {
 			return err
 		}
 		if !events.ValidSessionID(args[0]) {
-			return usageError(cmd, "%q is not a valid session id (%s)", args[0], sessionIDRule)
+			return UsageError(cmd, "%q is not a valid session id (%s)", args[0], sessionIDRule)
 		}
 		ctx := cmd.Context()
 		reg, done, err := so.registry(ctx)
@@ -356,14 +356,14 @@ func sessionsCommand(deps opsDeps) *cobra.Command {
 		prices := cost.DefaultPrices()
 		if pf := so.env("SNAPSWEEP_PRICE_FILE", ""); pf != "" {
 			if prices, err = cost.LoadPrices(pf); err != nil {
-				return &configError{err}
+				return &ConfigError{err}
 			}
 		}
 		recs, _, _, err := cost.Load(ctx, reg, cost.Filter{SessionID: id})
 		if err != nil {
 			return err
 		}
-		rep := cost.Compute(recs, prices, so.deps.now())
+		rep := cost.Compute(recs, prices, so.deps.Now())
 		out.Storage, out.Currency = rep.Sessions[id], rep.Currency
 		if out.Storage == nil {
 			out.Storage = &cost.Figures{Kept: map[cost.Reason]cost.Amount{}}
@@ -389,16 +389,16 @@ func sessionsCommand(deps opsDeps) *cobra.Command {
 			return so.write(cmd.OutOrStdout(), out)
 		}
 		w := cmd.OutOrStdout()
-		tw := newTable(w)
+		tw := NewTable(w)
 		fmt.Fprintf(tw, "session\t%s\n", sess.SessionID)
 		fmt.Fprintf(tw, "state\t%s\n", sess.State)
-		outcome := dash(string(sess.Outcome))
+		outcome := Dash(string(sess.Outcome))
 		if sess.Outcome != "" {
-			outcome += fmt.Sprintf(" (%d deleted, %d failed or refused; judged %s)", sess.Deleted, sess.Failed, when(sess.OutcomeAt))
+			outcome += fmt.Sprintf(" (%d deleted, %d failed or refused; judged %s)", sess.Deleted, sess.Failed, When(sess.OutcomeAt))
 		}
 		fmt.Fprintf(tw, "outcome\t%s\n", outcome)
-		fmt.Fprintf(tw, "started\t%s\n", when(sess.StartedAt))
-		fmt.Fprintf(tw, "completed\t%s\n", when(sess.CompletedAt))
+		fmt.Fprintf(tw, "started\t%s\n", When(sess.StartedAt))
+		fmt.Fprintf(tw, "completed\t%s\n", When(sess.CompletedAt))
 		var parts []string
 		for _, st := range store.States() {
 			parts = append(parts, fmt.Sprintf("%s %d", st, out.Snapshots[st]))
@@ -406,7 +406,7 @@ func sessionsCommand(deps opsDeps) *cobra.Command {
 		fmt.Fprintf(tw, "snapshots\t%s\n", strings.Join(parts, ", "))
 		fmt.Fprintf(tw, "tasks\trunning %d, succeeded %d, failed %d\n", out.Tasks[store.TaskRunning], out.Tasks[store.TaskSucceeded], out.Tasks[store.TaskFailed])
 		for _, t := range out.Failed {
-			fmt.Fprintf(tw, "  failed %s\t%s at %s\n", t.TaskID, dash(clip(t.Error, 60)), when(t.StateTime))
+			fmt.Fprintf(tw, "  failed %s\t%s at %s\n", t.TaskID, Dash(clip(t.Error, 60)), When(t.StateTime))
 		}
 		for _, l := range savingsLines(out.Storage, out.Currency) {
 			fmt.Fprintln(tw, l)
@@ -422,7 +422,7 @@ func sessionsCommand(deps opsDeps) *cobra.Command {
 }
 
 // rejectedCommand is `snapsweep rejected list`.
-func rejectedCommand(deps opsDeps) *cobra.Command {
+func rejectedCommand(deps Deps) *cobra.Command {
 	group := &cobra.Command{
 		Use:   "rejected",
 		Short: "Inspect messages snapsweep acknowledged but could never process",
@@ -443,7 +443,7 @@ func rejectedCommand(deps opsDeps) *cobra.Command {
 			return err
 		}
 		if limit <= 0 {
-			return usageError(cmd, "--limit must be positive")
+			return UsageError(cmd, "--limit must be positive")
 		}
 		ctx := cmd.Context()
 		reg, done, err := o.registry(ctx)
@@ -463,10 +463,10 @@ func rejectedCommand(deps opsDeps) *cobra.Command {
 				Rejected []store.Rejected `json:"rejected"`
 			}{rej})
 		}
-		tw := newTable(cmd.OutOrStdout())
+		tw := NewTable(cmd.OutOrStdout())
 		fmt.Fprintln(tw, "RECEIVED\tENDPOINT\tREASON\tFIELD\tMESSAGE ID\tDETAIL")
 		for _, r := range rej {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", when(r.ReceivedAt), r.Endpoint, r.Reason, dash(r.Field), dash(r.MessageID), clip(r.Detail, 70))
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", When(r.ReceivedAt), r.Endpoint, r.Reason, Dash(r.Field), Dash(r.MessageID), clip(r.Detail, 70))
 		}
 		if len(rej) == 0 {
 			fmt.Fprintln(cmd.ErrOrStderr(), "no rejected messages")
@@ -477,8 +477,8 @@ func rejectedCommand(deps opsDeps) *cobra.Command {
 	return group
 }
 
-// orphan is a labelled snapshot in Compute that the registry does not know.
-type orphan struct {
+// Orphan is a labelled snapshot in Compute that the registry does not know.
+type Orphan struct {
 	Project      string    `json:"project"`
 	Name         string    `json:"name"`
 	SessionLabel string    `json:"sessionLabel"`
@@ -492,7 +492,7 @@ type orphan struct {
 }
 
 // orphansCommand is `snapsweep orphans`.
-func orphansCommand(deps opsDeps) *cobra.Command {
+func orphansCommand(deps Deps) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "orphans",
 		Short: "List labelled snapshots in Compute that the registry does not know (read-only)",
@@ -529,8 +529,8 @@ deleted. The last column says which.`,
 			return err
 		}
 		defer compute.Close()
-		tty := o.deps.terminal(cmd.ErrOrStderr())
-		var found []orphan
+		tty := o.deps.Terminal(cmd.ErrOrStderr())
+		var found []Orphan
 		listed := 0
 		policy := cfg.Policy()
 		sessions := map[string]bool{}
@@ -558,8 +558,8 @@ deleted. The last column says which.`,
 					sessions[session] = known
 				}
 				// The sweep's own decision, so the two never disagree.
-				a := policy.AdoptionFor(session, known, s.CreationTime, o.deps.now())
-				found = append(found, orphan{Project: project, Name: s.Name, SessionLabel: session,
+				a := policy.AdoptionFor(session, known, s.CreationTime, o.deps.Now())
+				found = append(found, Orphan{Project: project, Name: s.Name, SessionLabel: session,
 					Status: s.Status, CreatedAt: s.CreationTime, SourceDisk: s.SourceDisk, KnownSession: known, Sweep: a.Why})
 				return nil
 			})
@@ -575,22 +575,22 @@ deleted. The last column says which.`,
 		}
 		if o.json() {
 			if found == nil {
-				found = []orphan{}
+				found = []Orphan{}
 			}
 			return o.write(cmd.OutOrStdout(), struct {
-				Orphans []orphan `json:"orphans"`
+				Orphans []Orphan `json:"orphans"`
 				Checked int      `json:"checked"`
 			}{found, listed})
 		}
-		now := o.deps.now()
-		tw := newTable(cmd.OutOrStdout())
+		now := o.deps.Now()
+		tw := NewTable(cmd.OutOrStdout())
 		fmt.Fprintln(tw, "SNAPSHOT\tLABEL "+cfg.SessionLabel+"\tSTATUS\tAGE\tTHE SWEEP")
 		unknown := 0
 		for _, s := range found {
 			if !s.KnownSession {
 				unknown++
 			}
-			fmt.Fprintf(tw, "%s/%s\t%s\t%s\t%s\t%s\n", s.Project, s.Name, dash(s.SessionLabel), s.Status, age(now, s.CreatedAt), s.Sweep)
+			fmt.Fprintf(tw, "%s/%s\t%s\t%s\t%s\t%s\n", s.Project, s.Name, Dash(s.SessionLabel), s.Status, age(now, s.CreatedAt), s.Sweep)
 		}
 		if err := tw.Flush(); err != nil {
 			return err
@@ -631,9 +631,9 @@ func computeEndpoint(endpoint string) string {
 func (o *opsOptions) computeClient(ctx context.Context, endpoint string) (*http.Client, error) {
 	base := http.DefaultTransport
 	switch {
-	case o.deps.computeHTTP != nil:
-		if o.deps.computeHTTP.Transport != nil {
-			base = o.deps.computeHTTP.Transport
+	case o.deps.ComputeHTTP != nil:
+		if o.deps.ComputeHTTP.Transport != nil {
+			base = o.deps.ComputeHTTP.Transport
 		}
 	case !strings.HasPrefix(endpoint, "http://"):
 		hc, _, err := htransport.NewClient(ctx, option.WithScopes("https://www.googleapis.com/auth/compute"))
