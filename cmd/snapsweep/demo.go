@@ -67,7 +67,7 @@ own logs go to a file (--log-file), never to the terminal.`,
 			default:
 				f, err := os.Create(logFile)
 				if err != nil {
-					return &ops.ConfigError{fmt.Errorf("--log-file: %w", err)}
+					return &ops.ConfigError{Err: fmt.Errorf("--log-file: %w", err)}
 				}
 				defer f.Close()
 				opts.LogOut, opts.LogPath = f, logFile

@@ -115,7 +115,7 @@ every bad line is reported and nothing is published.`,
 			}
 			evs, err := readEvents(cmd.InOrStdin())
 			if err != nil {
-				return &ops.ConfigError{err}
+				return &ops.ConfigError{Err: err}
 			}
 			return publishEvents(cmd.Context(), cmd.OutOrStdout(), set, newClient, evs)
 		},
@@ -142,7 +142,7 @@ every bad line is reported and nothing is published.`,
 			RunE: func(c *cobra.Command, _ []string) error {
 				ev, err := f.event(ec.typ, ec.task, ec.snapshot, set)
 				if err != nil {
-					return &ops.ConfigError{fmt.Errorf("%s: %w", c.CommandPath(), err)}
+					return &ops.ConfigError{Err: fmt.Errorf("%s: %w", c.CommandPath(), err)}
 				}
 				return publishEvents(c.Context(), c.OutOrStdout(), set, newClient, []events.Event{ev})
 			},
@@ -357,9 +357,9 @@ func publishEvents(ctx context.Context, out io.Writer, set publishSettings, newC
 	project := pubsubProject(set)
 	switch {
 	case set.topic == "":
-		return &ops.ConfigError{errors.New("publish: --topic (SNAPSWEEP_EVENTS_TOPIC) must not be empty")}
+		return &ops.ConfigError{Err: errors.New("publish: --topic (SNAPSWEEP_EVENTS_TOPIC) must not be empty")}
 	case project == "":
-		return &ops.ConfigError{errors.New("publish: no project: set GOOGLE_CLOUD_PROJECT or --project, or give --topic as projects/P/topics/T")}
+		return &ops.ConfigError{Err: errors.New("publish: no project: set GOOGLE_CLOUD_PROJECT or --project, or give --topic as projects/P/topics/T")}
 	case len(evs) == 0:
 		return nil
 	}
@@ -367,7 +367,7 @@ func publishEvents(ctx context.Context, out io.Writer, set publishSettings, newC
 	for i, ev := range evs {
 		m, err := reporter.NewMessage(ev)
 		if err != nil { // unreachable: every event was validated
-			return &ops.ConfigError{fmt.Errorf("event %s: %w", ev.ID, err)}
+			return &ops.ConfigError{Err: fmt.Errorf("event %s: %w", ev.ID, err)}
 		}
 		msgs[i] = m
 	}

@@ -26,7 +26,7 @@ func serveCommand() *cobra.Command {
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		cfg, err := config.Load(cmd.Context(), flags, envconfig.OsLookuper())
 		if err != nil {
-			return &ops.ConfigError{err}
+			return &ops.ConfigError{Err: err}
 		}
 		log := service.NewLogger(os.Stdout, cfg)
 		telemetry.RouteLibraryLogs(log)

@@ -159,4 +159,3 @@ func TestDemoPlanIsDeterministic(t *testing.T) {
 		}
 	}
 }
-
