@@ -17,6 +17,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/snapsweep/snapsweep/events"
+	"github.com/snapsweep/snapsweep/internal/wait"
 	"github.com/snapsweep/snapsweep/gce"
 	"github.com/snapsweep/snapsweep/lifecycle"
 	"github.com/snapsweep/snapsweep/store"
@@ -245,19 +246,7 @@ func NewEngine(cfg EngineConfig) *Engine {
 	return e
 }
 
-func sleep(ctx context.Context, d time.Duration) error {
-	if d <= 0 {
-		return ctx.Err()
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
+func sleep(ctx context.Context, d time.Duration) error { return wait.Sleep(ctx, d) }
 
 // BreakerState is the Compute breaker's state: closed, half-open or open.
 func (e *Engine) BreakerState() string { return e.breaker.State().String() }

@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"github.com/snapsweep/snapsweep/handlers"
 	"github.com/snapsweep/snapsweep/service"
 	"io"
 	"log/slog"
@@ -306,10 +307,7 @@ func TestDryRunDeletesNothing(t *testing.T) {
 // push posts one wrapped Pub/Sub push request to the service in-process.
 func push(t *testing.T, h http.Handler, path, id string, data []byte) int {
 	t.Helper()
-	body, _ := json.Marshal(map[string]any{
-		"message":      map[string]any{"data": base64.StdEncoding.EncodeToString(data), "messageId": id, "publishTime": time.Now().UTC()},
-		"subscription": "projects/p/subscriptions/s",
-	})
+	body := handlers.NewPushEnvelope(handlers.PushMessage{Data: data, MessageID: id, PublishTime: time.Now(), Subscription: "projects/p/subscriptions/s"}).Encode()
 	req := httptest.NewRequest(http.MethodPost, path, bytes.NewReader(body))
 	rec := httptest.NewRecorder()
 	h.ServeHTTP(rec, req)

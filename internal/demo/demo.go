@@ -10,6 +10,7 @@ package demo
 import (
 	"context"
 	"fmt"
+	"github.com/snapsweep/snapsweep/internal/wait"
 	"github.com/snapsweep/snapsweep/ops"
 	"github.com/snapsweep/snapsweep/service"
 	"io"
@@ -229,18 +230,9 @@ func Run(ctx context.Context, opts Options) (_ *Result, err error) {
 	}
 
 	// The push bridge: several requests in flight per subscription.
-	d.bridge = newPushBridge(d.svc.Handler)
-	for _, sub := range []struct {
-		name, path string
-		inFlight   int
-	}{{cfg.EventsTopic, pathEvents, 16}, {cfg.CleanupTopic, pathCleanup, 32}} {
-		bg.Go(func() {
-			full := "projects/" + demoProject + "/subscriptions/" + sub.name + "-push"
-			if err := d.bridge.serve(runCtx, ps, full, sub.path, sub.inFlight); err != nil && runCtx.Err() == nil {
-				log.Error("push bridge stopped", "subscription", full, "error", err)
-			}
-		})
-	}
+	subName := func(topic string) string { return "projects/" + demoProject + "/subscriptions/" + topic + "-push" }
+	d.bridge = newPushBridge(d.svc.Handler, ps, subName(cfg.EventsTopic), subName(cfg.CleanupTopic))
+	bg.Go(func() { d.bridge.run(runCtx) })
 
 	d.plan = makeDemoPlan(demoProject, opts.Sessions, opts.Tasks, opts.Seed, suffix)
 	if !opts.JSON {
@@ -311,7 +303,7 @@ func withCallLatency(h http.Handler, lo, hi time.Duration, seed uint64) http.Han
 			d += time.Duration(rng.Int64N(int64(hi - lo)))
 			mu.Unlock()
 		}
-		if sleepCtx(r.Context(), d) != nil {
+		if wait.Sleep(r.Context(), d) != nil {
 			return
 		}
 		h.ServeHTTP(w, r)
@@ -346,7 +338,7 @@ func (d *demoRun) waitQuiet(ctx context.Context, limit time.Duration) error {
 		if time.Now().After(deadline) {
 			return fmt.Errorf("the demo did not settle within %s (see the service log)", limit)
 		}
-		if err := sleepCtx(ctx, 200*time.Millisecond); err != nil {
+		if err := wait.Sleep(ctx, 200*time.Millisecond); err != nil {
 			return err
 		}
 		quiet, err := d.quiet(ctx)
@@ -363,7 +355,7 @@ func (d *demoRun) waitQuiet(ctx context.Context, limit time.Duration) error {
 }
 
 func (d *demoRun) quiet(ctx context.Context) (bool, error) {
-	if d.bridge.inflight.Load() > 0 {
+	if d.bridge.pending() > 0 {
 		return false, nil
 	}
 	for _, m := range d.pstest.Messages() {

@@ -1,102 +1,77 @@
 package demo
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"net/http"
 	"net/http/httptest"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"cloud.google.com/go/pubsub/v2"
 
 	"github.com/snapsweep/snapsweep/events"
+	"github.com/snapsweep/snapsweep/internal/pushsim"
 )
 
-// pushBridge plays Pub/Sub push for the demo: pstest is pull-only, so it
-// pulls from a subscription and posts each message, wrapped in the push
-// envelope, to the service's handler, several at a time as production push
-// does. A 2xx acknowledges; anything else nacks after a growing delay (the
-// subscription's retry backoff), so the message comes back later.
+// pushBridge plays Pub/Sub push for the demo with the push simulator
+// (pstest is pull-only): a fixed window of requests in flight per
+// subscription, posted to the service's handler in this process, nack and
+// redelivery with a growing delay on anything but 2xx. It also notes when
+// each event was first applied, for the latency figures.
 type pushBridge struct {
-	h http.Handler
+	events, cleanups *pushsim.Pusher
 
-	inflight   atomic.Int64 // messages being posted or waiting to be nacked
-	deliveries atomic.Int64
-	nacks      atomic.Int64
-
-	mu       sync.Mutex
-	attempts map[string]int
+	mu sync.Mutex
 	// applied is when an event was first applied (2xx), by eventKey.
 	applied map[string]time.Time
-}
-
-func newPushBridge(h http.Handler) *pushBridge {
-	return &pushBridge{h: h, attempts: map[string]int{}, applied: map[string]time.Time{}}
-}
-
-// pushEnvelope is the wrapped Pub/Sub push body.
-type pushEnvelope struct {
-	Message struct {
-		Data        []byte            `json:"data"`
-		Attributes  map[string]string `json:"attributes,omitempty"`
-		MessageID   string            `json:"messageId"`
-		PublishTime time.Time         `json:"publishTime"`
-	} `json:"message"`
-	Subscription    string `json:"subscription"`
-	DeliveryAttempt int    `json:"deliveryAttempt"`
-}
-
-// serve pushes the messages of sub (full name subName) to path until ctx
-// ends, with at most inFlight requests at once.
-func (b *pushBridge) serve(ctx context.Context, client *pubsub.Client, subName, path string, inFlight int) error {
-	sub := client.Subscriber(subName)
-	sub.ReceiveSettings.MaxOutstandingMessages = inFlight
-	sub.ReceiveSettings.NumGoroutines = 1
-	return sub.Receive(ctx, func(ctx context.Context, m *pubsub.Message) {
-		b.inflight.Add(1)
-		defer b.inflight.Add(-1)
-		b.deliveries.Add(1)
-		b.mu.Lock()
-		b.attempts[m.ID]++
-		n := b.attempts[m.ID]
-		b.mu.Unlock()
-
-		var env pushEnvelope
-		env.Message.Data, env.Message.Attributes = m.Data, m.Attributes
-		env.Message.MessageID, env.Message.PublishTime = m.ID, m.PublishTime
-		env.Subscription, env.DeliveryAttempt = subName, n
-		body, _ := json.Marshal(env)
-		req := httptest.NewRequestWithContext(ctx, http.MethodPost, path, bytes.NewReader(body))
-		req.Header.Set("Content-Type", "application/json")
-		rec := httptest.NewRecorder()
-		b.h.ServeHTTP(rec, req)
-		switch rec.Code {
-		case http.StatusOK, http.StatusCreated, http.StatusAccepted, http.StatusNoContent, http.StatusProcessing:
-			if path == pathEvents {
-				b.noteApplied(m.Data)
-			}
-			m.Ack()
-			return
-		}
-		b.nacks.Add(1)
-		delay := min(100*time.Millisecond<<min(n-1, 5), 2*time.Second)
-		t := time.NewTimer(delay)
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
-		}
-		m.Nack()
-	})
 }
 
 const (
 	pathEvents  = "/pubsub/migration-events"
 	pathCleanup = "/pubsub/snapshot-cleanup"
 )
+
+// newPushBridge pushes the messages of the two subscriptions (full names)
+// to h.
+func newPushBridge(h http.Handler, ps *pubsub.Client, eventsSub, cleanupSub string) *pushBridge {
+	b := &pushBridge{applied: map[string]time.Time{}}
+	client := &http.Client{Transport: handlerTransport{h}}
+	target := func() []pushsim.Target { return []pushsim.Target{{Name: "demo", URL: "http://demo"}} }
+	p := func(name, path, sub string, inFlight int, onAck func([]byte)) *pushsim.Pusher {
+		return pushsim.New(pushsim.Config{Name: name, Path: path, Subscription: sub, API: ps.SubscriptionAdminClient,
+			Targets: target, InFlight: inFlight, Fixed: true, Deadline: time.Minute,
+			MinBackoff: 100 * time.Millisecond, MaxBackoff: 2 * time.Second, Client: client, OnAck: onAck})
+	}
+	b.events = p("migration-events", pathEvents, eventsSub, 16, b.noteApplied)
+	b.cleanups = p("snapshot-cleanup", pathCleanup, cleanupSub, 32, nil)
+	return b
+}
+
+// run pushes until ctx ends.
+func (b *pushBridge) run(ctx context.Context) {
+	var wg sync.WaitGroup
+	wg.Go(func() { b.events.Run(ctx) })
+	wg.Go(func() { b.cleanups.Run(ctx) })
+	wg.Wait()
+}
+
+// pending counts the messages pulled and not acknowledged yet.
+func (b *pushBridge) pending() int { return b.events.Pending() + b.cleanups.Pending() }
+
+// deliveries and nacks count the pushes and the pushes not acknowledged.
+func (b *pushBridge) deliveries() int64 {
+	return int64(b.events.Stats().Deliveries + b.cleanups.Stats().Deliveries)
+}
+func (b *pushBridge) nacks() int64 { return int64(b.events.Stats().Nacked + b.cleanups.Stats().Nacked) }
+
+// handlerTransport posts to a handler in this process.
+type handlerTransport struct{ h http.Handler }
+
+func (t handlerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	rec := httptest.NewRecorder()
+	t.h.ServeHTTP(rec, r)
+	return rec.Result(), nil
+}
 
 // eventKey names what an event reports, for latency accounting.
 func eventKey(typ events.Type, session, taskOrSnapshot string) string {

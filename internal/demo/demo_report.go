@@ -210,11 +210,11 @@ func (d *demoRun) report(ctx context.Context, swept *sweep.Report, settled time.
 		}
 	}
 	rep.Events = demoEvents{Published: d.stats.Events.Load(), Duplicates: d.stats.Duplicates.Load(),
-		Reordered: d.stats.Reordered.Load(), Pushes: d.bridge.deliveries.Load()}
+		Reordered: d.stats.Reordered.Load(), Pushes: d.bridge.deliveries()}
 	st := d.fake.Stats()
 	rep.Retries = demoRetries{Unavailable: st.ByStatus[http.StatusServiceUnavailable], Quota: st.QuotaErrors,
 		QuotaLimit: d.opts.Faults.QuotaPerSecond, DeleteRate: d.opts.Faults.DeleteRate,
-		Redeliveries: d.bridge.nacks.Load(), ComputeCalls: st.Calls}
+		Redeliveries: d.bridge.nacks(), ComputeCalls: st.Calls}
 	for _, c := range d.fake.Calls() {
 		if c.Method == "snapshots.delete" && c.Status == http.StatusBadRequest {
 			rep.Retries.InUse++
