@@ -17,8 +17,8 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/snapsweep/snapsweep/events"
-	"github.com/snapsweep/snapsweep/internal/wait"
 	"github.com/snapsweep/snapsweep/gce"
+	"github.com/snapsweep/snapsweep/internal/wait"
 	"github.com/snapsweep/snapsweep/lifecycle"
 	"github.com/snapsweep/snapsweep/store"
 )
@@ -250,9 +250,6 @@ func sleep(ctx context.Context, d time.Duration) error { return wait.Sleep(ctx, 
 
 // BreakerState is the Compute breaker's state: closed, half-open or open.
 func (e *Engine) BreakerState() string { return e.breaker.State().String() }
-
-// DryRun reports whether the engine only pretends to delete.
-func (e *Engine) DryRun() bool { return e.cfg.DryRun }
 
 func (e *Engine) now() time.Time { return now(e.cfg.Now) }
 

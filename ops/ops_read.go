@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/snapsweep/snapsweep/service"
 	"net/http"
 	"slices"
 	"strings"
@@ -11,7 +12,6 @@ import (
 
 	"github.com/spf13/cobra"
 	"google.golang.org/api/option"
-	htransport "google.golang.org/api/transport/http"
 
 	"github.com/snapsweep/snapsweep/cost"
 	"github.com/snapsweep/snapsweep/events"
@@ -630,17 +630,15 @@ func computeEndpoint(endpoint string) string {
 // anything else with Application Default Credentials.
 func (o *opsOptions) computeClient(ctx context.Context, endpoint string) (*http.Client, error) {
 	base := http.DefaultTransport
-	switch {
-	case o.deps.ComputeHTTP != nil:
+	if o.deps.ComputeHTTP != nil {
 		if o.deps.ComputeHTTP.Transport != nil {
 			base = o.deps.ComputeHTTP.Transport
 		}
-	case !strings.HasPrefix(endpoint, "http://"):
-		hc, _, err := htransport.NewClient(ctx, option.WithScopes("https://www.googleapis.com/auth/compute"))
-		if err != nil {
-			return nil, fmt.Errorf("credentials for %s: %w", computeEndpoint(endpoint), err)
+	} else {
+		var err error
+		if base, err = service.ComputeTransport(ctx, endpoint); err != nil {
+			return nil, fmt.Errorf("%s: %w", computeEndpoint(endpoint), err)
 		}
-		base = hc.Transport
 	}
 	return &http.Client{Transport: waitedTransport{endpoint: computeEndpoint(endpoint), base: base}}, nil
 }

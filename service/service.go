@@ -349,12 +349,11 @@ func (emulatorOwner) GetRequestMetadata(context.Context, ...string) (map[string]
 }
 func (emulatorOwner) RequireTransportSecurity() bool { return false }
 
-// ComputeTransport is the transport of the Compute API at endpoint, the one
-// place that decides credentials: a plain-http endpoint (a local fake) gets
-// none, anything else Application Default Credentials with the compute
-// scope.
+// ComputeTransport is the transport of the Compute API at endpoint: none
+// of credentials where gce.NoCredentials says so, else Application Default
+// Credentials with the compute scope.
 func ComputeTransport(ctx context.Context, endpoint string) (http.RoundTripper, error) {
-	if strings.HasPrefix(endpoint, "http://") {
+	if gce.NoCredentials(endpoint) {
 		return http.DefaultTransport, nil
 	}
 	hc, _, err := htransport.NewClient(ctx, option.WithScopes("https://www.googleapis.com/auth/compute"))
