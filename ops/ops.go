@@ -1,3 +1,11 @@
+// Package ops is snapsweep's operator commands (snapshots, sessions,
+// cleanup, sweep, health, hold, release, rejected, orphans, report): their
+// flags, what they do and how they print it. They read and change the
+// registry directly and act only through the code the service runs: a
+// manual cleanup claims and publishes with cleanup.Scheduler, a sweep is
+// sweep.Sweeper built by service.NewComponents, holds and releases are
+// lifecycle transitions. It must not decide anything about a snapshot
+// itself: every such decision is lifecycle's.
 package ops
 
 import (
