@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"github.com/snapsweep/snapsweep/service"
+	"github.com/snapsweep/snapsweep/status"
 	"net/http"
 	"slices"
 	"strings"
@@ -336,13 +337,21 @@ func sessionsCommand(deps Deps) *cobra.Command {
 		}
 		defer done()
 		id := args[0]
-		sess, err := reg.GetSession(ctx, id)
+		prices := cost.DefaultPrices()
+		if pf := so.env("SNAPSWEEP_PRICE_FILE", ""); pf != "" {
+			if prices, err = cost.LoadPrices(pf); err != nil {
+				return &ConfigError{err}
+			}
+		}
+		// The service's own session status (GET /status?session=ID).
+		st, err := (&status.Source{Store: reg, Prices: prices, Now: so.deps.Now}).Session(ctx, id)
 		if errors.Is(err, store.ErrNotFound) {
 			return so.checkSession(ctx, reg, id)
 		}
 		if err != nil {
-			return fmt.Errorf("read session: %w", err)
+			return fmt.Errorf("session status: %w", err)
 		}
+		sess := st.Session
 		type shown struct {
 			Session   *store.Session            `json:"session"`
 			Snapshots map[store.State]int64     `json:"snapshots"`
@@ -352,39 +361,8 @@ func sessionsCommand(deps Deps) *cobra.Command {
 			Storage  *cost.Figures `json:"storage"`
 			Currency string        `json:"currency"`
 		}
-		out := shown{Session: sess, Snapshots: map[store.State]int64{}, Tasks: map[store.TaskState]int64{}}
-		prices := cost.DefaultPrices()
-		if pf := so.env("SNAPSWEEP_PRICE_FILE", ""); pf != "" {
-			if prices, err = cost.LoadPrices(pf); err != nil {
-				return &ConfigError{err}
-			}
-		}
-		recs, _, _, err := cost.Load(ctx, reg, cost.Filter{SessionID: id})
-		if err != nil {
-			return err
-		}
-		rep := cost.Compute(recs, prices, so.deps.Now())
-		out.Storage, out.Currency = rep.Sessions[id], rep.Currency
-		if out.Storage == nil {
-			out.Storage = &cost.Figures{Kept: map[cost.Reason]cost.Amount{}}
-		}
-		for _, st := range store.States() {
-			n, err := reg.CountSnapshots(ctx, store.Query{SessionID: id, States: []store.State{st}})
-			if err != nil {
-				return fmt.Errorf("count snapshots: %w", err)
-			}
-			out.Snapshots[st] = n
-		}
-		for _, st := range []store.TaskState{store.TaskRunning, store.TaskSucceeded, store.TaskFailed} {
-			tasks, err := reg.ListTasks(ctx, id, st)
-			if err != nil {
-				return fmt.Errorf("list tasks: %w", err)
-			}
-			out.Tasks[st] = int64(len(tasks))
-			if st == store.TaskFailed {
-				out.Failed = tasks
-			}
-		}
+		out := shown{Session: sess, Snapshots: st.Counts, Tasks: st.Tasks, Failed: st.Failed, Storage: st.Storage, Currency: st.Currency}
+		rep := struct{ Missing []cost.MissingPrice }{st.Missing}
 		if so.json() {
 			return so.write(cmd.OutOrStdout(), out)
 		}
