@@ -90,3 +90,55 @@ func TestScheduleRollsBackWhenPublishFails(t *testing.T) {
 		t.Errorf("after the redelivery snap-lost is %s, want %s", got, store.CleanupPending)
 	}
 }
+
+// TestPlanAgreesWithSchedule: the dry run's plan says schedule exactly for
+// the snapshots Schedule then claims.
+func TestPlanAgreesWithSchedule(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	now := t0.Add(time.Hour)
+	policy := lifecycle.Policy{TTL: 72 * time.Hour, FailedRetention: 168 * time.Hour, Projects: events.NewAllowlist([]string{"proj-a"})}
+	reg := store.NewMemory()
+	done := &store.Task{SessionID: "s1", TaskID: "t1", State: store.TaskSucceeded, StateTime: t0}
+	running := &store.Task{SessionID: "s1", TaskID: "t2", State: store.TaskRunning, StateTime: t0}
+	snaps := []store.Snapshot{
+		{Project: "proj-a", Name: "done", SessionID: "s1", TaskID: "t1", State: store.Active},
+		{Project: "proj-a", Name: "running", SessionID: "s1", TaskID: "t2", State: store.Active},
+		{Project: "proj-a", Name: "held", SessionID: "s1", TaskID: "t1", State: store.Held, PrevState: store.Active},
+	}
+	tasks := map[string]*store.Task{"t1": done, "t2": running}
+	for _, tk := range tasks {
+		if _, err := reg.UpdateTask(ctx, tk.Key(), func(*store.Task) (*store.Task, error) { c := *tk; return &c, nil }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := map[string]string{}
+	for i := range snaps {
+		snaps[i].CreatedAt, snaps[i].UpdatedAt, snaps[i].ExpiresAt = t0, t0, t0.Add(72*time.Hour)
+		if err := reg.PutSnapshot(ctx, &snaps[i]); err != nil {
+			t.Fatal(err)
+		}
+		action, why := cleanup.Plan(policy, &snaps[i], tasks[snaps[i].TaskID], events.ReasonManual, now)
+		if why == "" {
+			t.Errorf("%s: plan %s without a reason", snaps[i].Name, action)
+		}
+		want[snaps[i].Name] = action
+	}
+	if diff := cmp.Diff(map[string]string{"done": "schedule", "running": "skip", "held": "skip"}, want); diff != "" {
+		t.Errorf("plan (-want +got):\n%s", diff)
+	}
+	sched := &cleanup.Scheduler{Store: reg, Publisher: &publisher{}, Policy: policy, Now: func() time.Time { return now }}
+	if _, err := sched.Schedule(ctx, snaps, events.ReasonManual); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range snaps {
+		rec, err := reg.GetSnapshot(ctx, s.Key())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if claimed := rec.State == store.CleanupPending; claimed != (want[s.Name] == "schedule") {
+			t.Errorf("%s: planned %s, Schedule left it %s", s.Name, want[s.Name], rec.State)
+		}
+	}
+}

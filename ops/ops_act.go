@@ -161,7 +161,7 @@ func (o *opsOptions) manualCleanup(cmd *cobra.Command, session, task string, yes
 			tasks[s.TaskID] = t
 		}
 		p := plannedCleanup{Snapshot: s.Key().String(), TaskID: s.TaskID, State: s.State}
-		p.Action, p.Why = planCleanup(policy, &s, t, now)
+		p.Action, p.Why = cleanup.Plan(policy, &s, t, events.ReasonManual, now)
 		res.Plan = append(res.Plan, p)
 		if p.Action != "skip" {
 			act = append(act, s)
@@ -228,26 +228,6 @@ func (o *opsOptions) manualCleanup(cmd *cobra.Command, session, task string, yes
 		return fmt.Errorf("some cleanup messages were not published (their claims were rolled back): %w", err)
 	}
 	return nil
-}
-
-// planCleanup says what a manual cleanup does with s: it runs the very
-// claim the scheduler runs (lifecycle.Policy.ClaimFor) on a copy, so the
-// dry run and the real run cannot disagree.
-func planCleanup(p lifecycle.Policy, s *store.Snapshot, t *store.Task, now time.Time) (action, why string) {
-	next, c, err := p.ClaimFor(s, t, events.ReasonManual, false, now)
-	switch {
-	case err != nil:
-		return "skip", err.Error()
-	case c.Publish && !c.Fresh:
-		return "republish", "cleanup already requested (" + Dash(s.CleanupReason) + "); the message is sent again"
-	case c.Publish && s.State == store.Failed:
-		return "schedule", "retry of a failed deletion: " + Dash(s.Error)
-	case c.Publish:
-		return "schedule", p.Eligible(s, t, now).Why
-	case next != nil && next.State == store.Failed:
-		return "skip", "would be failed for an operator: " + next.Error
-	}
-	return "skip", c.Skipped
 }
 
 func printPlan(w io.Writer, plan []plannedCleanup) {
