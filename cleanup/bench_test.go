@@ -153,7 +153,7 @@ func runCleanupWorkload(b *testing.B, n, workers int) cleanupRun {
 	b.Helper()
 	b.StopTimer()
 	ctx := context.Background()
-	fake := gcefake.New(gcefake.Options{Latency: benchOpLatency, QuotaPerSecond: benchQuota})
+	fake := gcefake.New(gcefake.Options{Latency: benchOpLatency})
 	srv := httptest.NewServer(fake)
 	defer srv.Close()
 	client, err := gce.New(ctx, gce.Config{Endpoint: srv.URL})
