@@ -625,7 +625,27 @@ func (e *Engine) waitPace(ctx context.Context, p *pace) error {
 			return err
 		}
 	}
-	return p.limiter.Wait(ctx)
+	// The limiter runs on the engine's clock (Now and Sleep), like every
+	// other wait of the engine, so that one clock can drive them all.
+	now := e.cfg.Now()
+	r := p.limiter.ReserveN(now, 1)
+	if !r.OK() {
+		return errors.New("rate limiter refuses a single token")
+	}
+	d := r.DelayFrom(now)
+	if d <= 0 {
+		return nil
+	}
+	if dl, ok := ctx.Deadline(); ok && d > time.Until(dl) {
+		// As rate.Limiter.Wait does: no wait past the request's deadline.
+		r.CancelAt(now)
+		return fmt.Errorf("rate limit: the next delete call of the project is %s away, after the request's deadline", d.Round(time.Millisecond))
+	}
+	if err := e.cfg.Sleep(ctx, d); err != nil {
+		r.CancelAt(e.cfg.Now())
+		return err
+	}
+	return nil
 }
 
 // opWait is how long to wait for a delete operation now: OpWait, or less
