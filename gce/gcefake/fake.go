@@ -349,7 +349,7 @@ func (f *Fake) getSnapshot(r *http.Request, c *Call) response {
 	}
 	s := f.snapshots[k]
 	if s == nil {
-		return notFound("projects/"+c.Project+"/global/snapshots/"+c.Name)
+		return notFound("projects/" + c.Project + "/global/snapshots/" + c.Name)
 	}
 	return jsonResponse(f.snapshotProto(s))
 }
@@ -376,7 +376,7 @@ func (f *Fake) deleteSnapshot(r *http.Request, c *Call) response {
 	}
 	s := f.snapshots[k]
 	if s == nil {
-		return notFound("projects/"+c.Project+"/global/snapshots/"+c.Name)
+		return notFound("projects/" + c.Project + "/global/snapshots/" + c.Name)
 	}
 	if f.inUse[k] > 0 {
 		f.inUse[k]--
@@ -501,7 +501,7 @@ func (f *Fake) getOperation(r *http.Request, c *Call) response {
 	}
 	op := f.operations[key{c.Project, c.Name}]
 	if op == nil {
-		return notFound("projects/"+c.Project+"/global/operations/"+c.Name)
+		return notFound("projects/" + c.Project + "/global/operations/" + c.Name)
 	}
 	return jsonResponse(f.operationProto(op, c.Time))
 }
@@ -528,7 +528,7 @@ func (f *Fake) waitOperation(w http.ResponseWriter, r *http.Request) {
 			op := f.operations[key{c.Project, c.Name}]
 			switch {
 			case op == nil:
-				nf := notFound("projects/"+c.Project+"/global/operations/"+c.Name)
+				nf := notFound("projects/" + c.Project + "/global/operations/" + c.Name)
 				resp = &nf
 			case op.done || time.Since(start) >= maxWait:
 				ok := jsonResponse(f.operationProto(op, c.Time))
