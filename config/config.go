@@ -25,30 +25,27 @@ import (
 // Config holds every setting of the contract. Each field is an environment
 // variable and a flag of `snapsweep serve` (the flag wins).
 type Config struct {
-	Port               int           `env:"PORT, default=8080" help:"listen port"`
-	Project            string        `env:"GOOGLE_CLOUD_PROJECT" help:"project of Firestore and Pub/Sub (required)"`
-	FirestoreEmulator  string        `env:"FIRESTORE_EMULATOR_HOST" help:"host:port of the Firestore emulator"`
-	PubSubEmulator     string        `env:"PUBSUB_EMULATOR_HOST" help:"host:port of the Pub/Sub emulator"`
-	FirestoreDatabase  string        `env:"SNAPSWEEP_FIRESTORE_DATABASE, default=(default)" help:"Firestore database id"`
-	CleanupTopic       string        `env:"SNAPSWEEP_CLEANUP_TOPIC, default=snapshot-cleanup" help:"topic for cleanup messages"`
-	EventsTopic        string        `env:"SNAPSWEEP_EVENTS_TOPIC, default=migration-events" help:"topic migration jobs publish to"`
-	Projects           []string      `env:"SNAPSWEEP_PROJECTS, default=$GOOGLE_CLOUD_PROJECT" help:"comma list of projects whose snapshots may be managed (default: the project)"`
-	SessionLabel       string        `env:"SNAPSWEEP_SESSION_LABEL, default=migration-session" help:"ownership label key; its value must equal the session id"`
-	SnapshotTTL        time.Duration `env:"SNAPSWEEP_SNAPSHOT_TTL, default=72h" help:"age after which an unfinished task's snapshot is expired"`
-	FailedRetention    time.Duration `env:"SNAPSWEEP_FAILED_RETENTION, default=168h" help:"how long a failed task's snapshots are kept"`
-	MaxLiveSnapshots   int           `env:"SNAPSWEEP_MAX_LIVE_SNAPSHOTS, default=1000" help:"live snapshots above which the sweep runs emergency cleanup and reports failing"`
-	MaxDeletesPerSweep int           `env:"SNAPSWEEP_MAX_DELETES_PER_SWEEP, default=500" help:"cap on cleanup messages per sweep"`
-	FailureTolerance   float64       `env:"SNAPSWEEP_SESSION_FAILURE_TOLERANCE, default=0.05" help:"share of a session's deletions that may fail, 0 to 1"`
-	DeleteRate         float64       `env:"SNAPSWEEP_DELETE_RATE, default=10" help:"Compute delete calls per second per project per instance"`
-	// DeleteRateByProject overrides DeleteRate for single projects:
-	// "a=5,b=20" (DeleteRates parses it).
-	DeleteRateByProject string   `env:"SNAPSWEEP_DELETE_RATE_BY_PROJECT" help:"per-project overrides of --delete-rate, e.g. a=5,b=20 (projects of --projects)"`
-	DeleteConcurrency   int      `env:"SNAPSWEEP_DELETE_CONCURRENCY, default=16" help:"concurrent Compute calls per instance"`
-	DryRun              bool     `env:"SNAPSWEEP_DRY_RUN, default=false" help:"do everything but the delete call"`
-	ComputeEndpoint     string   `env:"SNAPSWEEP_COMPUTE_ENDPOINT" help:"base URL of the Compute API; plain http:// means no credentials"`
-	AuthAudience        string   `env:"SNAPSWEEP_AUTH_AUDIENCE" help:"OIDC audience every push and scheduler request must carry"`
-	AuthServiceAccounts []string `env:"SNAPSWEEP_AUTH_SERVICE_ACCOUNTS" help:"comma list of service accounts allowed to call"`
-	LogLevel            string   `env:"SNAPSWEEP_LOG_LEVEL, default=info" help:"debug, info, warn or error"`
+	Port                int           `env:"PORT, default=8080" help:"listen port"`
+	Project             string        `env:"GOOGLE_CLOUD_PROJECT" help:"project of Firestore and Pub/Sub (required)"`
+	FirestoreEmulator   string        `env:"FIRESTORE_EMULATOR_HOST" help:"host:port of the Firestore emulator"`
+	PubSubEmulator      string        `env:"PUBSUB_EMULATOR_HOST" help:"host:port of the Pub/Sub emulator"`
+	FirestoreDatabase   string        `env:"SNAPSWEEP_FIRESTORE_DATABASE, default=(default)" help:"Firestore database id"`
+	CleanupTopic        string        `env:"SNAPSWEEP_CLEANUP_TOPIC, default=snapshot-cleanup" help:"topic for cleanup messages"`
+	EventsTopic         string        `env:"SNAPSWEEP_EVENTS_TOPIC, default=migration-events" help:"topic migration jobs publish to"`
+	Projects            []string      `env:"SNAPSWEEP_PROJECTS, default=$GOOGLE_CLOUD_PROJECT" help:"comma list of projects whose snapshots may be managed (default: the project)"`
+	SessionLabel        string        `env:"SNAPSWEEP_SESSION_LABEL, default=migration-session" help:"ownership label key; its value must equal the session id"`
+	SnapshotTTL         time.Duration `env:"SNAPSWEEP_SNAPSHOT_TTL, default=72h" help:"age after which an unfinished task's snapshot is expired"`
+	FailedRetention     time.Duration `env:"SNAPSWEEP_FAILED_RETENTION, default=168h" help:"how long a failed task's snapshots are kept"`
+	MaxLiveSnapshots    int           `env:"SNAPSWEEP_MAX_LIVE_SNAPSHOTS, default=1000" help:"live snapshots above which the sweep runs emergency cleanup and reports failing"`
+	MaxDeletesPerSweep  int           `env:"SNAPSWEEP_MAX_DELETES_PER_SWEEP, default=500" help:"cap on cleanup messages per sweep"`
+	FailureTolerance    float64       `env:"SNAPSWEEP_SESSION_FAILURE_TOLERANCE, default=0.05" help:"share of a session's deletions that may fail, 0 to 1"`
+	DeleteRate          float64       `env:"SNAPSWEEP_DELETE_RATE, default=10" help:"Compute delete calls per second per project per instance"`
+	DeleteConcurrency   int           `env:"SNAPSWEEP_DELETE_CONCURRENCY, default=16" help:"concurrent Compute calls per instance"`
+	DryRun              bool          `env:"SNAPSWEEP_DRY_RUN, default=false" help:"do everything but the delete call"`
+	ComputeEndpoint     string        `env:"SNAPSWEEP_COMPUTE_ENDPOINT" help:"base URL of the Compute API; plain http:// means no credentials"`
+	AuthAudience        string        `env:"SNAPSWEEP_AUTH_AUDIENCE" help:"OIDC audience every push and scheduler request must carry"`
+	AuthServiceAccounts []string      `env:"SNAPSWEEP_AUTH_SERVICE_ACCOUNTS" help:"comma list of service accounts allowed to call"`
+	LogLevel            string        `env:"SNAPSWEEP_LOG_LEVEL, default=info" help:"debug, info, warn or error"`
 	// AdoptOrphans registers labelled snapshots the registry does not know
 	// (found by the sweep); false only reports them.
 	AdoptOrphans bool `env:"SNAPSWEEP_ADOPT_ORPHANS, default=true" help:"the sweep adopts labelled snapshots of known sessions; false only reports them"`
@@ -73,6 +70,9 @@ type Config struct {
 	// PriceFile replaces the built-in snapshot storage prices (package
 	// cost; docs/operations.md says where the defaults come from).
 	PriceFile string `env:"SNAPSWEEP_PRICE_FILE" help:"YAML or JSON price table (per GiB-month by snapshot type and location) replacing the built-in list prices"`
+	// DeleteRateByProject overrides DeleteRate for single projects:
+	// "a=5,b=20" (DeleteRates parses it).
+	DeleteRateByProject string `env:"SNAPSWEEP_DELETE_RATE_BY_PROJECT" help:"per-project overrides of --delete-rate, e.g. a=5,b=20 (projects of --projects)"`
 }
 
 // Prices returns the price table: the price file's, or the built-in one.
