@@ -522,7 +522,11 @@ func (e *Engine) retryable(ctx context.Context, op, project string, attempts *in
 		d, stop2 := b.Next()
 		if class == gce.ClassRateLimited {
 			refill := e.cfg.QuotaRefill(e.cfg.Now())
-			e.pace(project).pauseUntil(refill)
+			if op == opDelete {
+				// The delete quota (Compute's write group) is spent; a spent
+				// read quota is another group and leaves deletes alone.
+				e.pace(project).pauseUntil(refill)
+			}
 			d = max(d, refill.Sub(e.cfg.Now()))
 		}
 		if dl, ok := ctx.Deadline(); stop2 || (ok && e.cfg.Now().Add(d).After(dl)) {
@@ -579,7 +583,10 @@ func (e *Engine) pace(project string) *pace {
 // pause and its rate limiter — holding no slot, so a paused or throttled
 // project never holds slots that other projects' calls need; and it looks
 // at the pause again once it holds the slots, so that a pause another
-// delivery started meanwhile is not spent on a call the quota refuses.
+// delivery started meanwhile is not spent on a call the quota refuses. A
+// call whose token came before its slot may go out a little later than
+// the token said; Compute counts whole minutes, so that costs nothing as
+// long as the minute's total stays within the quota.
 func (e *Engine) takeSlot(ctx context.Context, p *pace, paced bool) error {
 	// A few looks at most: with a clock that does not move (tests), the
 	// call goes out and the quota's answer decides.

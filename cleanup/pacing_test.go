@@ -98,3 +98,46 @@ func TestQuotaPauseIsPerProject(t *testing.T) {
 		}
 	})
 }
+
+// TestDeleteRateIsPerProject runs in a synctest bubble: project A is paced
+// at one delete a second (RateByProject), project B at the default rate of
+// 100 a second. Ten deletions in each, delivered at once: B's are all
+// done within its own pace (a tenth of a second), while A's take their
+// ten seconds — B never queues behind A's limiter.
+func TestDeleteRateIsPerProject(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		f := newFixture(t, gcefake.Options{}, func(c *cleanup.EngineConfig) {
+			c.Now = time.Now
+			c.Rate = 100
+			c.RateByProject = map[string]float64{"proj-a": 1}
+			c.BreakerMinRequests = 1 << 30
+		})
+		own := map[string]string{label: "s1"}
+		start := time.Now()
+		var mu sync.Mutex
+		done := map[string]time.Duration{} // the last deletion of each project, after the start
+		var wg sync.WaitGroup
+		for _, p := range []string{"proj-a", "proj-b"} {
+			for i := range 10 {
+				m := f.register(t, p, fmt.Sprintf("%s-%d", p, i), "s1", store.TaskSucceeded, store.CleanupPending, own)
+				wg.Go(func() {
+					out, err := f.engine.Handle(context.Background(), m)
+					if err != nil || out.Result != cleanup.ResultDeleted {
+						t.Errorf("%s/%s: %v %v, want deleted", m.Project, m.Name, out, err)
+					}
+					mu.Lock()
+					done[m.Project] = max(done[m.Project], time.Since(start))
+					mu.Unlock()
+				})
+			}
+		}
+		wg.Wait()
+		// Whole seconds of the fake clock: A's ten tokens span nine
+		// seconds; B's ten fit in its first second.
+		got := map[string]int{"proj-a": int(done["proj-a"] / time.Second), "proj-b": int(done["proj-b"] / time.Second)}
+		if diff := cmp.Diff(map[string]int{"proj-a": 9, "proj-b": 0}, got); diff != "" {
+			t.Errorf("whole seconds until each project's last deletion (-want +got):\n%s", diff)
+		}
+	})
+}
