@@ -14,7 +14,7 @@ import (
 
 // demoCommand is `snapsweep demo` (package demo runs it).
 func demoCommand(deps ops.Deps) *cobra.Command {
-	opts := demo.Options{Faults: demo.DefaultFaults(), ComputeHandler: fakeComputeHandler}
+	opts := demo.Options{Faults: demo.DefaultFaults()}
 	var output, logFile string
 	cmd := &cobra.Command{
 		Use:   "demo",
