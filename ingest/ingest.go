@@ -37,8 +37,10 @@ type Registry interface {
 }
 
 // SessionJudge evaluates a session's cleanup outcome once its work is done.
+// session.completed judges at once (one judgement per event, not per
+// snapshot: no hot document).
 type SessionJudge interface {
-	JudgeSession(ctx context.Context, sessionID string) (store.Outcome, error)
+	JudgeNow(ctx context.Context, sessionID string) (store.Outcome, error)
 }
 
 // Processor applies events.
@@ -228,7 +230,7 @@ func (p *Processor) sessionCompleted(ctx context.Context, ev events.Event) (Outc
 		return out, err
 	}
 	if p.Judge != nil {
-		outcome, err := p.Judge.JudgeSession(ctx, ev.SessionID)
+		outcome, err := p.Judge.JudgeNow(ctx, ev.SessionID)
 		if err != nil {
 			return out, err
 		}

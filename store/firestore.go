@@ -437,6 +437,16 @@ func (f *Firestore) ListSessionsByOutcome(ctx context.Context, outcome Outcome, 
 	return getAll[Session](ctx, f.col(CollectionSessions).Where("outcome", "==", string(outcome)).Limit(limit), "list sessions by outcome")
 }
 
+// ListSessionsJudgedSince returns up to limit sessions whose verdict was
+// written at or after since, the most recent first (the sweep judges them
+// again: the engine's judgements are debounced).
+func (f *Firestore) ListSessionsJudgedSince(ctx context.Context, since time.Time, limit int) ([]Session, error) {
+	if limit <= 0 {
+		limit = 100
+	}
+	return getAll[Session](ctx, f.col(CollectionSessions).Where("outcomeAt", ">=", since).OrderBy("outcomeAt", firestore.Desc).Limit(limit), "list recently judged sessions")
+}
+
 // AddRejected records a message that can never be processed. Recording the
 // same message twice keeps the first record.
 func (f *Firestore) AddRejected(ctx context.Context, r Rejected) error {

@@ -316,6 +316,24 @@ func (m *Memory) ListSessionsByOutcome(_ context.Context, outcome Outcome, limit
 	return out, nil
 }
 
+// ListSessionsJudgedSince returns up to limit sessions whose verdict was
+// written at or after since, the most recent first.
+func (m *Memory) ListSessionsJudgedSince(_ context.Context, since time.Time, limit int) ([]Session, error) {
+	if limit <= 0 {
+		limit = 100
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []Session
+	for _, s := range m.sessions {
+		if !s.OutcomeAt.IsZero() && !s.OutcomeAt.Before(since) {
+			out = append(out, s)
+		}
+	}
+	slices.SortFunc(out, func(a, b Session) int { return b.OutcomeAt.Compare(a.OutcomeAt) })
+	return out[:min(len(out), limit)], nil
+}
+
 // AddRejected records a rejected message; the first record of an id stays.
 func (m *Memory) AddRejected(_ context.Context, r Rejected) error {
 	m.mu.Lock()

@@ -324,7 +324,10 @@ type Session struct {
 	StartedAt   time.Time    `firestore:"startedAt" json:"startedAt,omitzero"`
 	CompletedAt time.Time    `firestore:"completedAt,omitempty" json:"completedAt,omitzero"`
 	Outcome     Outcome      `firestore:"outcome,omitempty" json:"outcome,omitempty"`
-	OutcomeAt   time.Time    `firestore:"outcomeAt,omitempty" json:"outcomeAt,omitzero"`
+	// OutcomeAt is when the verdict was last written: the judge writes at
+	// most one per interval, and the sweep judges again the sessions
+	// whose verdict is younger than its window.
+	OutcomeAt time.Time `firestore:"outcomeAt,omitempty" json:"outcomeAt,omitzero"`
 	// Deleted and Failed are the counts the outcome was judged on.
 	Deleted   int64     `firestore:"deleted,omitempty" json:"deleted,omitempty"`
 	Failed    int64     `firestore:"failed,omitempty" json:"failed,omitempty"`
@@ -395,6 +398,7 @@ type Registry interface {
 	CreateSession(ctx context.Context, s *Session) (bool, error)
 	ListSessions(ctx context.Context, limit int) ([]Session, error)
 	ListSessionsByOutcome(ctx context.Context, outcome Outcome, limit int) ([]Session, error)
+	ListSessionsJudgedSince(ctx context.Context, since time.Time, limit int) ([]Session, error)
 	AddRejected(ctx context.Context, r Rejected) error
 	ListRejected(ctx context.Context, limit int) ([]Rejected, error)
 	MarkProcessed(ctx context.Context, eventID, hash string, at, expireAt time.Time) error
