@@ -51,20 +51,70 @@ func (m *Memory) GetSnapshot(_ context.Context, key Key) (*Snapshot, error) {
 func (m *Memory) UpdateSnapshot(_ context.Context, key Key, task TaskKey, fn SnapshotFunc) (*Snapshot, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	return m.updateSnapshot(key, taskRead{key: task, given: task.TaskID != ""}, fn)
+}
+
+// UpdateSnapshotHint hands fn the task the record names (the hint when
+// there is no record), as Firestore does.
+func (m *Memory) UpdateSnapshotHint(_ context.Context, key Key, hint TaskKey, fn SnapshotFunc) (*Snapshot, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.updateSnapshot(key, taskRead{key: hint}, fn)
+}
+
+// UpdateSnapshotOnly hands fn no task.
+func (m *Memory) UpdateSnapshotOnly(_ context.Context, key Key, fn SnapshotFunc) (*Snapshot, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.updateSnapshot(key, taskRead{none: true}, fn)
+}
+
+// ApplySnapshotEvent is UpdateSnapshot that records the event as
+// processed in the same transaction, or returns *ProcessedError (writing
+// nothing) when it was applied before.
+func (m *Memory) ApplySnapshotEvent(_ context.Context, key Key, task TaskKey, mark Mark, fn SnapshotFunc) (*Snapshot, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if h, ok := m.processed[mark.EventID]; ok {
+		// Firestore runs fn before its commit fails: so does this.
+		if _, err := m.dryRun(key, task, fn); err != nil {
+			return nil, err
+		}
+		return nil, &ProcessedError{EventID: mark.EventID, Hash: h}
+	}
+	out, err := m.updateSnapshot(key, taskRead{key: task, given: true}, fn)
+	if err == nil {
+		m.processed[mark.EventID] = mark.Hash
+	}
+	return out, err
+}
+
+// dryRun runs fn on the record as it is, writing nothing.
+func (m *Memory) dryRun(key Key, task TaskKey, fn SnapshotFunc) (*Snapshot, error) {
+	cur, t := m.read(key, taskRead{key: task, given: true})
+	return fn(cur, t)
+}
+
+func (m *Memory) read(key Key, tr taskRead) (*Snapshot, *Task) {
 	var cur *Snapshot
 	if s, ok := m.snapshots[key.ID()]; ok {
 		cur = &s
 	}
-	tk := task
-	if tk.TaskID == "" && cur != nil {
+	tk := tr.key
+	if !tr.given && cur != nil && cur.TaskID != "" {
 		tk = cur.TaskKey()
 	}
 	var t *Task
-	if tk.TaskID != "" {
+	if !tr.none && tk.TaskID != "" {
 		if x, ok := m.tasks[tk.ID()]; ok {
 			t = &x
 		}
 	}
+	return cur, t
+}
+
+func (m *Memory) updateSnapshot(key Key, tr taskRead, fn SnapshotFunc) (*Snapshot, error) {
+	cur, t := m.read(key, tr)
 	var snapCopy *Snapshot
 	if cur != nil {
 		c := *cur

@@ -386,6 +386,9 @@ type Registry interface {
 	Ping(ctx context.Context) error
 	GetSnapshot(ctx context.Context, key Key) (*Snapshot, error)
 	UpdateSnapshot(ctx context.Context, key Key, task TaskKey, fn SnapshotFunc) (*Snapshot, error)
+	UpdateSnapshotHint(ctx context.Context, key Key, hint TaskKey, fn SnapshotFunc) (*Snapshot, error)
+	UpdateSnapshotOnly(ctx context.Context, key Key, fn SnapshotFunc) (*Snapshot, error)
+	ApplySnapshotEvent(ctx context.Context, key Key, task TaskKey, mark Mark, fn SnapshotFunc) (*Snapshot, error)
 	PutSnapshot(ctx context.Context, s *Snapshot) error
 	ListSnapshots(ctx context.Context, q Query) (Page, error)
 	CountSnapshots(ctx context.Context, q Query) (int64, error)
