@@ -31,13 +31,22 @@ type Compute interface {
 
 // EngineStore is what the engine needs from the registry.
 type EngineStore interface {
-	UpdateSnapshot(ctx context.Context, key store.Key, task store.TaskKey, fn store.SnapshotFunc) (*store.Snapshot, error)
+	UpdateSnapshotHint(ctx context.Context, key store.Key, hint store.TaskKey, fn store.SnapshotFunc) (*store.Snapshot, error)
+	UpdateSnapshotOnly(ctx context.Context, key store.Key, fn store.SnapshotFunc) (*store.Snapshot, error)
 }
 
 // update runs one lifecycle transition on the record of key in a registry
 // transaction; the transition sees the record and its task as they are now.
-func update(ctx context.Context, st EngineStore, key store.Key, fn func(cur *store.Snapshot, t *store.Task) (*store.Snapshot, error)) (*store.Snapshot, error) {
-	return st.UpdateSnapshot(ctx, key, store.TaskKey{}, fn)
+// hint is the task the record is expected to name: read with the record in
+// one round trip (the record's own task is handed over whatever it names).
+func update(ctx context.Context, st EngineStore, key store.Key, hint store.TaskKey, fn func(cur *store.Snapshot, t *store.Task) (*store.Snapshot, error)) (*store.Snapshot, error) {
+	return st.UpdateSnapshotHint(ctx, key, hint, fn)
+}
+
+// updateOnly runs a transition that does not look at the task: only the
+// record is read.
+func updateOnly(ctx context.Context, st EngineStore, key store.Key, fn func(cur *store.Snapshot) (*store.Snapshot, error)) (*store.Snapshot, error) {
+	return st.UpdateSnapshotOnly(ctx, key, func(cur *store.Snapshot, _ *store.Task) (*store.Snapshot, error) { return fn(cur) })
 }
 
 // ErrRetryLater marks a cleanup that could not finish now for a reason a
@@ -352,7 +361,7 @@ func (e *Engine) claim(ctx context.Context, key store.Key, m events.CleanupMessa
 	owner := fmt.Sprintf("%s/%d", e.cfg.Owner, e.claims.Add(1))
 	var c claim
 	var busy bool
-	_, err := update(ctx, e.cfg.Store, key, func(cur *store.Snapshot, t *store.Task) (*store.Snapshot, error) {
+	_, err := update(ctx, e.cfg.Store, key, store.TaskKey{SessionID: m.SessionID, TaskID: m.TaskID}, func(cur *store.Snapshot, t *store.Task) (*store.Snapshot, error) {
 		c, busy = claim{}, false
 		next, st, err := e.cfg.Policy.StartDeleteFor(cur, t, m, owner, e.cfg.Lease, at)
 		switch {
@@ -627,7 +636,7 @@ func (e *Engine) delete(ctx context.Context, c claim, dry bool) (Outcome, error)
 	arm := func(ctx context.Context) error {
 		at := e.now()
 		var res lifecycle.ArmResult
-		_, err := update(ctx, e.cfg.Store, rec.Key(), func(cur *store.Snapshot, t *store.Task) (*store.Snapshot, error) {
+		_, err := update(ctx, e.cfg.Store, rec.Key(), rec.TaskKey(), func(cur *store.Snapshot, t *store.Task) (*store.Snapshot, error) {
 			next, r, err := e.cfg.Policy.ArmFor(cur, t, c.lease, seen, e.cfg.Lease, at)
 			res = r
 			return next, err
@@ -649,7 +658,7 @@ func (e *Engine) delete(ctx context.Context, c claim, dry bool) (Outcome, error)
 	disarm := func() {
 		sctx, cancel := settleContext(ctx)
 		defer cancel()
-		_, _ = update(sctx, e.cfg.Store, rec.Key(), func(cur *store.Snapshot, _ *store.Task) (*store.Snapshot, error) {
+		_, _ = updateOnly(sctx, e.cfg.Store, rec.Key(), func(cur *store.Snapshot) (*store.Snapshot, error) {
 			return e.cfg.Policy.DisarmFor(cur, c.lease, e.now())
 		})
 		seen.Fresh = true // Compute refused it: no DELETE is in effect
@@ -744,7 +753,7 @@ func (e *Engine) confirmGone(ctx context.Context, c claim, attempts int) (Outcom
 // redelivery, confirms it later instead of holding this request.
 func (e *Engine) pending(ctx context.Context, c claim, opName string, attempts int) (Outcome, error) {
 	at := e.now()
-	_, err := update(ctx, e.cfg.Store, c.rec.Key(), func(cur *store.Snapshot, _ *store.Task) (*store.Snapshot, error) {
+	_, err := updateOnly(ctx, e.cfg.Store, c.rec.Key(), func(cur *store.Snapshot) (*store.Snapshot, error) {
 		return e.cfg.Policy.AcceptFor(cur, c.lease, opName, at)
 	})
 	if err != nil {
@@ -756,7 +765,7 @@ func (e *Engine) pending(ctx context.Context, c claim, opName string, attempts i
 func (e *Engine) dryRun(ctx context.Context, rec *store.Snapshot) (Outcome, error) {
 	// Leave nothing claiming work that dry-run never does.
 	at := e.now()
-	_, err := update(ctx, e.cfg.Store, rec.Key(), func(cur *store.Snapshot, t *store.Task) (*store.Snapshot, error) {
+	_, err := update(ctx, e.cfg.Store, rec.Key(), rec.TaskKey(), func(cur *store.Snapshot, t *store.Task) (*store.Snapshot, error) {
 		if cur == nil || cur.State != store.CleanupPending {
 			return nil, nil
 		}
@@ -809,7 +818,7 @@ func (e *Engine) vanish(ctx context.Context, c claim, why string, attempts int) 
 func (e *Engine) record(ctx context.Context, c claim, res Result, why string, attempts int, tr func(cur *store.Snapshot, at time.Time) (*store.Snapshot, error)) (Outcome, error) {
 	at := e.now()
 	var final *store.Snapshot
-	_, err := update(ctx, e.cfg.Store, c.rec.Key(), func(cur *store.Snapshot, _ *store.Task) (*store.Snapshot, error) {
+	_, err := updateOnly(ctx, e.cfg.Store, c.rec.Key(), func(cur *store.Snapshot) (*store.Snapshot, error) {
 		next, err := tr(cur, at)
 		if next != nil {
 			next.Retries = cur.Retries + max(attempts-1, 0)
@@ -839,7 +848,7 @@ func (e *Engine) record(ctx context.Context, c claim, res Result, why string, at
 // unless Compute said the delete definitely did not happen (definite).
 func (e *Engine) release(ctx context.Context, c claim, cause error, definite bool) error {
 	at := e.now()
-	_, err := update(ctx, e.cfg.Store, c.rec.Key(), func(cur *store.Snapshot, _ *store.Task) (*store.Snapshot, error) {
+	_, err := updateOnly(ctx, e.cfg.Store, c.rec.Key(), func(cur *store.Snapshot) (*store.Snapshot, error) {
 		return e.cfg.Policy.ReleaseFor(cur, c.lease, cause.Error(), string(gce.Classify(cause)), definite, at)
 	})
 	if err != nil {

@@ -383,6 +383,54 @@ func (f *Firestore) UpdateTask(ctx context.Context, key TaskKey, fn TaskFunc) (*
 	return out, nil
 }
 
+// ApplyTaskEvent is UpdateTask for an event that must not have been applied
+// before: the event's processed marker is read with the task in one round
+// trip, and if it exists nothing is written and the error is a
+// *ProcessedError. (The marker itself is written by MarkProcessed once the
+// event's work is done.)
+func (f *Firestore) ApplyTaskEvent(ctx context.Context, key TaskKey, eventID string, fn TaskFunc) (*Task, error) {
+	ref := f.col(CollectionTasks).Doc(key.ID())
+	var out *Task
+	var applied *ProcessedError
+	err := f.client.RunTransaction(ctx, func(ctx context.Context, tx *firestore.Transaction) error {
+		out, applied = nil, nil
+		docs, err := tx.GetAll([]*firestore.DocumentRef{ref, f.col(CollectionProcessed).Doc(processedID(eventID))})
+		if err != nil {
+			return err
+		}
+		if docs[1].Exists() {
+			h, _ := docs[1].Data()["hash"].(string)
+			applied = &ProcessedError{EventID: eventID, Hash: h}
+			return nil
+		}
+		var cur *Task
+		if docs[0].Exists() {
+			cur = new(Task)
+			if err := docs[0].DataTo(cur); err != nil {
+				return fmt.Errorf("decode task: %w", err)
+			}
+		}
+		next, err := fn(cur)
+		if err != nil {
+			return err
+		}
+		if next == nil {
+			out = cur
+			return nil
+		}
+		next.SessionID, next.TaskID = key.SessionID, key.TaskID
+		out = next
+		return tx.Set(ref, next)
+	})
+	if err != nil {
+		return nil, classify("update task", err)
+	}
+	if applied != nil {
+		return nil, applied
+	}
+	return out, nil
+}
+
 // ListTasks returns the tasks of a session in a state, all pages.
 func (f *Firestore) ListTasks(ctx context.Context, sessionID string, state TaskState) ([]Task, error) {
 	it := f.col(CollectionTasks).Where("sessionId", "==", sessionID).Where("state", "==", string(state)).Documents(ctx)

@@ -269,6 +269,18 @@ func (m *Memory) UpdateTask(_ context.Context, key TaskKey, fn TaskFunc) (*Task,
 	return out, nil
 }
 
+// ApplyTaskEvent is UpdateTask for an event not applied before: if the
+// event's marker exists it writes nothing and returns *ProcessedError.
+func (m *Memory) ApplyTaskEvent(ctx context.Context, key TaskKey, eventID string, fn TaskFunc) (*Task, error) {
+	m.mu.Lock()
+	h, ok := m.processed[eventID]
+	m.mu.Unlock()
+	if ok {
+		return nil, &ProcessedError{EventID: eventID, Hash: h}
+	}
+	return m.UpdateTask(ctx, key, fn)
+}
+
 // ListTasks returns the tasks of a session in a state.
 func (m *Memory) ListTasks(_ context.Context, sessionID string, state TaskState) ([]Task, error) {
 	m.mu.Lock()

@@ -395,6 +395,7 @@ type Registry interface {
 	CountByState(ctx context.Context) (map[State]int64, error)
 	GetTask(ctx context.Context, key TaskKey) (*Task, error)
 	UpdateTask(ctx context.Context, key TaskKey, fn TaskFunc) (*Task, error)
+	ApplyTaskEvent(ctx context.Context, key TaskKey, eventID string, fn TaskFunc) (*Task, error)
 	ListTasks(ctx context.Context, sessionID string, state TaskState) ([]Task, error)
 	GetSession(ctx context.Context, id string) (*Session, error)
 	UpdateSession(ctx context.Context, id string, fn SessionFunc) (*Session, error)
