@@ -45,6 +45,8 @@ type Judge struct {
 	// the last verdict it saw written, or of its last look at a session
 	// that was not completed yet.
 	recent map[string]time.Time
+	// inflight holds the sessions this instance is judging right now.
+	inflight map[string]bool
 }
 
 // DefaultJudgeInterval is Judge.Interval's default: a session document
@@ -63,7 +65,28 @@ func (j *Judge) interval() time.Duration {
 	return DefaultJudgeInterval
 }
 
-// skipUntil reports whether this instance may skip judging id now.
+// begin reports whether this call is the one judgement of id in flight in
+// this instance; end releases it.
+func (j *Judge) begin(id string) bool {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.inflight[id] {
+		return false
+	}
+	if j.inflight == nil {
+		j.inflight = make(map[string]bool)
+	}
+	j.inflight[id] = true
+	return true
+}
+
+func (j *Judge) end(id string) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	delete(j.inflight, id)
+}
+
+// skipping reports whether this instance may skip judging id now.
 func (j *Judge) skipping(id string, at time.Time) bool {
 	j.mu.Lock()
 	defer j.mu.Unlock()
@@ -111,14 +134,20 @@ func (j *Judge) Verdict(pending, deleted, failed int64) store.Outcome {
 //
 // Skipping is safe because of what the sweep re-judges: a skip happens
 // only while the session is not completed (then session.completed's own
-// judgement, or the sweep's, comes after this snapshot finished) or while
+// judgement, or the sweep's, comes after this snapshot finished), while
 // its verdict is younger than Interval (then the sweep's window of recent
-// verdicts holds it).
+// verdicts holds it), or while another judgement of the session runs in
+// this instance: that one either counts this snapshot as finished, or
+// counts it as still pending (its verdict is then pending, which the
+// sweep judges again), or writes a verdict (which the window holds). Only
+// one judgement per session and instance runs at a time, so that a burst
+// of finished snapshots does not queue transactions on the document.
 func (j *Judge) JudgeSession(ctx context.Context, id string) (store.Outcome, error) {
 	at := now(j.Now)
-	if j.skipping(id, at) {
+	if j.skipping(id, at) || !j.begin(id) {
 		return "", nil
 	}
+	defer j.end(id)
 	s, err := j.Store.GetSession(ctx, id)
 	if errors.Is(err, store.ErrNotFound) {
 		return "", nil
