@@ -396,7 +396,7 @@ func (p *Processor) retainTask(ctx context.Context, t *store.Task) (int, error) 
 			if s.Archived {
 				continue
 			}
-			changed, err := p.retain(ctx, s.Key())
+			changed, err := p.retain(ctx, s.Key(), t.Key())
 			if err != nil {
 				return n, err
 			}
@@ -411,11 +411,12 @@ func (p *Processor) retainTask(ctx context.Context, t *store.Task) (int, error) 
 	}
 }
 
-// retain settles one snapshot after its task failed.
-func (p *Processor) retain(ctx context.Context, key store.Key) (bool, error) {
+// retain settles one snapshot after its task failed. The record is
+// expected to name the failed task (a hint: it is handed its own task).
+func (p *Processor) retain(ctx context.Context, key store.Key, task store.TaskKey) (bool, error) {
 	now := p.now()
 	changed := false
-	_, err := p.Store.UpdateSnapshot(ctx, key, store.TaskKey{}, func(cur *store.Snapshot, t *store.Task) (*store.Snapshot, error) {
+	_, err := p.Store.UpdateSnapshotHint(ctx, key, task, func(cur *store.Snapshot, t *store.Task) (*store.Snapshot, error) {
 		next, err := p.Policy.RetainFor(cur, t, now)
 		changed = next != nil
 		return next, err
