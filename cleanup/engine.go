@@ -314,7 +314,10 @@ func (e *Engine) change(ctx context.Context, c claim, withTask bool, tr func(cur
 		if err != nil {
 			return nil, err
 		}
-		if st.Lease == nil || *st.Lease != c.lease {
+		if st.Lease == nil || *st.Lease != c.lease || claimed.Generation != c.rec.Generation || claimed.ComputeID != c.rec.ComputeID {
+			// Another claim, a hold, a new generation of the name or a
+			// Compute id learnt meanwhile: what was read and checked
+			// since the look may not be about this record any more.
 			return nil, errChanged
 		}
 		next, err := tr(claimed, t)
