@@ -174,3 +174,53 @@ func TestFirestoreOpsPerSnapshotLife(t *testing.T) {
 		t.Logf("%-17s %s", step, fmt.Sprintf("%d docs read in %d read RPCs, %d writes, %d transactions", o.Docs, o.ReadRPCs, o.Writes, o.Txns))
 	}
 }
+
+// flaky refuses the first publish, as a Pub/Sub outage would.
+type flaky struct {
+	outbox
+	failed bool
+}
+
+func (f *flaky) Publish(ctx context.Context, m events.CleanupMessage) error {
+	f.mu.Lock()
+	if !f.failed {
+		f.failed = true
+		f.mu.Unlock()
+		return fmt.Errorf("publish: %w", store.ErrUnavailable)
+	}
+	f.mu.Unlock()
+	return f.outbox.Publish(ctx, m)
+}
+
+// TestLateReportRedeliveredAfterFailedPublish: a snapshot reported after
+// its task succeeded is scheduled at once; when that publish fails, the
+// event is already marked processed (the marker is written with the
+// record), so its redelivery, refused as applied, must still schedule the
+// cleanup from the state instead of acknowledging without work.
+func TestLateReportRedeliveredAfterFailedPublish(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	reg := store.NewMemory()
+	policy := lifecycle.Policy{TTL: 72 * time.Hour, FailedRetention: 168 * time.Hour, Projects: events.NewAllowlist([]string{"proj-a"})}
+	pub := &flaky{}
+	proc := &ingest.Processor{Store: reg, Policy: policy, Scheduler: &cleanup.Scheduler{Store: reg, Publisher: pub, Policy: policy}}
+	at := time.Now().UTC().Add(-time.Minute).Truncate(time.Second)
+	if _, err := proc.Apply(ctx, events.Event{ID: "done", Type: events.TaskCompleted, Time: at, SessionID: "s1", TaskID: "vm-1"}); err != nil {
+		t.Fatal(err)
+	}
+	late := events.Event{ID: "late", Type: events.SnapshotCreated, Time: at.Add(-time.Second), SessionID: "s1", TaskID: "vm-1",
+		Snapshot: &events.SnapshotRef{Project: "proj-a", Name: "snap-1"}}
+	if _, err := proc.Apply(ctx, late); err == nil {
+		t.Fatal("first delivery: the publish failed, want an error (redelivery)")
+	}
+	out, err := proc.Apply(ctx, late)
+	if err != nil {
+		t.Fatalf("redelivery: %v", err)
+	}
+	if diff := cmp.Diff(ingest.Outcome{Duplicate: true, Scheduled: 1}, ingest.Outcome{Duplicate: out.Duplicate, Scheduled: out.Scheduled}); diff != "" {
+		t.Errorf("redelivery (-want +got):\n%s", diff)
+	}
+	if got := pub.take(); len(got) != 1 || got[0].Name != "snap-1" {
+		t.Errorf("cleanup messages after the redelivery: %+v, want one for snap-1", got)
+	}
+}
