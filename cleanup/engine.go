@@ -33,13 +33,22 @@ type Compute interface {
 
 // EngineStore is what the engine needs from the registry.
 type EngineStore interface {
-	UpdateSnapshot(ctx context.Context, key store.Key, task store.TaskKey, fn store.SnapshotFunc) (*store.Snapshot, error)
+	UpdateSnapshotHint(ctx context.Context, key store.Key, hint store.TaskKey, fn store.SnapshotFunc) (*store.Snapshot, error)
+	UpdateSnapshotOnly(ctx context.Context, key store.Key, fn store.SnapshotFunc) (*store.Snapshot, error)
 }
 
 // update runs one lifecycle transition on the record of key in a registry
 // transaction; the transition sees the record and its task as they are now.
-func update(ctx context.Context, st EngineStore, key store.Key, fn func(cur *store.Snapshot, t *store.Task) (*store.Snapshot, error)) (*store.Snapshot, error) {
-	return st.UpdateSnapshot(ctx, key, store.TaskKey{}, fn)
+// hint is the task the record is expected to name: read with the record in
+// one round trip (the record's own task is handed over whatever it names).
+func update(ctx context.Context, st EngineStore, key store.Key, hint store.TaskKey, fn func(cur *store.Snapshot, t *store.Task) (*store.Snapshot, error)) (*store.Snapshot, error) {
+	return st.UpdateSnapshotHint(ctx, key, hint, fn)
+}
+
+// updateOnly runs a transition that does not look at the task: only the
+// record is read.
+func updateOnly(ctx context.Context, st EngineStore, key store.Key, fn func(cur *store.Snapshot) (*store.Snapshot, error)) (*store.Snapshot, error) {
+	return st.UpdateSnapshotOnly(ctx, key, func(cur *store.Snapshot, _ *store.Task) (*store.Snapshot, error) { return fn(cur) })
 }
 
 // ErrRetryLater marks a cleanup that could not finish now for a reason a
@@ -264,11 +273,58 @@ func (e *Engine) BreakerState() string { return e.breaker.State().String() }
 
 func (e *Engine) now() time.Time { return now(e.cfg.Now) }
 
-// claim is what the claim transaction decided.
+// claim is what the claim's look decided. The look writes nothing: the
+// claim (lifecycle.StartDelete) is taken in the transaction of this
+// delivery's first write, together with it (see change), so that the
+// claim and the last check before the DELETE cost one write, not two.
 type claim struct {
-	rec     *store.Snapshot
+	rec     *store.Snapshot // the record as the claim would write it
 	lease   lifecycle.Lease
 	outcome *Outcome // set when there is nothing to delete
+	msg     events.CleanupMessage
+	// taken is set once the claim is in the registry.
+	taken *bool
+}
+
+// errChanged ends a delivery whose record changed between the claim's look
+// and its taking (another delivery claimed it, an operator held it, ...):
+// a redelivery looks again.
+var errChanged = fmt.Errorf("the record changed since this delivery looked at it: %w", ErrRetryLater)
+
+// change runs one transition of this claim in a registry transaction. If
+// the claim is not taken yet, it is taken in the same transaction, right
+// before the transition (lifecycle.StartDelete, then tr: both checked
+// against the record as it is now), and the two are one write. withTask
+// hands tr the record's task.
+func (e *Engine) change(ctx context.Context, c claim, withTask bool, tr func(cur *store.Snapshot, t *store.Task) (*store.Snapshot, error)) (*store.Snapshot, error) {
+	if *c.taken {
+		if withTask {
+			return update(ctx, e.cfg.Store, c.rec.Key(), c.rec.TaskKey(), tr)
+		}
+		return updateOnly(ctx, e.cfg.Store, c.rec.Key(), func(cur *store.Snapshot) (*store.Snapshot, error) { return tr(cur, nil) })
+	}
+	at := e.now()
+	wrote := false
+	out, err := update(ctx, e.cfg.Store, c.rec.Key(), c.rec.TaskKey(), func(cur *store.Snapshot, t *store.Task) (*store.Snapshot, error) {
+		wrote = false
+		claimed, st, err := e.cfg.Policy.StartDeleteFor(cur, t, c.msg, c.lease.Owner, e.cfg.Lease, at)
+		if err != nil {
+			return nil, err
+		}
+		if st.Lease == nil || *st.Lease != c.lease || claimed.Generation != c.rec.Generation || claimed.ComputeID != c.rec.ComputeID {
+			// Another claim, a hold, a new generation of the name or a
+			// Compute id learnt meanwhile: what was read and checked
+			// since the look may not be about this record any more.
+			return nil, errChanged
+		}
+		next, err := tr(claimed, t)
+		wrote = next != nil && err == nil
+		return next, err
+	})
+	if err == nil && wrote {
+		*c.taken = true
+	}
+	return out, err
 }
 
 // Handle processes one cleanup message. A nil error means the message is
@@ -340,8 +396,10 @@ func (e *Engine) handle(ctx context.Context, m events.CleanupMessage) (Outcome, 
 	return out, nil
 }
 
-// claim takes the record's lease for this message (lifecycle.StartDelete),
-// or says why not. A dry run checks the same rules and writes nothing.
+// claim looks whether this message may take the record's lease
+// (lifecycle.StartDelete), or says why not; the lease itself is taken
+// with the delivery's first write (change). A record the rules settle
+// (nothing to delete) is written at once. A dry run writes nothing.
 func (e *Engine) claim(ctx context.Context, key store.Key, m events.CleanupMessage, dry bool) (claim, error) {
 	at := e.now()
 	// Every claim is its own lease owner, so that two deliveries in one
@@ -349,7 +407,7 @@ func (e *Engine) claim(ctx context.Context, key store.Key, m events.CleanupMessa
 	owner := fmt.Sprintf("%s/%d", e.cfg.Owner, e.claims.Add(1))
 	var c claim
 	var busy bool
-	_, err := update(ctx, e.cfg.Store, key, func(cur *store.Snapshot, t *store.Task) (*store.Snapshot, error) {
+	_, err := update(ctx, e.cfg.Store, key, store.TaskKey{SessionID: m.SessionID, TaskID: m.TaskID}, func(cur *store.Snapshot, t *store.Task) (*store.Snapshot, error) {
 		c, busy = claim{}, false
 		next, st, err := e.cfg.Policy.StartDeleteFor(cur, t, m, owner, e.cfg.Lease, at)
 		switch {
@@ -370,10 +428,7 @@ func (e *Engine) claim(ctx context.Context, key store.Key, m events.CleanupMessa
 			return next, nil
 		}
 		c.rec, c.lease = next, *st.Lease
-		if dry {
-			return nil, nil
-		}
-		return next, nil
+		return nil, nil
 	})
 	if err != nil {
 		return claim{}, fmt.Errorf("claim %s: %w", key, err)
@@ -381,6 +436,7 @@ func (e *Engine) claim(ctx context.Context, key store.Key, m events.CleanupMessa
 	if busy {
 		return claim{}, fmt.Errorf("%s is being deleted by another delivery: %w: %w", key, ErrRetryLater, errBusy)
 	}
+	c.msg, c.taken = m, new(bool)
 	return c, nil
 }
 
@@ -722,7 +778,9 @@ func (e *Engine) delete(ctx context.Context, c claim, dry bool) (Outcome, error)
 	arm := func(ctx context.Context) error {
 		at := e.now()
 		var res lifecycle.ArmResult
-		_, err := update(ctx, e.cfg.Store, rec.Key(), func(cur *store.Snapshot, t *store.Task) (*store.Snapshot, error) {
+		// The claim, when not taken yet, is taken here: no wait between the
+		// two, and this is right before the DELETE.
+		_, err := e.change(ctx, c, true, func(cur *store.Snapshot, t *store.Task) (*store.Snapshot, error) {
 			next, r, err := e.cfg.Policy.ArmFor(cur, t, c.lease, seen, e.cfg.Lease, at)
 			res = r
 			return next, err
@@ -744,7 +802,7 @@ func (e *Engine) delete(ctx context.Context, c claim, dry bool) (Outcome, error)
 	disarm := func() {
 		sctx, cancel := settleContext(ctx)
 		defer cancel()
-		_, _ = update(sctx, e.cfg.Store, rec.Key(), func(cur *store.Snapshot, _ *store.Task) (*store.Snapshot, error) {
+		_, _ = e.change(sctx, c, false, func(cur *store.Snapshot, _ *store.Task) (*store.Snapshot, error) {
 			return e.cfg.Policy.DisarmFor(cur, c.lease, e.now())
 		})
 		seen.Fresh = true // Compute refused it: no DELETE is in effect
@@ -839,7 +897,7 @@ func (e *Engine) confirmGone(ctx context.Context, c claim, attempts int) (Outcom
 // redelivery, confirms it later instead of holding this request.
 func (e *Engine) pending(ctx context.Context, c claim, opName string, attempts int) (Outcome, error) {
 	at := e.now()
-	_, err := update(ctx, e.cfg.Store, c.rec.Key(), func(cur *store.Snapshot, _ *store.Task) (*store.Snapshot, error) {
+	_, err := e.change(ctx, c, false, func(cur *store.Snapshot, _ *store.Task) (*store.Snapshot, error) {
 		return e.cfg.Policy.AcceptFor(cur, c.lease, opName, at)
 	})
 	if err != nil {
@@ -851,7 +909,7 @@ func (e *Engine) pending(ctx context.Context, c claim, opName string, attempts i
 func (e *Engine) dryRun(ctx context.Context, rec *store.Snapshot) (Outcome, error) {
 	// Leave nothing claiming work that dry-run never does.
 	at := e.now()
-	_, err := update(ctx, e.cfg.Store, rec.Key(), func(cur *store.Snapshot, t *store.Task) (*store.Snapshot, error) {
+	_, err := update(ctx, e.cfg.Store, rec.Key(), rec.TaskKey(), func(cur *store.Snapshot, t *store.Task) (*store.Snapshot, error) {
 		if cur == nil || cur.State != store.CleanupPending {
 			return nil, nil
 		}
@@ -904,7 +962,7 @@ func (e *Engine) vanish(ctx context.Context, c claim, why string, attempts int) 
 func (e *Engine) record(ctx context.Context, c claim, res Result, why string, attempts int, tr func(cur *store.Snapshot, at time.Time) (*store.Snapshot, error)) (Outcome, error) {
 	at := e.now()
 	var final *store.Snapshot
-	_, err := update(ctx, e.cfg.Store, c.rec.Key(), func(cur *store.Snapshot, _ *store.Task) (*store.Snapshot, error) {
+	_, err := e.change(ctx, c, false, func(cur *store.Snapshot, _ *store.Task) (*store.Snapshot, error) {
 		next, err := tr(cur, at)
 		if next != nil {
 			next.Retries = cur.Retries + max(attempts-1, 0)
@@ -933,8 +991,12 @@ func (e *Engine) record(ctx context.Context, c claim, res Result, why string, at
 // DELETE may have gone out is not released (lifecycle.Release refuses it),
 // unless Compute said the delete definitely did not happen (definite).
 func (e *Engine) release(ctx context.Context, c claim, cause error, definite bool) error {
+	if !*c.taken {
+		// The claim was never taken: there is nothing to give back.
+		return cause
+	}
 	at := e.now()
-	_, err := update(ctx, e.cfg.Store, c.rec.Key(), func(cur *store.Snapshot, _ *store.Task) (*store.Snapshot, error) {
+	_, err := updateOnly(ctx, e.cfg.Store, c.rec.Key(), func(cur *store.Snapshot) (*store.Snapshot, error) {
 		return e.cfg.Policy.ReleaseFor(cur, c.lease, cause.Error(), string(gce.Classify(cause)), definite, at)
 	})
 	if err != nil {

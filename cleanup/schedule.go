@@ -13,6 +13,8 @@ import (
 // SnapshotStore is what scheduling needs from the registry.
 type SnapshotStore interface {
 	UpdateSnapshot(ctx context.Context, key store.Key, task store.TaskKey, fn store.SnapshotFunc) (*store.Snapshot, error)
+	UpdateSnapshotHint(ctx context.Context, key store.Key, hint store.TaskKey, fn store.SnapshotFunc) (*store.Snapshot, error)
+	UpdateSnapshotOnly(ctx context.Context, key store.Key, fn store.SnapshotFunc) (*store.Snapshot, error)
 	ListSnapshots(ctx context.Context, q store.Query) (store.Page, error)
 }
 
@@ -97,7 +99,7 @@ func (s *Scheduler) schedule(ctx context.Context, snaps []store.Snapshot, reason
 		if sn.Archived {
 			continue
 		}
-		u := &scheduleUnit{s: s, key: sn.Key(), reason: reason, redrive: redrive}
+		u := &scheduleUnit{s: s, key: sn.Key(), task: sn.TaskKey(), reason: reason, redrive: redrive}
 		units, sus = append(units, u), append(sus, u)
 	}
 	res, err := Executor{Concurrency: s.Concurrency}.Run(ctx, units)
@@ -120,6 +122,7 @@ func (s *Scheduler) schedule(ctx context.Context, snaps []store.Snapshot, reason
 type scheduleUnit struct {
 	s       *Scheduler
 	key     store.Key
+	task    store.TaskKey // the task the record named when listed (a hint)
 	reason  events.CleanupReason
 	redrive bool
 
@@ -135,7 +138,7 @@ func (u *scheduleUnit) Execute(ctx context.Context) error {
 	at := now(u.s.Now)
 	var msg *events.CleanupMessage
 	u.claimedAt, u.skipped, u.published = time.Time{}, "", false
-	_, err := u.s.Store.UpdateSnapshot(ctx, u.key, store.TaskKey{}, func(cur *store.Snapshot, t *store.Task) (*store.Snapshot, error) {
+	_, err := u.s.Store.UpdateSnapshotHint(ctx, u.key, u.task, func(cur *store.Snapshot, t *store.Task) (*store.Snapshot, error) {
 		msg, u.claimedAt = nil, time.Time{}
 		next, c, err := u.s.Policy.ClaimFor(cur, t, u.reason, u.redrive, at)
 		u.skipped, u.gaveUp = c.Skipped, next != nil && next.State == store.Failed
@@ -169,7 +172,7 @@ func (u *scheduleUnit) Rollback(ctx context.Context) error {
 		return nil
 	}
 	at := now(u.s.Now)
-	_, err := u.s.Store.UpdateSnapshot(ctx, u.key, store.TaskKey{}, func(cur *store.Snapshot, _ *store.Task) (*store.Snapshot, error) {
+	_, err := u.s.Store.UpdateSnapshotOnly(ctx, u.key, func(cur *store.Snapshot, _ *store.Task) (*store.Snapshot, error) {
 		return u.s.Policy.UnclaimFor(cur, u.claimedAt, at)
 	})
 	if err != nil {

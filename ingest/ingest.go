@@ -14,6 +14,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"go.opentelemetry.io/otel/metric"
@@ -28,17 +29,21 @@ import (
 type Registry interface {
 	cleanup.SnapshotStore
 	UpdateTask(ctx context.Context, key store.TaskKey, fn store.TaskFunc) (*store.Task, error)
+	ApplyTaskEvent(ctx context.Context, key store.TaskKey, eventID string, fn store.TaskFunc) (*store.Task, error)
 	UpdateSession(ctx context.Context, id string, fn store.SessionFunc) (*store.Session, error)
 	GetSession(ctx context.Context, id string) (*store.Session, error)
 	CreateSession(ctx context.Context, s *store.Session) (bool, error)
 	ListTasks(ctx context.Context, sessionID string, state store.TaskState) ([]store.Task, error)
 	Processed(ctx context.Context, eventID string) (hash string, found bool, err error)
 	MarkProcessed(ctx context.Context, eventID, hash string, at, expireAt time.Time) error
+	ApplySnapshotEvent(ctx context.Context, key store.Key, task store.TaskKey, mark store.Mark, fn store.SnapshotFunc) (*store.Snapshot, error)
 }
 
 // SessionJudge evaluates a session's cleanup outcome once its work is done.
+// session.completed judges at once (one judgement per event, not per
+// snapshot: no hot document).
 type SessionJudge interface {
-	JudgeSession(ctx context.Context, sessionID string) (store.Outcome, error)
+	JudgeNow(ctx context.Context, sessionID string) (store.Outcome, error)
 }
 
 // Processor applies events.
@@ -54,6 +59,30 @@ type Processor struct {
 	ProcessedTTL time.Duration
 	// Registered counts newly registered snapshots (optional).
 	Registered metric.Int64Counter
+
+	// known remembers sessions whose document exists (sessions are never
+	// deleted), so that their events skip the read that ensures it. It is
+	// only a saving: an instance that does not know a session reads it.
+	mu    sync.Mutex
+	known map[string]bool
+}
+
+// maxKnownSessions bounds Processor.known; past it the memory starts over.
+const maxKnownSessions = 10_000
+
+func (p *Processor) knownSession(id string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.known[id]
+}
+
+func (p *Processor) rememberSession(id string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.known == nil || len(p.known) >= maxKnownSessions {
+		p.known = make(map[string]bool)
+	}
+	p.known[id] = true
 }
 
 // Outcome says what applying an event did.
@@ -84,27 +113,45 @@ func (p *Processor) Apply(ctx context.Context, ev events.Event) (Outcome, error)
 		return Outcome{}, err
 	}
 	hash := ev.ContentHash()
-	seen, done, err := p.Store.Processed(ctx, ev.ID)
-	if err != nil {
-		return Outcome{}, err
-	}
-	if done {
-		if seen != "" && seen != hash {
-			return Outcome{}, &events.RejectError{Reason: events.ReasonConflictingDuplicate, Field: "id",
-				Detail: fmt.Sprintf("event id %q was already used by an event with other content", ev.ID)}
-		}
-		return Outcome{Duplicate: true, Note: "duplicate event"}, nil
+	ttl := p.ProcessedTTL
+	if ttl <= 0 {
+		ttl = 7 * 24 * time.Hour
 	}
 	var out Outcome
+	var err error
+	switch ev.Type {
+	case events.SnapshotCreated:
+		// One transaction registers the snapshot and marks the event
+		// processed; it refuses an event applied before without a read.
+		return p.snapshotCreated(ctx, ev, hash, ttl)
+	case events.TaskStarted, events.TaskCompleted, events.TaskFailed:
+		// The task's transaction reads the event's marker with the task.
+		out, err = p.task(ctx, ev)
+		var applied *store.ProcessedError
+		if errors.As(err, &applied) {
+			if applied.Hash != "" && applied.Hash != hash {
+				return Outcome{}, conflicting(ev)
+			}
+			return Outcome{Duplicate: true, Note: "duplicate event"}, nil
+		}
+	default:
+		seen, done, perr := p.Store.Processed(ctx, ev.ID)
+		if perr != nil {
+			return Outcome{}, perr
+		}
+		if done {
+			if seen != "" && seen != hash {
+				return Outcome{}, conflicting(ev)
+			}
+			return Outcome{Duplicate: true, Note: "duplicate event"}, nil
+		}
+	}
 	switch ev.Type {
 	case events.SessionStarted:
 		err = p.sessionStarted(ctx, ev)
 	case events.SessionCompleted:
 		out, err = p.sessionCompleted(ctx, ev)
 	case events.TaskStarted, events.TaskCompleted, events.TaskFailed:
-		out, err = p.task(ctx, ev)
-	case events.SnapshotCreated:
-		out, err = p.snapshotCreated(ctx, ev)
 	case events.SnapshotDeleted:
 		err = p.snapshotDeleted(ctx, ev)
 	default:
@@ -113,15 +160,17 @@ func (p *Processor) Apply(ctx context.Context, ev events.Event) (Outcome, error)
 	if err != nil {
 		return out, err
 	}
-	ttl := p.ProcessedTTL
-	if ttl <= 0 {
-		ttl = 7 * 24 * time.Hour
-	}
 	at := p.now()
 	if err := p.Store.MarkProcessed(ctx, ev.ID, hash, at, at.Add(ttl)); err != nil {
 		return out, err
 	}
 	return out, nil
+}
+
+// conflicting is the rejection of an event reusing the id of another.
+func conflicting(ev events.Event) error {
+	return &events.RejectError{Reason: events.ReasonConflictingDuplicate, Field: "id",
+		Detail: fmt.Sprintf("event id %q was already used by an event with other content", ev.ID)}
 }
 
 // admit applies the rules an event must pass before it may change
@@ -146,6 +195,17 @@ func (p *Processor) admit(ev events.Event) error {
 // session writes; later ones read, so the session document is not a
 // contention point for every task event.
 func (p *Processor) ensureSession(ctx context.Context, id string, at time.Time, moveBack bool) error {
+	if !moveBack && p.knownSession(id) {
+		return nil
+	}
+	if err := p.ensureSessionDoc(ctx, id, at, moveBack); err != nil {
+		return err
+	}
+	p.rememberSession(id)
+	return nil
+}
+
+func (p *Processor) ensureSessionDoc(ctx context.Context, id string, at time.Time, moveBack bool) error {
 	// A plain read first: for every event but a session's first, the
 	// session is there already and nothing is written.
 	cur, err := p.Store.GetSession(ctx, id)
@@ -228,7 +288,7 @@ func (p *Processor) sessionCompleted(ctx context.Context, ev events.Event) (Outc
 		return out, err
 	}
 	if p.Judge != nil {
-		outcome, err := p.Judge.JudgeSession(ctx, ev.SessionID)
+		outcome, err := p.Judge.JudgeNow(ctx, ev.SessionID)
 		if err != nil {
 			return out, err
 		}
@@ -247,17 +307,21 @@ func taskState(t events.Type) store.TaskState {
 	return store.TaskRunning
 }
 
+// task applies a task event. Its transaction refuses an event applied
+// before (*store.ProcessedError) before anything is written; the session
+// is ensured after it, so that a refused event creates nothing either (a
+// crash in between redelivers the event, whose marker is written last).
 func (p *Processor) task(ctx context.Context, ev events.Event) (Outcome, error) {
-	if err := p.ensureSession(ctx, ev.SessionID, ev.Time.UTC().Truncate(time.Microsecond), false); err != nil {
-		return Outcome{}, err
-	}
 	key := store.TaskKey{SessionID: ev.SessionID, TaskID: ev.TaskID}
 	st := taskState(ev.Type)
 	at := ev.Time.UTC().Truncate(time.Microsecond)
-	t, err := p.Store.UpdateTask(ctx, key, func(cur *store.Task) (*store.Task, error) {
+	t, err := p.Store.ApplyTaskEvent(ctx, key, ev.ID, func(cur *store.Task) (*store.Task, error) {
 		return joinTask(cur, ev, st, at, p.now()), nil
 	})
 	if err != nil {
+		return Outcome{}, err
+	}
+	if err := p.ensureSession(ctx, ev.SessionID, at, false); err != nil {
 		return Outcome{}, err
 	}
 	out := Outcome{Note: "task " + string(t.State)}
@@ -332,7 +396,7 @@ func (p *Processor) retainTask(ctx context.Context, t *store.Task) (int, error) 
 			if s.Archived {
 				continue
 			}
-			changed, err := p.retain(ctx, s.Key())
+			changed, err := p.retain(ctx, s.Key(), t.Key())
 			if err != nil {
 				return n, err
 			}
@@ -347,11 +411,12 @@ func (p *Processor) retainTask(ctx context.Context, t *store.Task) (int, error) 
 	}
 }
 
-// retain settles one snapshot after its task failed.
-func (p *Processor) retain(ctx context.Context, key store.Key) (bool, error) {
+// retain settles one snapshot after its task failed. The record is
+// expected to name the failed task (a hint: it is handed its own task).
+func (p *Processor) retain(ctx context.Context, key store.Key, task store.TaskKey) (bool, error) {
 	now := p.now()
 	changed := false
-	_, err := p.Store.UpdateSnapshot(ctx, key, store.TaskKey{}, func(cur *store.Snapshot, t *store.Task) (*store.Snapshot, error) {
+	_, err := p.Store.UpdateSnapshotHint(ctx, key, task, func(cur *store.Snapshot, t *store.Task) (*store.Snapshot, error) {
 		next, err := p.Policy.RetainFor(cur, t, now)
 		changed = next != nil
 		return next, err
@@ -359,7 +424,13 @@ func (p *Processor) retain(ctx context.Context, key store.Key) (bool, error) {
 	return changed, err
 }
 
-func (p *Processor) snapshotCreated(ctx context.Context, ev events.Event) (Outcome, error) {
+// snapshotCreated registers the snapshot and marks the event processed in
+// one transaction (store.ApplySnapshotEvent): an event applied before is
+// refused by the marker's precondition, without a read. The cleanup of a
+// snapshot whose task already succeeded (events out of order) is derived
+// from the state, so that a redelivery after a failed publish, refused as
+// applied, still schedules it.
+func (p *Processor) snapshotCreated(ctx context.Context, ev events.Event, hash string, ttl time.Duration) (Outcome, error) {
 	if err := p.ensureSession(ctx, ev.SessionID, ev.Time.UTC().Truncate(time.Microsecond), false); err != nil {
 		return Outcome{}, err
 	}
@@ -370,24 +441,39 @@ func (p *Processor) snapshotCreated(ctx context.Context, ev events.Event) (Outco
 		SourceDisk: ev.Snapshot.SourceDisk, Retention: ev.Snapshot.Retention, ComputeID: ev.Snapshot.ID}
 	var reg lifecycle.Registered
 	var taskDone bool
-	rec, err := p.Store.UpdateSnapshot(ctx, key, tk, func(cur *store.Snapshot, t *store.Task) (*store.Snapshot, error) {
-		taskDone = t != nil && t.State == store.TaskSucceeded
+	var seen *store.Snapshot
+	mark := store.Mark{EventID: ev.ID, Hash: hash, At: now, ExpireAt: now.Add(ttl)}
+	rec, err := p.Store.ApplySnapshotEvent(ctx, key, tk, mark, func(cur *store.Snapshot, t *store.Task) (*store.Snapshot, error) {
+		taskDone, seen = t != nil && t.State == store.TaskSucceeded, cur
 		next, r, err := p.Policy.RegisterReport(cur, t, report, now)
 		reg = r
 		return next, err
 	})
-	if err != nil {
+	var applied *store.ProcessedError
+	dup := errors.As(err, &applied)
+	switch {
+	case dup && applied.Hash != "" && applied.Hash != hash:
+		return Outcome{}, conflicting(ev)
+	case dup:
+		// Applied before: the record as stored is the event's result.
+		rec, reg = seen, lifecycle.Registered{}
+	case err != nil:
 		return Outcome{}, err
 	}
 	if reg.New && p.Registered != nil {
 		p.Registered.Add(ctx, 1)
 	}
+	out := Outcome{Duplicate: dup, Note: reg.Note}
+	if dup {
+		out.Note = "duplicate event"
+	}
 	// If the task already succeeded (events out of order), clean up now.
 	if taskDone && rec != nil && rec.TaskID == ev.TaskID && (rec.State == store.Active || rec.State == store.CleanupPending) {
 		res, err := p.Scheduler.Schedule(ctx, []store.Snapshot{*rec}, events.ReasonTaskCompleted)
-		return Outcome{Scheduled: res.Published, Note: reg.Note + "; " + string(rec.State)}, err
+		out.Scheduled, out.Note = res.Published, out.Note+"; "+string(rec.State)
+		return out, err
 	}
-	return Outcome{Note: reg.Note}, nil
+	return out, nil
 }
 
 func (p *Processor) snapshotDeleted(ctx context.Context, ev events.Event) error {

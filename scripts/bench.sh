@@ -41,6 +41,7 @@ cleanup_cmd="go test -run '^\$' -bench '^BenchmarkCleanupThroughput\$' -benchtim
 ingest_cmd="go test -run '^\$' -bench '^BenchmarkIngest\$' -benchtime 1x -count 1 -timeout 60m ./cmd/snapsweep/"
 sweep_cmd="go test -run '^\$' -bench '^BenchmarkSweepReads\$' -benchtime 1x -count 1 -timeout 60m ./sweep/"
 load_cmd="go test -run '^\$' -bench '^BenchmarkLoadBurst\$' -benchtime 1x -count 1 -timeout 10m ./cmd/snapsweep/"
+judge_cmd="go test -run '^\$' -bench '^BenchmarkSessionJudgement\$' -benchtime 1x -count 1 -timeout 30m ./cleanup/"
 
 step "build the test binaries (not timed)"
 go test -c -o "$work/" ./cleanup/ ./cmd/snapsweep/
@@ -67,6 +68,7 @@ run cleanup "$cleanup_cmd" || failed=1
 run ingest "$ingest_cmd" || failed=1
 run sweep "$sweep_cmd" || failed=1
 run load "$load_cmd" || failed=1
+run judge "$judge_cmd" || failed=1
 step "scripts/bench-process.sh"
 bash scripts/bench-process.sh 5 >"$work/process.md" || failed=1
 
@@ -134,6 +136,7 @@ i="$work/ingest.txt"
 	echo "$ingest_cmd"
 	echo "$sweep_cmd"
 	echo "$load_cmd"
+	echo "$judge_cmd"
 	echo "scripts/bench-process.sh"
 	echo '```'
 	echo
@@ -233,6 +236,27 @@ i="$work/ingest.txt"
 	echo
 	echo '```'
 	grep -E '^(Benchmark|    bench_test)' "$work/sweep.txt" || true
+	echo '```'
+	echo
+	echo "## Session judgement (\`BenchmarkSessionJudgement\`, ./cleanup) — $(status_of judge)"
+	echo
+	echo "A completed session of 2,000 snapshots, all finishing at once (32 at a time), each"
+	echo "followed by the judgement the engine asks for, against the Firestore emulator; only the"
+	echo "judge's client is counted, so every write is a write of the session document (commit"
+	echo "attempts, aborted ones included). \`every-snapshot\` judges at once after each snapshot"
+	echo "(the engine before issue 14), \`debounced\` is the engine's judgement now (one verdict per"
+	echo "session per 10 s; the sweep's judgement, run after the burst, settles the verdict). A burst"
+	echo "still running after 3 minutes is stopped there."
+	echo
+	echo "| Mode | Snapshots finished | Session txns | Session writes | Writes/s | Aborted | Burst s |"
+	echo "|---|---|---|---|---|---|---|"
+	for m in every-snapshot debounced; do
+		b="BenchmarkSessionJudgement/$m"
+		echo "| $m | $(fmt "$(metric "$work/judge.txt" "$b" snapshots)" 0) | $(fmt "$(metric "$work/judge.txt" "$b" session-txns)" 0) | $(fmt "$(metric "$work/judge.txt" "$b" session-writes)" 0) | $(fmt "$(metric "$work/judge.txt" "$b" session-writes/s)" 2) | $(fmt "$(metric "$work/judge.txt" "$b" aborted)" 0) | $(fmt "$(metric "$work/judge.txt" "$b" burst-s)" 1) |"
+	done
+	echo
+	echo '```'
+	grep -E '^(Benchmark|    session_bench_test)' "$work/judge.txt" || true
 	echo '```'
 	echo
 	echo "## Load burst (\`BenchmarkLoadBurst\`, ./cmd/snapsweep) — $(status_of load)"

@@ -106,44 +106,101 @@ func (f *Firestore) GetSnapshot(ctx context.Context, key Key) (*Snapshot, error)
 // UpdateSnapshot runs fn in a transaction on the snapshot record and its
 // task. The task is task when given, else the one the current record names.
 // It returns the record as written (or as read, when fn wrote nothing).
+// A given task is read with the record in one round trip.
 func (f *Firestore) UpdateSnapshot(ctx context.Context, key Key, task TaskKey, fn SnapshotFunc) (*Snapshot, error) {
+	return f.updateSnapshot(ctx, key, taskRead{key: task, given: task.TaskID != ""}, nil, fn)
+}
+
+// UpdateSnapshotHint is UpdateSnapshot handing fn the task the current
+// record names (the given one only when there is no record). The hint, the
+// task the caller expects the record to name, is read with the record in
+// one round trip; a record naming another task costs one more read.
+func (f *Firestore) UpdateSnapshotHint(ctx context.Context, key Key, hint TaskKey, fn SnapshotFunc) (*Snapshot, error) {
+	return f.updateSnapshot(ctx, key, taskRead{key: hint}, nil, fn)
+}
+
+// UpdateSnapshotOnly is UpdateSnapshot for transitions that do not look at
+// the task: fn is handed nil, and only the record is read.
+func (f *Firestore) UpdateSnapshotOnly(ctx context.Context, key Key, fn SnapshotFunc) (*Snapshot, error) {
+	return f.updateSnapshot(ctx, key, taskRead{none: true}, nil, fn)
+}
+
+// ApplySnapshotEvent is UpdateSnapshot (with the given task) that also
+// records the event as processed in the same commit, with a
+// does-not-exist precondition instead of a read: an event applied before
+// makes the commit fail, nothing is written, and the error is a
+// *ProcessedError with the hash the event was applied with.
+func (f *Firestore) ApplySnapshotEvent(ctx context.Context, key Key, task TaskKey, mark Mark, fn SnapshotFunc) (*Snapshot, error) {
+	out, err := f.updateSnapshot(ctx, key, taskRead{key: task, given: true}, &mark, fn)
+	if err == nil || !(status.Code(err) == codes.AlreadyExists || status.Code(err) == codes.FailedPrecondition ||
+		errors.Is(err, ErrUnavailable)) {
+		return out, err
+	}
+	// The marker may exist: an event applied before. Anything else was a
+	// failure of its own, reported as such.
+	hash, found, perr := f.Processed(ctx, mark.EventID)
+	if perr != nil || !found {
+		return nil, err
+	}
+	return nil, &ProcessedError{EventID: mark.EventID, Hash: hash}
+}
+
+// taskRead says which task a snapshot transaction reads for its function.
+type taskRead struct {
+	key TaskKey
+	// given: key is the task to hand over, whatever the record names;
+	// otherwise key is a hint and the record's own task is handed over.
+	given bool
+	// none: no task is read.
+	none bool
+}
+
+func (f *Firestore) updateSnapshot(ctx context.Context, key Key, tr taskRead, mark *Mark, fn SnapshotFunc) (*Snapshot, error) {
 	ref := f.col(CollectionSnapshots).Doc(key.ID())
 	var out *Snapshot
 	err := f.client.RunTransaction(ctx, func(ctx context.Context, tx *firestore.Transaction) error {
 		out = nil
-		var cur *Snapshot
-		doc, err := tx.Get(ref)
-		switch {
-		case isNotFound(err):
-		case err != nil:
+		refs := []*firestore.DocumentRef{ref}
+		if !tr.none && tr.key.TaskID != "" {
+			refs = append(refs, f.col(CollectionTasks).Doc(tr.key.ID()))
+		}
+		docs, err := tx.GetAll(refs)
+		if err != nil {
 			return err
-		default:
+		}
+		var cur *Snapshot
+		if docs[0].Exists() {
 			cur = new(Snapshot)
-			if err := doc.DataTo(cur); err != nil {
+			if err := docs[0].DataTo(cur); err != nil {
 				return fmt.Errorf("decode snapshot: %w", err)
 			}
 		}
-		tk := task
-		if tk.TaskID == "" && cur != nil {
-			tk = cur.TaskKey()
-		}
 		var t *Task
-		if tk.TaskID != "" {
-			tdoc, err := tx.Get(f.col(CollectionTasks).Doc(tk.ID()))
-			switch {
-			case isNotFound(err):
-			case err != nil:
+		tdoc := (*firestore.DocumentSnapshot)(nil)
+		if len(docs) > 1 {
+			tdoc = docs[1]
+		}
+		if !tr.none && !tr.given && cur != nil && cur.TaskID != "" && cur.TaskKey() != tr.key {
+			// The record names another task than the hint: read that one.
+			tdoc, err = tx.Get(f.col(CollectionTasks).Doc(cur.TaskKey().ID()))
+			if err != nil && !isNotFound(err) {
 				return err
-			default:
-				t = new(Task)
-				if err := tdoc.DataTo(t); err != nil {
-					return fmt.Errorf("decode task: %w", err)
-				}
+			}
+		}
+		if tdoc != nil && tdoc.Exists() {
+			t = new(Task)
+			if err := tdoc.DataTo(t); err != nil {
+				return fmt.Errorf("decode task: %w", err)
 			}
 		}
 		next, err := fn(cur, t)
 		if err != nil {
 			return err
+		}
+		if mark != nil {
+			if err := tx.Create(f.col(CollectionProcessed).Doc(processedID(mark.EventID)), mark.doc()); err != nil {
+				return err
+			}
 		}
 		if next == nil {
 			out = cur
@@ -163,6 +220,9 @@ func (f *Firestore) UpdateSnapshot(ctx context.Context, key Key, task TaskKey, f
 		return tx.Set(ref, next)
 	})
 	if err != nil {
+		if mark != nil && (status.Code(err) == codes.AlreadyExists || status.Code(err) == codes.FailedPrecondition) {
+			return nil, err
+		}
 		return nil, classify("update snapshot "+key.String(), err)
 	}
 	return out, nil
@@ -323,6 +383,54 @@ func (f *Firestore) UpdateTask(ctx context.Context, key TaskKey, fn TaskFunc) (*
 	return out, nil
 }
 
+// ApplyTaskEvent is UpdateTask for an event that must not have been applied
+// before: the event's processed marker is read with the task in one round
+// trip, and if it exists nothing is written and the error is a
+// *ProcessedError. (The marker itself is written by MarkProcessed once the
+// event's work is done.)
+func (f *Firestore) ApplyTaskEvent(ctx context.Context, key TaskKey, eventID string, fn TaskFunc) (*Task, error) {
+	ref := f.col(CollectionTasks).Doc(key.ID())
+	var out *Task
+	var applied *ProcessedError
+	err := f.client.RunTransaction(ctx, func(ctx context.Context, tx *firestore.Transaction) error {
+		out, applied = nil, nil
+		docs, err := tx.GetAll([]*firestore.DocumentRef{ref, f.col(CollectionProcessed).Doc(processedID(eventID))})
+		if err != nil {
+			return err
+		}
+		if docs[1].Exists() {
+			h, _ := docs[1].Data()["hash"].(string)
+			applied = &ProcessedError{EventID: eventID, Hash: h}
+			return nil
+		}
+		var cur *Task
+		if docs[0].Exists() {
+			cur = new(Task)
+			if err := docs[0].DataTo(cur); err != nil {
+				return fmt.Errorf("decode task: %w", err)
+			}
+		}
+		next, err := fn(cur)
+		if err != nil {
+			return err
+		}
+		if next == nil {
+			out = cur
+			return nil
+		}
+		next.SessionID, next.TaskID = key.SessionID, key.TaskID
+		out = next
+		return tx.Set(ref, next)
+	})
+	if err != nil {
+		return nil, classify("update task", err)
+	}
+	if applied != nil {
+		return nil, applied
+	}
+	return out, nil
+}
+
 // ListTasks returns the tasks of a session in a state, all pages.
 func (f *Firestore) ListTasks(ctx context.Context, sessionID string, state TaskState) ([]Task, error) {
 	it := f.col(CollectionTasks).Where("sessionId", "==", sessionID).Where("state", "==", string(state)).Documents(ctx)
@@ -437,6 +545,16 @@ func (f *Firestore) ListSessionsByOutcome(ctx context.Context, outcome Outcome, 
 	return getAll[Session](ctx, f.col(CollectionSessions).Where("outcome", "==", string(outcome)).Limit(limit), "list sessions by outcome")
 }
 
+// ListSessionsJudgedSince returns up to limit sessions whose verdict was
+// written at or after since, the most recent first (the sweep judges them
+// again: the engine's judgements are debounced).
+func (f *Firestore) ListSessionsJudgedSince(ctx context.Context, since time.Time, limit int) ([]Session, error) {
+	if limit <= 0 {
+		limit = 100
+	}
+	return getAll[Session](ctx, f.col(CollectionSessions).Where("outcomeAt", ">=", since).OrderBy("outcomeAt", firestore.Desc).Limit(limit), "list recently judged sessions")
+}
+
 // AddRejected records a message that can never be processed. Recording the
 // same message twice keeps the first record.
 func (f *Firestore) AddRejected(ctx context.Context, r Rejected) error {
@@ -461,13 +579,34 @@ func processedID(eventID string) string {
 	return hex.EncodeToString(sum[:])
 }
 
+// Mark is the processed-event marker of an event applied in one snapshot
+// transaction (ApplySnapshotEvent).
+type Mark struct {
+	EventID, Hash string
+	// At is when it was applied; ExpireAt when the marker expires (TTL).
+	At, ExpireAt time.Time
+}
+
+func (m *Mark) doc() map[string]any {
+	return map[string]any{"eventId": m.EventID, "hash": m.Hash, "at": m.At, TTLField: m.ExpireAt}
+}
+
+// ProcessedError says that an event was applied before (its marker
+// exists): nothing was written.
+type ProcessedError struct {
+	EventID string
+	// Hash is the content hash the event was applied with.
+	Hash string
+}
+
+func (e *ProcessedError) Error() string { return fmt.Sprintf("event %q was applied before", e.EventID) }
+
 // MarkProcessed records that an event was fully applied, with the hash of
 // its content, so that a redelivery can be acknowledged without work and a
 // different event reusing the id is told apart. It expires at expireAt.
 func (f *Firestore) MarkProcessed(ctx context.Context, eventID, hash string, at, expireAt time.Time) error {
-	_, err := f.col(CollectionProcessed).Doc(processedID(eventID)).Set(ctx, map[string]any{
-		"eventId": eventID, "hash": hash, "at": at, TTLField: expireAt,
-	})
+	m := Mark{EventID: eventID, Hash: hash, At: at, ExpireAt: expireAt}
+	_, err := f.col(CollectionProcessed).Doc(processedID(eventID)).Set(ctx, m.doc())
 	return classify("mark event processed", err)
 }
 

@@ -51,20 +51,70 @@ func (m *Memory) GetSnapshot(_ context.Context, key Key) (*Snapshot, error) {
 func (m *Memory) UpdateSnapshot(_ context.Context, key Key, task TaskKey, fn SnapshotFunc) (*Snapshot, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	return m.updateSnapshot(key, taskRead{key: task, given: task.TaskID != ""}, fn)
+}
+
+// UpdateSnapshotHint hands fn the task the record names (the hint when
+// there is no record), as Firestore does.
+func (m *Memory) UpdateSnapshotHint(_ context.Context, key Key, hint TaskKey, fn SnapshotFunc) (*Snapshot, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.updateSnapshot(key, taskRead{key: hint}, fn)
+}
+
+// UpdateSnapshotOnly hands fn no task.
+func (m *Memory) UpdateSnapshotOnly(_ context.Context, key Key, fn SnapshotFunc) (*Snapshot, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.updateSnapshot(key, taskRead{none: true}, fn)
+}
+
+// ApplySnapshotEvent is UpdateSnapshot that records the event as
+// processed in the same transaction, or returns *ProcessedError (writing
+// nothing) when it was applied before.
+func (m *Memory) ApplySnapshotEvent(_ context.Context, key Key, task TaskKey, mark Mark, fn SnapshotFunc) (*Snapshot, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if h, ok := m.processed[mark.EventID]; ok {
+		// Firestore runs fn before its commit fails: so does this.
+		if _, err := m.dryRun(key, task, fn); err != nil {
+			return nil, err
+		}
+		return nil, &ProcessedError{EventID: mark.EventID, Hash: h}
+	}
+	out, err := m.updateSnapshot(key, taskRead{key: task, given: true}, fn)
+	if err == nil {
+		m.processed[mark.EventID] = mark.Hash
+	}
+	return out, err
+}
+
+// dryRun runs fn on the record as it is, writing nothing.
+func (m *Memory) dryRun(key Key, task TaskKey, fn SnapshotFunc) (*Snapshot, error) {
+	cur, t := m.read(key, taskRead{key: task, given: true})
+	return fn(cur, t)
+}
+
+func (m *Memory) read(key Key, tr taskRead) (*Snapshot, *Task) {
 	var cur *Snapshot
 	if s, ok := m.snapshots[key.ID()]; ok {
 		cur = &s
 	}
-	tk := task
-	if tk.TaskID == "" && cur != nil {
+	tk := tr.key
+	if !tr.given && cur != nil && cur.TaskID != "" {
 		tk = cur.TaskKey()
 	}
 	var t *Task
-	if tk.TaskID != "" {
+	if !tr.none && tk.TaskID != "" {
 		if x, ok := m.tasks[tk.ID()]; ok {
 			t = &x
 		}
 	}
+	return cur, t
+}
+
+func (m *Memory) updateSnapshot(key Key, tr taskRead, fn SnapshotFunc) (*Snapshot, error) {
+	cur, t := m.read(key, tr)
 	var snapCopy *Snapshot
 	if cur != nil {
 		c := *cur
@@ -219,6 +269,18 @@ func (m *Memory) UpdateTask(_ context.Context, key TaskKey, fn TaskFunc) (*Task,
 	return out, nil
 }
 
+// ApplyTaskEvent is UpdateTask for an event not applied before: if the
+// event's marker exists it writes nothing and returns *ProcessedError.
+func (m *Memory) ApplyTaskEvent(ctx context.Context, key TaskKey, eventID string, fn TaskFunc) (*Task, error) {
+	m.mu.Lock()
+	h, ok := m.processed[eventID]
+	m.mu.Unlock()
+	if ok {
+		return nil, &ProcessedError{EventID: eventID, Hash: h}
+	}
+	return m.UpdateTask(ctx, key, fn)
+}
+
 // ListTasks returns the tasks of a session in a state.
 func (m *Memory) ListTasks(_ context.Context, sessionID string, state TaskState) ([]Task, error) {
 	m.mu.Lock()
@@ -314,6 +376,24 @@ func (m *Memory) ListSessionsByOutcome(_ context.Context, outcome Outcome, limit
 	}
 	slices.SortFunc(out, func(a, b Session) int { return cmp.Compare(a.SessionID, b.SessionID) })
 	return out, nil
+}
+
+// ListSessionsJudgedSince returns up to limit sessions whose verdict was
+// written at or after since, the most recent first.
+func (m *Memory) ListSessionsJudgedSince(_ context.Context, since time.Time, limit int) ([]Session, error) {
+	if limit <= 0 {
+		limit = 100
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []Session
+	for _, s := range m.sessions {
+		if !s.OutcomeAt.IsZero() && !s.OutcomeAt.Before(since) {
+			out = append(out, s)
+		}
+	}
+	slices.SortFunc(out, func(a, b Session) int { return b.OutcomeAt.Compare(a.OutcomeAt) })
+	return out[:min(len(out), limit)], nil
 }
 
 // AddRejected records a rejected message; the first record of an id stays.

@@ -58,5 +58,6 @@ func QueryShapes() []QueryShape {
 		{Name: "health-by-time", Collection: CollectionHealth, Fields: []IndexField{desc("at")}},
 		{Name: "sessions-by-started", Collection: CollectionSessions, Fields: []IndexField{desc("startedAt")}},
 		{Name: "sessions-by-outcome", Collection: CollectionSessions, Fields: []IndexField{asc("outcome")}},
+		{Name: "sessions-by-judged", Collection: CollectionSessions, Fields: []IndexField{desc("outcomeAt")}},
 	}
 }

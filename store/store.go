@@ -324,7 +324,10 @@ type Session struct {
 	StartedAt   time.Time    `firestore:"startedAt" json:"startedAt,omitzero"`
 	CompletedAt time.Time    `firestore:"completedAt,omitempty" json:"completedAt,omitzero"`
 	Outcome     Outcome      `firestore:"outcome,omitempty" json:"outcome,omitempty"`
-	OutcomeAt   time.Time    `firestore:"outcomeAt,omitempty" json:"outcomeAt,omitzero"`
+	// OutcomeAt is when the verdict was last written: the judge writes at
+	// most one per interval, and the sweep judges again the sessions
+	// whose verdict is younger than its window.
+	OutcomeAt time.Time `firestore:"outcomeAt,omitempty" json:"outcomeAt,omitzero"`
 	// Deleted and Failed are the counts the outcome was judged on.
 	Deleted   int64     `firestore:"deleted,omitempty" json:"deleted,omitempty"`
 	Failed    int64     `firestore:"failed,omitempty" json:"failed,omitempty"`
@@ -383,18 +386,23 @@ type Registry interface {
 	Ping(ctx context.Context) error
 	GetSnapshot(ctx context.Context, key Key) (*Snapshot, error)
 	UpdateSnapshot(ctx context.Context, key Key, task TaskKey, fn SnapshotFunc) (*Snapshot, error)
+	UpdateSnapshotHint(ctx context.Context, key Key, hint TaskKey, fn SnapshotFunc) (*Snapshot, error)
+	UpdateSnapshotOnly(ctx context.Context, key Key, fn SnapshotFunc) (*Snapshot, error)
+	ApplySnapshotEvent(ctx context.Context, key Key, task TaskKey, mark Mark, fn SnapshotFunc) (*Snapshot, error)
 	PutSnapshot(ctx context.Context, s *Snapshot) error
 	ListSnapshots(ctx context.Context, q Query) (Page, error)
 	CountSnapshots(ctx context.Context, q Query) (int64, error)
 	CountByState(ctx context.Context) (map[State]int64, error)
 	GetTask(ctx context.Context, key TaskKey) (*Task, error)
 	UpdateTask(ctx context.Context, key TaskKey, fn TaskFunc) (*Task, error)
+	ApplyTaskEvent(ctx context.Context, key TaskKey, eventID string, fn TaskFunc) (*Task, error)
 	ListTasks(ctx context.Context, sessionID string, state TaskState) ([]Task, error)
 	GetSession(ctx context.Context, id string) (*Session, error)
 	UpdateSession(ctx context.Context, id string, fn SessionFunc) (*Session, error)
 	CreateSession(ctx context.Context, s *Session) (bool, error)
 	ListSessions(ctx context.Context, limit int) ([]Session, error)
 	ListSessionsByOutcome(ctx context.Context, outcome Outcome, limit int) ([]Session, error)
+	ListSessionsJudgedSince(ctx context.Context, since time.Time, limit int) ([]Session, error)
 	AddRejected(ctx context.Context, r Rejected) error
 	ListRejected(ctx context.Context, limit int) ([]Rejected, error)
 	MarkProcessed(ctx context.Context, eventID, hash string, at, expireAt time.Time) error

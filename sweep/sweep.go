@@ -39,6 +39,13 @@ type Store interface {
 	GetSession(ctx context.Context, id string) (*store.Session, error)
 	Ping(ctx context.Context) error
 	ListSessionsByOutcome(ctx context.Context, outcome store.Outcome, limit int) ([]store.Session, error)
+	ListSessionsJudgedSince(ctx context.Context, since time.Time, limit int) ([]store.Session, error)
+}
+
+// SessionJudge judges a session's cleanup outcome at once
+// (cleanup.Judge.JudgeNow).
+type SessionJudge interface {
+	JudgeNow(ctx context.Context, sessionID string) (store.Outcome, error)
 }
 
 // Compute is what the sweep needs from the Compute API.
@@ -57,9 +64,16 @@ type Config struct {
 	// Policy holds the rules (allowlist, orphan grace and TTL, re-drive
 	// bound): the sweep decides nothing itself.
 	Policy lifecycle.Policy
-	// Judge re-judges completed sessions whose outcome is still pending
-	// (a judgement lost to a crash or a race is redone here). Optional.
-	Judge cleanup.SessionJudge
+	// Judge re-judges completed sessions whose outcome is still pending or
+	// was written within RejudgeWindow: a judgement lost to a crash or a
+	// race, or skipped by the engine's debounce (cleanup.Judge), is made up
+	// here. Optional.
+	Judge SessionJudge
+	// RejudgeWindow is how far back a written verdict is judged again
+	// (default 2h). It must exceed the time between two sweeps plus the
+	// judge's interval, so that every skipped judgement falls in some
+	// sweep's window.
+	RejudgeWindow time.Duration
 
 	Projects     []string
 	SessionLabel string
@@ -635,7 +649,12 @@ func (s *Sweeper) redriveDeleting(ctx context.Context, rep *Report, rec store.Sn
 	return true, nil
 }
 
-// sessions re-judges completed sessions whose outcome is still pending.
+// sessions re-judges completed sessions whose outcome is still pending, and
+// those whose verdict was written within RejudgeWindow: the engine's
+// judgements are debounced (at most one verdict per session per
+// cleanup.Judge.Interval), so the last deletions of a session finishing
+// together may leave a verdict that does not count them yet. A session
+// judged again with nothing new writes nothing, and leaves the window.
 func (s *Sweeper) sessions(ctx context.Context, rep *Report) error {
 	if s.cfg.Judge == nil || rep.DryRun {
 		return nil
@@ -645,12 +664,23 @@ func (s *Sweeper) sessions(ctx context.Context, rep *Report) error {
 		return err
 	}
 	rep.Reads += max(len(pending), 1)
+	window := s.cfg.RejudgeWindow
+	if window <= 0 {
+		window = 2 * time.Hour
+	}
+	recent, err := s.cfg.Store.ListSessionsJudgedSince(ctx, s.now().Add(-window), 500)
+	if err != nil {
+		return err
+	}
+	rep.Reads += max(len(recent), 1)
+	seen := make(map[string]bool, len(pending)+len(recent))
 	var errs []error
-	for _, sess := range pending {
-		if sess.State != store.SessionCompleted {
+	for _, sess := range append(pending, recent...) {
+		if sess.State != store.SessionCompleted || seen[sess.SessionID] {
 			continue
 		}
-		v, err := s.cfg.Judge.JudgeSession(ctx, sess.SessionID)
+		seen[sess.SessionID] = true
+		v, err := s.cfg.Judge.JudgeNow(ctx, sess.SessionID)
 		if err != nil {
 			errs = append(errs, err)
 			continue

@@ -466,3 +466,46 @@ func TestSweepRejudgesPendingSessions(t *testing.T) {
 		t.Errorf("session after sweep: %s with %d deleted (report %v); want cleaned with 3", got.Outcome, got.Deleted, rep.Sessions)
 	}
 }
+
+// TestSweepSettlesVerdictsTheEngineSkipped: the engine's judgements are
+// debounced, so a failure finishing within the judge's interval after a
+// "cleaned" verdict leaves that verdict stale; the sweep's judgement of
+// recently judged sessions must turn it into cleanup_failed.
+func TestSweepSettlesVerdictsTheEngineSkipped(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	ctx := context.Background()
+	f.put(t, "done-0", store.Deleted, store.TaskSucceeded, t0)
+	if _, err := f.store.UpdateSession(ctx, "s1", func(*store.Session) (*store.Session, error) {
+		return &store.Session{State: store.SessionCompleted, StartedAt: t0, CompletedAt: t0, Outcome: store.OutcomePending}, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	judge := &cleanup.Judge{Store: f.store, Tolerance: 0.05, Now: f.clock}
+	if _, err := judge.JudgeSession(ctx, "s1"); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := f.store.GetSession(ctx, "s1"); got.Outcome != store.OutcomeCleaned {
+		t.Fatalf("first judgement: %+v, want cleaned", got)
+	}
+	// A snapshot reported late fails within the interval: its judgement
+	// is skipped, and the verdict is no longer pending.
+	f.put(t, "late", store.Failed, store.TaskSucceeded, t0)
+	if v, err := judge.JudgeSession(ctx, "s1"); err != nil || v != "" {
+		t.Fatalf("judgement within the interval: %q, %v; want it skipped", v, err)
+	}
+	if got, _ := f.store.GetSession(ctx, "s1"); got.Failed != 0 {
+		t.Fatalf("the skipped judgement wrote: %+v", got)
+	}
+	if _, err := f.sweeper(func(c *sweep.Config) { c.Judge = judge }).Run(ctx, false, ""); err != nil {
+		t.Fatal(err)
+	}
+	got, err := f.store.GetSession(ctx, "s1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := store.Session{Outcome: store.OutcomeCleanupFailed, Deleted: 1, Failed: 1}
+	if diff := cmp.Diff(want, store.Session{Outcome: got.Outcome, Deleted: got.Deleted, Failed: got.Failed}); diff != "" {
+		t.Errorf("session after the sweep (-want +got):\n%s", diff)
+	}
+}

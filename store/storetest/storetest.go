@@ -86,6 +86,86 @@ func Run(t *testing.T, newStore func(t *testing.T) Store) {
 		}
 	})
 
+	t.Run("UpdateSnapshotHandsTheRightTask", func(t *testing.T) {
+		t.Parallel()
+		ctx := context.Background()
+		s := newStore(t)
+		key := store.Key{Project: "proj-a", Name: "snap-h"}
+		mustPut(t, s, snap("proj-a", "snap-h", "s1", "t-own", store.Active, t0.Add(time.Hour)))
+		for _, id := range []string{"t-own", "t-other"} {
+			if _, err := s.UpdateTask(ctx, store.TaskKey{SessionID: "s1", TaskID: id}, func(*store.Task) (*store.Task, error) {
+				return &store.Task{State: store.TaskSucceeded, UpdatedAt: t0}, nil
+			}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		seen := func(cur *store.Snapshot, task *store.Task) string {
+			if task == nil {
+				return "no task"
+			}
+			return task.TaskID
+		}
+		var got []string
+		for _, hint := range []string{"t-own", "t-other", ""} {
+			if _, err := s.UpdateSnapshotHint(ctx, key, store.TaskKey{SessionID: "s1", TaskID: hint}, func(cur *store.Snapshot, task *store.Task) (*store.Snapshot, error) {
+				got = append(got, seen(cur, task))
+				return nil, nil
+			}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := s.UpdateSnapshotOnly(ctx, key, func(cur *store.Snapshot, task *store.Task) (*store.Snapshot, error) {
+			got = append(got, seen(cur, task))
+			return nil, nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		// A hint is a guess: the record's own task is handed over whatever it is.
+		if diff := cmp.Diff([]string{"t-own", "t-own", "t-own", "no task"}, got); diff != "" {
+			t.Errorf("tasks handed over (-want +got):\n%s", diff)
+		}
+	})
+
+	t.Run("ApplySnapshotEventMarksInTheSameCommit", func(t *testing.T) {
+		t.Parallel()
+		ctx := context.Background()
+		s := newStore(t)
+		key := store.Key{Project: "proj-a", Name: "snap-m"}
+		tk := store.TaskKey{SessionID: "s1", TaskID: "t1"}
+		mark := store.Mark{EventID: "ev-1", Hash: "h1", At: t0, ExpireAt: t0.Add(time.Hour)}
+		register := func(st store.State) func(*store.Snapshot, *store.Task) (*store.Snapshot, error) {
+			return func(cur *store.Snapshot, _ *store.Task) (*store.Snapshot, error) {
+				return snap("proj-a", "snap-m", "s1", "t1", st, t0.Add(time.Hour)), nil
+			}
+		}
+		if _, err := s.ApplySnapshotEvent(ctx, key, tk, mark, register(store.Active)); err != nil {
+			t.Fatal(err)
+		}
+		if h, ok, err := s.Processed(ctx, "ev-1"); err != nil || !ok || h != "h1" {
+			t.Fatalf("marker after the event: %q, %v, %v; want h1", h, ok, err)
+		}
+		// Applied again (a redelivery, or another event reusing the id):
+		// nothing is written, and the stored hash is reported.
+		mark.Hash = "h2"
+		_, err := s.ApplySnapshotEvent(ctx, key, tk, mark, register(store.Held))
+		var pe *store.ProcessedError
+		if !errors.As(err, &pe) || pe.Hash != "h1" {
+			t.Fatalf("second application: %v, want a *ProcessedError with hash h1", err)
+		}
+		got, err := s.GetSnapshot(ctx, key)
+		if err != nil || got.State != store.Active {
+			t.Errorf("record after the refused application: %+v, %v; want it active", got, err)
+		}
+		// A function that writes nothing still marks the event.
+		if _, err := s.ApplySnapshotEvent(ctx, key, tk, store.Mark{EventID: "ev-2", Hash: "h3", At: t0, ExpireAt: t0.Add(time.Hour)},
+			func(*store.Snapshot, *store.Task) (*store.Snapshot, error) { return nil, nil }); err != nil {
+			t.Fatal(err)
+		}
+		if h, ok, err := s.Processed(ctx, "ev-2"); err != nil || !ok || h != "h3" {
+			t.Errorf("marker of an event that changed nothing: %q, %v, %v; want h3", h, ok, err)
+		}
+	})
+
 	t.Run("GenerationsArchiveTheReplacedRecord", func(t *testing.T) {
 		t.Parallel()
 		ctx := context.Background()
