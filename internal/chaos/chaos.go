@@ -50,7 +50,8 @@ type Config struct {
 	// DeleteRates is SNAPSWEEP_DELETE_RATE of each serve instance; their
 	// number is the number of instances.
 	DeleteRates []float64
-	// Quota is the fake's delete quota per second and project; FailRate
+	// Quota is the fake's delete quota per minute and project (Compute's
+	// unit: synchronized wall-clock minutes); FailRate
 	// and FailCode its random failures; OpLatency how long a delete
 	// operation runs; SlowOpFor how long the operations of the
 	// Workload.SlowOps snapshots report RUNNING.
@@ -82,6 +83,13 @@ type Config struct {
 	Victim              int
 	RestartAfter        time.Duration
 	FaultsFor           time.Duration
+	// FaultsMax bounds the fault phase beyond FaultsFor: the faults stay on
+	// until the quota and in-use paths were exercised and half the eligible
+	// snapshots are deleted, at most this much longer.
+	FaultsMax time.Duration
+	// MinFaultThroughput is the share of the granted delete quota the
+	// service must use while the Compute faults are on (0: report only).
+	MinFaultThroughput float64
 
 	// SettleTimeout bounds the phase after the faults: sweeps until quiet.
 	SettleTimeout time.Duration
@@ -112,10 +120,13 @@ type Result struct {
 	SweepWork map[string]int `json:"sweepWork"`
 	// Pending counts the cleanups the engine left pending (delete issued,
 	// not confirmed in time), from the serve logs.
-	Pending   int      `json:"pendingCleanups"`
-	Quiet     bool     `json:"quiet"`
-	DurationS float64  `json:"durationSeconds"`
-	Errors    []string `json:"errors,omitempty"`
+	Pending int `json:"pendingCleanups"`
+	// FaultPhase is the cleanup throughput while the Compute faults were
+	// on, against the granted quota, and the breakers' open time.
+	FaultPhase *FaultThroughput `json:"faultPhase,omitempty"`
+	Quiet      bool             `json:"quiet"`
+	DurationS  float64          `json:"durationSeconds"`
+	Errors     []string         `json:"errors,omitempty"`
 }
 
 // coverage is what the faults actually hit: a run whose faults hit
@@ -222,10 +233,10 @@ func (r *runner) run(ctx context.Context) error {
 	if cfg.FixedWindow {
 		window = "fixed push window of"
 	}
-	r.mark("chaos run: project %s, seed %d, %d serve instances (delete rates %v/s, sum %g/s), fake quota %d deletes/s, %.0f%% Compute %d, %s %d per subscription, logs in %s",
+	r.mark("chaos run: project %s, seed %d, %d serve instances (delete rates %v/s, sum %g/s), fake quota %d deletes/min, %.0f%% Compute %d, %s %d per subscription, logs in %s",
 		cfg.Project, cfg.Workload.Seed, len(cfg.DeleteRates), cfg.DeleteRates, sum, cfg.Quota, cfg.FailRate*100, cfg.FailCode, window, cfg.Inflight, cfg.LogDir)
-	if cfg.Quota > 0 && sum <= float64(cfg.Quota) {
-		r.logf("warning: the delete rates (sum %g/s) do not exceed the quota (%d/s)", sum, cfg.Quota)
+	if cfg.Quota > 0 && sum*60 <= float64(cfg.Quota) {
+		r.logf("warning: the delete rates (sum %g/s) do not exceed the quota (%d/min)", sum, cfg.Quota)
 	}
 
 	// Pub/Sub: topics and pull subscriptions.
@@ -329,6 +340,12 @@ func (r *runner) run(ctx context.Context) error {
 
 	// Chaos: publish in waves while Firestore freezes and an instance dies.
 	t0 := time.Now()
+	samples := &sampler{}
+	sampleCtx, stopSampling := context.WithCancel(ctx)
+	var sampleWG sync.WaitGroup
+	sampleWG.Go(func() { samples.run(sampleCtx, r.fakeURL) })
+	defer sampleWG.Wait()
+	defer stopSampling()
 	var chaos sync.WaitGroup
 	chaos.Go(func() {
 		if err := r.publish(ctx, w); err != nil {
@@ -379,19 +396,36 @@ func (r *runner) run(ctx context.Context) error {
 		return err
 	}
 	// Clear the faults once they have bitten: half the eligible snapshots
-	// deleted under them, quota and in-use errors seen (or two minutes on).
+	// deleted under them and the quota and in-use paths exercised (or
+	// FaultsMax on; faults-exercised then names what was not).
 	eligible := r.res.Workload["eligible"]
 	var st computeStats
-	r.await(ctx, t0.Add(cfg.FaultsFor), 2*time.Minute, "half the eligible snapshots deleted under the faults", func() bool {
+	r.await(ctx, t0.Add(cfg.FaultsFor), cfg.FaultsMax, "half the eligible snapshots deleted and the quota and in-use paths exercised under the faults", func() bool {
 		if getJSON(ctx, r.fakeURL+"/fake/calls", &st) != nil {
 			return false
 		}
-		return st.Deleted*2 >= eligible && st.QuotaErrors > 0 && st.ByStatus["400"] > 0
+		quota := cfg.Quota == 0 || st.QuotaErrors > 0
+		inUse := cfg.Workload.InUse == 0 || st.ByStatus["400"] > 0
+		return st.Deleted*2 >= eligible && quota && inUse
 	})
 	if err := getJSON(ctx, r.fakeURL+"/fake/calls", &st); err != nil {
 		return fmt.Errorf("read the fake's calls: %w", err)
 	}
 	r.cov.Compute = st
+	cleared := time.Now()
+	stopSampling()
+	sampleWG.Wait()
+	samples.add(callSample{At: cleared, Deleted: st.Deleted, DeleteCalls: st.ByMethod["snapshots.delete"], QuotaErrors: st.QuotaErrors})
+	fp := throughput(samples.all(), cfg.Quota, cleared)
+	fp.BreakerOpen = map[string]time.Duration{}
+	for _, in := range r.instances {
+		d, err := breakerOpen(in.log, fp.Start, cleared)
+		if err != nil {
+			r.fail(fmt.Errorf("read %s's breaker changes: %w", in.name, err))
+		}
+		fp.BreakerOpen[in.name] = d
+	}
+	r.res.FaultPhase = &fp
 	zero := 0
 	var zeroF float64
 	if err := postJSON(ctx, r.fakeURL+"/fake/faults", map[string]any{"failRate": zeroF, "quota": zero}, nil); err != nil {
@@ -399,6 +433,8 @@ func (r *runner) run(ctx context.Context) error {
 	}
 	r.mark("Compute faults cleared (fail rate 0, no quota) after %d calls under them: %d answered %d, %d over quota, %d in use or not ready (400); %d of %d eligible snapshots deleted so far",
 		st.Calls, st.ByStatus[strconv.Itoa(cfg.FailCode)], cfg.FailCode, st.QuotaErrors, st.ByStatus["400"], st.Deleted, eligible)
+
+	r.mark("fault phase: %s", fp)
 
 	r.settle(ctx, w)
 
@@ -428,7 +464,7 @@ func (r *runner) run(ctx context.Context) error {
 		return err
 	}
 	r.res.Invariants = checkInvariants(w, es, r.instances, cfg.RSSLimitMB, r.events.ackedCount(), len(w.Deliveries))
-	r.res.Invariants = append(r.res.Invariants, r.cov.check(cfg))
+	r.res.Invariants = append(r.res.Invariants, r.cov.check(cfg), checkFaultThroughput(fp, cfg.MinFaultThroughput))
 	return nil
 }
 

@@ -405,3 +405,21 @@ func (c coverage) check(cfg Config) Invariant {
 	iv.Detail = strings.Join(parts, "; ")
 	return iv
 }
+
+// checkFaultThroughput judges the cleanup throughput while Compute was
+// sick: the service must use at least min of the delete quota the fake
+// granted (whole synchronized minutes when the phase spans any). With min
+// 0 the figure is only reported.
+func checkFaultThroughput(f FaultThroughput, min float64) Invariant {
+	iv := Invariant{Name: "fault-throughput", Detail: f.String()}
+	switch {
+	case f.QuotaPerMinute <= 0:
+		iv.Detail = "no quota set: nothing to measure against"
+	case f.DeleteCalls == 0:
+		iv.Problems = append(iv.Problems, "no delete call during the fault phase")
+	case f.Figure() < min:
+		iv.Problems = append(iv.Problems, fmt.Sprintf("used %.2f of the granted quota under the faults, want at least %.2f", f.Figure(), min))
+	}
+	iv.OK = len(iv.Problems) == 0
+	return iv
+}
