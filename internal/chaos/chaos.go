@@ -239,27 +239,12 @@ func (r *runner) run(ctx context.Context) error {
 		r.logf("warning: the delete rates (sum %g/s) do not exceed the quota (%d/min)", sum, cfg.Quota)
 	}
 
-	// Pub/Sub: topics and pull subscriptions.
-	ps, err := pubsub.NewClient(ctx, cfg.Project)
+	ps, subs, err := newPubSub(ctx, cfg.Project, cfg.AckDeadline)
 	if err != nil {
-		return fmt.Errorf("pubsub client: %w", err)
+		return err
 	}
 	defer ps.Close()
 	r.ps = ps
-	subs := map[string]string{}
-	for _, topic := range []string{"migration-events", "snapshot-cleanup"} {
-		tname := "projects/" + cfg.Project + "/topics/" + topic
-		if _, err := ps.TopicAdminClient.CreateTopic(ctx, &pubsubpb.Topic{Name: tname}); err != nil {
-			return fmt.Errorf("create topic %s: %w", topic, err)
-		}
-		sname := "projects/" + cfg.Project + "/subscriptions/chaos-" + topic
-		if _, err := ps.SubscriptionAdminClient.CreateSubscription(ctx, &pubsubpb.Subscription{
-			Name: sname, Topic: tname, AckDeadlineSeconds: int32(cfg.AckDeadline / time.Second),
-		}); err != nil {
-			return fmt.Errorf("create subscription %s: %w", sname, err)
-		}
-		subs[topic] = sname
-	}
 
 	// Firestore, read through the same store code as the service.
 	fs, err := firestore.NewClient(ctx, cfg.Project)
@@ -270,22 +255,14 @@ func (r *runner) run(ctx context.Context) error {
 	r.reg = store.NewFirestore(fs)
 
 	// The Compute fake, faulty from the start.
-	port, err := freePort()
-	if err != nil {
-		return err
-	}
-	r.fakeURL = fmt.Sprintf("http://127.0.0.1:%d", port)
-	fake, err := startProc("fake-compute", cfg.Bin, []string{"fake-compute", "--addr", fmt.Sprintf("127.0.0.1:%d", port),
-		"--latency", cfg.OpLatency.String(), "--fail-rate", strconv.FormatFloat(cfg.FailRate, 'g', -1, 64),
-		"--fail-code", strconv.Itoa(cfg.FailCode), "--quota", strconv.Itoa(cfg.Quota),
-		"--seed", strconv.FormatUint(cfg.Workload.Seed, 10)}, os.Environ(), filepath.Join(cfg.LogDir, "fake-compute.log"))
+	fake, fakeURL, err := startFake(ctx, cfg.Bin, cfg.LogDir, "--latency", cfg.OpLatency.String(),
+		"--fail-rate", strconv.FormatFloat(cfg.FailRate, 'g', -1, 64), "--fail-code", strconv.Itoa(cfg.FailCode),
+		"--quota", strconv.Itoa(cfg.Quota), "--seed", strconv.FormatUint(cfg.Workload.Seed, 10))
 	if err != nil {
 		return err
 	}
 	defer fake.stop(5 * time.Second)
-	if err := waitHTTP(ctx, fake, r.fakeURL+"/fake/faults", 30*time.Second); err != nil {
-		return err
-	}
+	r.fakeURL = fakeURL
 
 	// The workload, and its snapshots in Compute.
 	w := Generate(cfg.Workload)
@@ -296,27 +273,22 @@ func (r *runner) run(ctx context.Context) error {
 	}
 
 	// The serve instances.
-	for i, rate := range cfg.DeleteRates {
-		port, err := freePort()
-		if err != nil {
-			return err
-		}
-		in := &instance{idx: i, name: fmt.Sprintf("serve-%d", i), port: port, rate: rate, bin: cfg.Bin,
-			log: filepath.Join(cfg.LogDir, fmt.Sprintf("serve-%d.log", i))}
-		in.env = serveEnv(cfg, port, rate, r.fakeURL)
-		r.instances = append(r.instances, in)
-	}
-	for _, in := range r.instances {
-		if err := in.start(ctx); err != nil {
-			return err
-		}
-		r.logf("%s up on :%d (pid %d, delete rate %g/s)", in.name, in.port, in.cur.pid(), in.rate)
-	}
 	defer func() {
 		for _, in := range r.instances {
 			in.stop()
 		}
 	}()
+	for i, rate := range cfg.DeleteRates {
+		in, err := startServe(ctx, i, cfg.Bin, cfg.LogDir, serveEnv(cfg.Project, r.fakeURL, rate,
+			"SNAPSWEEP_DELETE_LEASE="+cfg.Lease.String(), "SNAPSWEEP_SWEEP_STUCK_AFTER="+cfg.StuckAfter.String()))
+		if in != nil {
+			r.instances = append(r.instances, in)
+		}
+		if err != nil {
+			return err
+		}
+		r.logf("%s up on :%d (pid %d, delete rate %g/s)", in.name, in.port, in.cur.pid(), rate)
+	}
 
 	bg, stopBG := context.WithCancel(ctx)
 	defer stopBG()
@@ -486,8 +458,9 @@ func describe(members map[int]string) string {
 }
 
 // serveEnv is the environment of one serve instance: the caller's (for the
-// emulator variables and PATH) without any snapsweep setting, plus the run's.
-func serveEnv(cfg Config, port int, rate float64, fakeURL string) []string {
+// emulator variables and PATH) without any snapsweep setting, plus the run's
+// and extra (KEY=value).
+func serveEnv(project, fakeURL string, rate float64, extra ...string) []string {
 	var env []string
 	for _, kv := range os.Environ() {
 		k, _, _ := strings.Cut(kv, "=")
@@ -496,16 +469,74 @@ func serveEnv(cfg Config, port int, rate float64, fakeURL string) []string {
 		}
 		env = append(env, kv)
 	}
-	return append(env,
-		"GOOGLE_CLOUD_PROJECT="+cfg.Project,
-		"PORT="+strconv.Itoa(port),
+	env = append(env,
+		"GOOGLE_CLOUD_PROJECT="+project,
 		"SNAPSWEEP_COMPUTE_ENDPOINT="+fakeURL,
 		"SNAPSWEEP_DELETE_RATE="+strconv.FormatFloat(rate, 'g', -1, 64),
 		"SNAPSWEEP_TELEMETRY=none",
 		"SNAPSWEEP_LOG_LEVEL=info",
-		"SNAPSWEEP_DELETE_LEASE="+cfg.Lease.String(),
-		"SNAPSWEEP_SWEEP_STUCK_AFTER="+cfg.StuckAfter.String(),
 	)
+	return append(env, extra...)
+}
+
+// newPubSub creates the two topics and a pull subscription on each (the
+// driver plays push from them) and returns the client and the
+// subscriptions by topic.
+func newPubSub(ctx context.Context, project string, ackDeadline time.Duration) (*pubsub.Client, map[string]string, error) {
+	ps, err := pubsub.NewClient(ctx, project)
+	if err != nil {
+		return nil, nil, fmt.Errorf("pubsub client: %w", err)
+	}
+	subs := map[string]string{}
+	for _, topic := range []string{"migration-events", "snapshot-cleanup"} {
+		tname := "projects/" + project + "/topics/" + topic
+		if _, err := ps.TopicAdminClient.CreateTopic(ctx, &pubsubpb.Topic{Name: tname}); err != nil {
+			ps.Close()
+			return nil, nil, fmt.Errorf("create topic %s: %w", topic, err)
+		}
+		sname := "projects/" + project + "/subscriptions/chaos-" + topic
+		if _, err := ps.SubscriptionAdminClient.CreateSubscription(ctx, &pubsubpb.Subscription{
+			Name: sname, Topic: tname, AckDeadlineSeconds: int32(ackDeadline / time.Second),
+		}); err != nil {
+			ps.Close()
+			return nil, nil, fmt.Errorf("create subscription %s: %w", sname, err)
+		}
+		subs[topic] = sname
+	}
+	return ps, subs, nil
+}
+
+// startFake starts `snapsweep fake-compute` with args on a free port and
+// waits until it answers.
+func startFake(ctx context.Context, bin, logDir string, args ...string) (*proc, string, error) {
+	port, err := freePort()
+	if err != nil {
+		return nil, "", err
+	}
+	url := fmt.Sprintf("http://127.0.0.1:%d", port)
+	fake, err := startProc("fake-compute", bin, append([]string{"fake-compute", "--addr", fmt.Sprintf("127.0.0.1:%d", port)}, args...),
+		os.Environ(), filepath.Join(logDir, "fake-compute.log"))
+	if err != nil {
+		return nil, "", err
+	}
+	if err := waitHTTP(ctx, fake, url+"/fake/faults", 30*time.Second); err != nil {
+		fake.stop(time.Second)
+		return nil, "", err
+	}
+	return fake, url, nil
+}
+
+// startServe starts serve instance i with env (PORT added) and waits until
+// it answers /health. A non-nil instance is returned even on error, for the
+// caller to stop.
+func startServe(ctx context.Context, i int, bin, logDir string, env []string) (*instance, error) {
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	in := &instance{idx: i, name: fmt.Sprintf("serve-%d", i), port: port, bin: bin,
+		log: filepath.Join(logDir, fmt.Sprintf("serve-%d.log", i)), env: append(env, "PORT="+strconv.Itoa(port))}
+	return in, in.start(ctx)
 }
 
 func sleepUntil(ctx context.Context, t time.Time) bool {

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/snapsweep/snapsweep/store"
 )
@@ -47,6 +48,8 @@ type fakeFacts struct {
 	DeleteCalls       int               `json:"deleteCalls"`
 	SuccessfulDeletes int               `json:"successfulDeletes"`
 	QuotaRejected     int               `json:"quotaRejected"`
+	// DeletedAt is when a delete operation last removed the snapshot.
+	DeletedAt time.Time `json:"deletedAt"`
 }
 
 // endState is everything the invariants are judged on.
