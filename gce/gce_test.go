@@ -349,10 +349,22 @@ func TestFaultClasses(t *testing.T) {
 			f.FailNext(project, "snap", 1, 403, "CONCURRENT_OPERATIONS_QUOTA_EXCEEDED")
 		}, del, gce.ClassRateLimited},
 		{"delete 429", gcefake.Options{}, func(t *testing.T, f *gcefake.Fake) { f.FailNext(project, "snap", 1, 429, "") }, del, gce.ClassRateLimited},
-		{"delete over quota", gcefake.Options{QuotaPerSecond: 1}, func(t *testing.T, f *gcefake.Fake) {
+		// The fake's rate quotas answer as Compute does (403 rateLimitExceeded), per group;
+		// the case's clock stands still, so both calls fall in one quota minute.
+		{"delete over quota", gcefake.Options{Quota: map[string]int{gcefake.GroupWrites: 1}}, func(t *testing.T, f *gcefake.Fake) {
 			f.AddSnapshot(project, "other", nil)
 			deleteFirst(t, f, "other")
 		}, del, gce.ClassRateLimited},
+		{"get over the reads quota", gcefake.Options{}, func(t *testing.T, f *gcefake.Fake) {
+			if err := f.SetQuota(project, gcefake.GroupReads, 1); err != nil {
+				t.Fatal(err)
+			}
+			srv := httptest.NewServer(f)
+			defer srv.Close()
+			if _, err := newClient(t, srv.URL).Get(t.Context(), project, "snap"); err != nil {
+				t.Fatal(err)
+			}
+		}, get, gce.ClassRateLimited},
 		{"delete in use", gcefake.Options{}, func(t *testing.T, f *gcefake.Fake) { f.InUse(project, "snap", 1) }, del, gce.ClassInUse},
 		{"delete not ready", gcefake.Options{}, func(t *testing.T, f *gcefake.Fake) { f.FailNext(project, "snap", 1, 400, "resourceNotReady") }, del, gce.ClassInUse},
 		{"delete while deleting", slow, func(t *testing.T, f *gcefake.Fake) { deleteFirst(t, f, "snap") }, del, gce.ClassInUse},

@@ -258,7 +258,9 @@ func newAdvWorldWith(seed uint64, calm bool) *advWorld {
 		opts.Latency = 30 * time.Minute
 	}
 	if w.chance(0.3) && !calm {
-		opts.QuotaPerSecond = 1 + w.intn(3)
+		// A per-minute delete quota of 1-3 (Compute counts per minute; the
+		// engine's waits pass on the shared clock).
+		opts.Quota = map[string]int{gcefake.GroupWrites: 1 + w.intn(3)}
 	}
 	w.fake = gcefake.New(opts)
 	client, err := gce.New(w.ctx, gce.Config{Endpoint: "http://compute.test"},

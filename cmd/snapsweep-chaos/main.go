@@ -93,7 +93,10 @@ func run() int {
 	fs.StringVar(&cfg.Project, "project", "snapsweep-chaos-"+hex.EncodeToString(suffix), "project id of the run")
 	fs.IntVar(&cfg.FirestorePGID, "firestore-pgid", 0, "process group of the Firestore emulator, to freeze it (0: no freeze)")
 	fs.Var((*floats)(&cfg.DeleteRates), "delete-rates", "SNAPSWEEP_DELETE_RATE of each serve instance (comma list; one instance each)")
-	fs.IntVar(&cfg.Quota, "quota", 360, "the fake's delete quota per minute and project (synchronized minutes, as Compute counts)")
+	// Per minute, as Compute counts: a run makes about 100 delete calls in
+	// all, so a quota must be well below that to refuse calls in a minute
+	// (6/s converted to 360/min would never bite).
+	fs.IntVar(&cfg.Quota, "quota", 30, "the fake's delete quota per wall-clock minute and project")
 	fs.Float64Var(&cfg.FailRate, "fail-rate", 0.3, "share of Compute calls that fail during the chaos phase")
 	fs.IntVar(&cfg.FailCode, "fail-code", 503, "HTTP status of those failures")
 	fs.DurationVar(&cfg.OpLatency, "op-latency", 300*time.Millisecond, "how long a Compute delete operation runs")

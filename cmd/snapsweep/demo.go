@@ -206,9 +206,10 @@ func runDemo(ctx context.Context, opts demoOptions) (_ *demoResult, err error) {
 	// The Compute fake, with latency on every call and random 503s.
 	// Sizes are final at once (no UPDATING period): the demo deletes within
 	// seconds, and its savings line is checked against the fake's sizes.
-	d.fake = gcefake.New(gcefake.Options{Latency: f.OpLatency, QuotaPerSecond: f.QuotaPerSecond, Seed: opts.Seed, SizingTime: -1})
+	// The fake counts quota per wall-clock minute, as Compute does.
+	d.fake = gcefake.New(gcefake.Options{Latency: f.OpLatency, Quota: map[string]int{gcefake.GroupWrites: 60 * f.QuotaPerSecond}, Seed: opts.Seed, SizingTime: -1})
 	d.fake.SetFailureRate(http.StatusServiceUnavailable, "backendError", f.FailureRate)
-	computeSrv := httptest.NewServer(withCallLatency(fakeComputeHandler(d.fake), f.CallMin, f.CallMax, opts.Seed))
+	computeSrv := httptest.NewServer(withCallLatency(d.fake.AdminHandler(), f.CallMin, f.CallMax, opts.Seed))
 	cleanups = append(cleanups, computeSrv.Close)
 
 	// Pub/Sub: pstest in this process.

@@ -4,8 +4,11 @@
 // tests and the local demo run the real client against it (httptest.NewServer(fake)).
 //
 // Beyond the API it offers what tests need: Go methods to seed snapshots, fault injection
-// (error answers, outages, resources in use, failed operations, a delete quota), slow
-// operations, and a call log with counters to assert that nothing was deleted twice.
+// (error answers, outages, resources in use, failed and slow operations), rate quotas
+// counted the way Compute counts them (per project and quota group, in synchronized
+// wall-clock minutes; see SetQuota), and a call log with counters to assert that nothing was
+// deleted twice. Every setting can change at run time, through Go methods or through the
+// admin endpoints of AdminHandler, which `snapsweep fake-compute` serves on a port.
 package gcefake
 
 import (
@@ -36,11 +39,15 @@ type Options struct {
 	Latency time.Duration
 	// CallLatency is added to every request (real time), to model network and API latency.
 	CallLatency time.Duration
-	// QuotaPerSecond is how many delete calls per project one whole second (by the Now
-	// clock) admits; further calls in that second get 403 rateLimitExceeded. Zero means
-	// unlimited. The real quota is per minute; per second keeps tests short.
-	QuotaPerSecond int
-	// Now is the fake's clock for operation latency, the quota window and timestamps.
+	// Quota is the rate quota of every project: calls per wall-clock minute (by the Now
+	// clock) by quota group (GroupWrites, GroupReads, GroupOperationReads); a group not
+	// named, or 0, is unlimited. Calls over it answer 403 rateLimitExceeded. SetQuota
+	// changes it at run time, also for single projects.
+	Quota map[string]int
+	// InUseEvery makes every InUseEvery-th snapshot added (AddSnapshot, POST
+	// /fake/snapshots) in use for its first InUseTimes deletes (see InUse); 0 turns it off.
+	InUseEvery, InUseTimes int
+	// Now is the fake's clock for operation latency, the quota windows and timestamps.
 	// Default time.Now.
 	Now func() time.Time
 	// Seed seeds the random fault injection of SetFailureRate, so a run can be repeated.
@@ -103,8 +110,12 @@ type Stats struct {
 	ByStatus map[int]int
 	ByMethod map[string]int
 	// QuotaErrors counts answers that said "rate limited": 429, or any answer with a
-	// rate-limit or quota reason (the delete quota and injected ones).
+	// rate-limit or quota reason (the rate quotas and injected ones).
 	QuotaErrors int
+	// QuotaErrorsByProject counts them by project, and QuotaErrorsByProjectMinute by
+	// project and wall-clock minute of the Now clock ("2006-01-02T15:04Z").
+	QuotaErrorsByProject       map[string]int
+	QuotaErrorsByProjectMinute map[string]map[string]int
 	// Deleted counts snapshots removed by delete operations.
 	Deleted int
 }
@@ -128,11 +139,20 @@ type Fake struct {
 	inUse      map[key]int
 	outage     bool
 	opFaults   map[key]opFault
-	quota      map[string]window // by project
+	slowOps    map[key]time.Duration // how long a snapshot's delete operations report RUNNING
 	calls      []Call
 	deleteCall map[key]int
 	deleted    map[key]int
 	stats      Stats
+
+	quotaDefault   map[string]int      // by group
+	quotaByProject map[quotaKey]int    // overrides of single projects
+	windows        map[quotaKey]window // the current minute's count
+	quotaRejected  map[key]int         // deletes refused as rate limited, by snapshot
+	seen           map[string]map[string]bool
+	added          int // snapshots added, for InUseEvery
+	inUseEvery     int
+	inUseTimes     int
 }
 
 type key struct{ project, name string }
@@ -149,7 +169,9 @@ type operation struct {
 	target        key
 	targetID      uint64
 	inserted      time.Time
-	doneAt        time.Time
+	doneAt        time.Time // when the delete takes effect on the snapshot
+	reportAt      time.Time // when the operation reports DONE (at doneAt or later)
+	settled       bool      // the effect on the snapshot happened
 	done          bool
 	fault         *opFault // how it fails when done; nil for success
 }
@@ -167,11 +189,6 @@ type opFault struct {
 	withHTTPStatus bool
 }
 
-type window struct {
-	second int64
-	count  int
-}
-
 // New returns a Fake with no snapshots.
 func New(opts Options) *Fake {
 	f := &Fake{
@@ -185,10 +202,23 @@ func New(opts Options) *Fake {
 		failNext:   map[key]*fault{},
 		inUse:      map[key]int{},
 		opFaults:   map[key]opFault{},
-		quota:      map[string]window{},
+		slowOps:    map[key]time.Duration{},
 		deleteCall: map[key]int{},
 		deleted:    map[key]int{},
-		stats:      Stats{ByStatus: map[int]int{}, ByMethod: map[string]int{}},
+		stats: Stats{ByStatus: map[int]int{}, ByMethod: map[string]int{},
+			QuotaErrorsByProject: map[string]int{}, QuotaErrorsByProjectMinute: map[string]map[string]int{}},
+		quotaDefault:   map[string]int{},
+		quotaByProject: map[quotaKey]int{},
+		windows:        map[quotaKey]window{},
+		quotaRejected:  map[key]int{},
+		seen:           map[string]map[string]bool{},
+		inUseEvery:     opts.InUseEvery,
+		inUseTimes:     opts.InUseTimes,
+	}
+	for g, n := range opts.Quota {
+		if validGroup(g) && n > 0 {
+			f.quotaDefault[g] = n
+		}
 	}
 	if f.now == nil {
 		f.now = time.Now
@@ -203,7 +233,7 @@ func New(opts Options) *Fake {
 	// Anything else is a bug in the caller or a gap in the fake. Say so with a 400, never a
 	// 404, which a delete would take for "already gone".
 	f.mux.HandleFunc("/", f.serve("unsupported", func(r *http.Request, c *Call) response {
-		return errorResponse(&f.stats, http.StatusBadRequest, "invalid", fmt.Sprintf("gcefake: unsupported request %s %s", r.Method, r.URL.Path))
+		return errorResponse(http.StatusBadRequest, "invalid", fmt.Sprintf("gcefake: unsupported request %s %s", r.Method, r.URL.Path))
 	}))
 	return f
 }
@@ -225,6 +255,7 @@ func (f *Fake) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 type response struct {
 	status int
 	body   []byte
+	quota  bool // the answer says "rate limited"
 }
 
 // serve runs h under the lock, logs the call and writes the answer after unlocking, so a
@@ -235,7 +266,7 @@ func (f *Fake) serve(method string, h func(r *http.Request, c *Call) response) h
 		c := Call{Method: method, Project: r.PathValue("project"), Name: r.PathValue("name"), Time: f.now()}
 		f.settleLocked(c.Time)
 		resp := h(r, &c)
-		f.logLocked(c, resp.status)
+		f.logLocked(c, resp)
 		f.mu.Unlock()
 		write(w, resp)
 	}
@@ -247,46 +278,65 @@ func write(w http.ResponseWriter, resp response) {
 	w.Write(resp.body)
 }
 
-func (f *Fake) logLocked(c Call, status int) {
-	c.Status = status
+func (f *Fake) logLocked(c Call, resp response) {
+	c.Status = resp.status
 	f.calls = append(f.calls, c)
 	f.stats.Calls++
-	f.stats.ByStatus[status]++
+	f.stats.ByStatus[resp.status]++
 	f.stats.ByMethod[c.Method]++
+	k := key{c.Project, c.Name}
 	if c.Method == "snapshots.delete" {
-		f.deleteCall[key{c.Project, c.Name}]++
+		f.deleteCall[k]++
+		f.rememberLocked(k)
+	}
+	if resp.quota {
+		f.stats.QuotaErrors++
+		f.stats.QuotaErrorsByProject[c.Project]++
+		byMinute := f.stats.QuotaErrorsByProjectMinute[c.Project]
+		if byMinute == nil {
+			byMinute = map[string]int{}
+			f.stats.QuotaErrorsByProjectMinute[c.Project] = byMinute
+		}
+		byMinute[minuteLabel(c.Time)]++
+		if c.Method == "snapshots.delete" {
+			f.quotaRejected[k]++
+		}
 	}
 }
 
-// faultLocked decides whether an injected fault or the quota answers this call instead of
-// the API. target is nil for calls that touch no single snapshot.
+// rememberLocked notes a snapshot name, so that Facts can tell what became of it.
+func (f *Fake) rememberLocked(k key) {
+	if f.seen[k.project] == nil {
+		f.seen[k.project] = map[string]bool{}
+	}
+	f.seen[k.project][k.name] = true
+}
+
+// faultLocked decides whether an injected fault or a rate quota answers this call instead
+// of the API. target is nil for calls that touch no single snapshot.
 func (f *Fake) faultLocked(c *Call, target *key) *response {
 	if f.outage {
-		r := errorResponse(&f.stats, http.StatusServiceUnavailable, "backendError", "Backend Error")
+		r := errorResponse(http.StatusServiceUnavailable, "backendError", "Backend Error")
 		return &r
 	}
-	if c.Method == "snapshots.delete" && f.opts.QuotaPerSecond > 0 {
-		sec := c.Time.Unix()
-		w := f.quota[c.Project]
-		if w.second != sec {
-			w = window{second: sec}
-		}
-		w.count++
-		f.quota[c.Project] = w
-		if w.count > f.opts.QuotaPerSecond {
-			r := errorResponse(&f.stats, http.StatusForbidden, "rateLimitExceeded", "Rate Limit Exceeded")
-			return &r
-		}
+	if f.quotaLocked(c) {
+		// Compute's answer to a spent rate quota: 403 with the legacy reason
+		// rateLimitExceeded in the usageLimits domain (Compute API reference, "Handling API
+		// errors"; gce.Classify takes it for ClassRateLimited).
+		r := errorResponse(http.StatusForbidden, "rateLimitExceeded",
+			fmt.Sprintf("Quota exceeded for quota group '%s' of service 'compute.googleapis.com' for consumer 'project:%s' (limit per minute).",
+				groupOf(c.Method), c.Project))
+		return &r
 	}
 	if target != nil {
 		if fn := f.failNext[*target]; fn != nil && fn.n > 0 {
 			fn.n--
-			r := errorResponse(&f.stats, fn.code, fn.reason, "gcefake: injected failure")
+			r := errorResponse(fn.code, fn.reason, "gcefake: injected failure")
 			return &r
 		}
 	}
 	if fr := f.failRate; fr.p > 0 && f.rnd.Float64() < fr.p {
-		r := errorResponse(&f.stats, fr.code, fr.reason, "gcefake: injected random failure")
+		r := errorResponse(fr.code, fr.reason, "gcefake: injected random failure")
 		return &r
 	}
 	return nil
@@ -299,7 +349,7 @@ func (f *Fake) getSnapshot(r *http.Request, c *Call) response {
 	}
 	s := f.snapshots[k]
 	if s == nil {
-		return notFound(&f.stats, "projects/"+c.Project+"/global/snapshots/"+c.Name)
+		return notFound("projects/"+c.Project+"/global/snapshots/"+c.Name)
 	}
 	return jsonResponse(f.snapshotProto(s))
 }
@@ -310,7 +360,7 @@ func (f *Fake) deleteSnapshot(r *http.Request, c *Call) response {
 	if c.RequestID != "" {
 		// Compute accepts only a canonical, non-zero UUID.
 		if id, err := uuid.Parse(c.RequestID); err != nil || len(c.RequestID) != 36 || id == uuid.Nil {
-			return errorResponse(&f.stats, http.StatusBadRequest, "invalid",
+			return errorResponse(http.StatusBadRequest, "invalid",
 				fmt.Sprintf("Invalid value for field 'requestId': '%s'. The requestId must be a valid UUID.", c.RequestID))
 		}
 	}
@@ -326,15 +376,15 @@ func (f *Fake) deleteSnapshot(r *http.Request, c *Call) response {
 	}
 	s := f.snapshots[k]
 	if s == nil {
-		return notFound(&f.stats, "projects/"+c.Project+"/global/snapshots/"+c.Name)
+		return notFound("projects/"+c.Project+"/global/snapshots/"+c.Name)
 	}
 	if f.inUse[k] > 0 {
 		f.inUse[k]--
-		return errorResponse(&f.stats, http.StatusBadRequest, "resourceInUseByAnotherResource",
+		return errorResponse(http.StatusBadRequest, "resourceInUseByAnotherResource",
 			fmt.Sprintf("The snapshot resource 'projects/%s/global/snapshots/%s' is already being used by 'projects/%s/global/images/image-from-%s'", c.Project, c.Name, c.Project, c.Name))
 	}
 	if s.Status != "READY" {
-		return errorResponse(&f.stats, http.StatusBadRequest, "resourceNotReady",
+		return errorResponse(http.StatusBadRequest, "resourceNotReady",
 			fmt.Sprintf("The resource 'projects/%s/global/snapshots/%s' is not ready", c.Project, c.Name))
 	}
 
@@ -347,6 +397,10 @@ func (f *Fake) deleteSnapshot(r *http.Request, c *Call) response {
 		targetID: s.id,
 		inserted: c.Time,
 		doneAt:   c.Time.Add(f.opts.Latency),
+	}
+	op.reportAt = op.doneAt
+	if d := f.slowOps[k]; d > 0 && c.Time.Add(d).After(op.reportAt) {
+		op.reportAt = c.Time.Add(d)
 	}
 	if of, ok := f.opFaults[k]; ok {
 		op.fault = &of
@@ -371,16 +425,16 @@ func (f *Fake) listSnapshots(r *http.Request, c *Call) response {
 	q := r.URL.Query()
 	match, err := parseFilter(q.Get("filter"))
 	if err != nil {
-		return errorResponse(&f.stats, http.StatusBadRequest, "invalid", err.Error())
+		return errorResponse(http.StatusBadRequest, "invalid", err.Error())
 	}
 	if q.Get("orderBy") != "" {
-		return errorResponse(&f.stats, http.StatusBadRequest, "invalid", "gcefake: orderBy is not supported")
+		return errorResponse(http.StatusBadRequest, "invalid", "gcefake: orderBy is not supported")
 	}
 	size := maxPage
 	if v := q.Get("maxResults"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 0 || n > maxPage {
-			return errorResponse(&f.stats, http.StatusBadRequest, "invalid",
+			return errorResponse(http.StatusBadRequest, "invalid",
 				fmt.Sprintf("Invalid value for field 'maxResults': '%s'. Must be between 0 and 500.", v))
 		}
 		if n > 0 {
@@ -393,7 +447,7 @@ func (f *Fake) listSnapshots(r *http.Request, c *Call) response {
 	if t := q.Get("pageToken"); t != "" {
 		b, err := base64.RawURLEncoding.DecodeString(t)
 		if err != nil {
-			return errorResponse(&f.stats, http.StatusBadRequest, "invalid", "Invalid value for field 'pageToken'.")
+			return errorResponse(http.StatusBadRequest, "invalid", "Invalid value for field 'pageToken'.")
 		}
 		after = string(b)
 	}
@@ -447,7 +501,7 @@ func (f *Fake) getOperation(r *http.Request, c *Call) response {
 	}
 	op := f.operations[key{c.Project, c.Name}]
 	if op == nil {
-		return notFound(&f.stats, "projects/"+c.Project+"/global/operations/"+c.Name)
+		return notFound("projects/"+c.Project+"/global/operations/"+c.Name)
 	}
 	return jsonResponse(f.operationProto(op, c.Time))
 }
@@ -474,7 +528,7 @@ func (f *Fake) waitOperation(w http.ResponseWriter, r *http.Request) {
 			op := f.operations[key{c.Project, c.Name}]
 			switch {
 			case op == nil:
-				nf := notFound(&f.stats, "projects/"+c.Project+"/global/operations/"+c.Name)
+				nf := notFound("projects/"+c.Project+"/global/operations/"+c.Name)
 				resp = &nf
 			case op.done || time.Since(start) >= maxWait:
 				ok := jsonResponse(f.operationProto(op, c.Time))
@@ -482,7 +536,7 @@ func (f *Fake) waitOperation(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 		if resp != nil {
-			f.logLocked(c, resp.status)
+			f.logLocked(c, *resp)
 			f.mu.Unlock()
 			write(w, *resp)
 			return
@@ -500,14 +554,21 @@ func (f *Fake) waitOperation(w http.ResponseWriter, r *http.Request) {
 }
 
 // settleLocked finishes the operations whose time has come. Operations finish lazily, when
-// someone looks, so the fake needs no goroutines and follows an injected clock exactly.
+// someone looks, so the fake needs no goroutines and follows an injected clock exactly. A
+// slow operation (SlowOperations) acts on its snapshot at doneAt and reports DONE later.
 func (f *Fake) settleLocked(now time.Time) {
 	for op := range f.pending {
 		if now.Before(op.doneAt) {
 			continue
 		}
-		op.done = true
-		delete(f.pending, op)
+		if !now.Before(op.reportAt) {
+			op.done = true
+			delete(f.pending, op)
+		}
+		if op.settled {
+			continue
+		}
+		op.settled = true
 		s := f.snapshots[op.target]
 		if s == nil || s.deleting != op {
 			// Re-added or replaced meanwhile: the operation no longer owns it.
@@ -530,7 +591,13 @@ func (f *Fake) AddSnapshot(project, name string, labels map[string]string) uint6
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.nextID++
-	f.snapshots[key{project, name}] = &snapshot{
+	k := key{project, name}
+	f.rememberLocked(k)
+	f.added++
+	if f.inUseEvery > 0 && f.inUseTimes > 0 && f.added%f.inUseEvery == 0 {
+		f.inUse[k] = f.inUseTimes
+	}
+	f.snapshots[k] = &snapshot{
 		id: f.nextID,
 		Snapshot: Snapshot{
 			ID:           f.nextID,
@@ -640,11 +707,52 @@ func (f *Fake) Exists(project, name string) bool {
 }
 
 // SetFailureRate makes a random share p of all calls fail with code and reason; p = 0 turns
-// it off. It replaces an earlier setting.
+// it off. It replaces an earlier setting. An empty reason is the usual one for the code
+// (DefaultReason).
 func (f *Fake) SetFailureRate(code int, reason string, p float64) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if reason == "" {
+		reason = DefaultReason(code)
+	}
 	f.failRate = fault{p: p, code: code, reason: reason}
+}
+
+// FailureRate is the random fault injection in effect (SetFailureRate).
+type FailureRate struct {
+	Rate   float64
+	Code   int
+	Reason string
+}
+
+// FailureRate returns the random fault injection in effect.
+func (f *Fake) FailureRate() FailureRate {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return FailureRate{Rate: f.failRate.p, Code: f.failRate.code, Reason: f.failRate.reason}
+}
+
+// SetInUseEvery makes every every-th snapshot added from now on in use for its first times
+// deletes (Options.InUseEvery); every 0 turns it off.
+func (f *Fake) SetInUseEvery(every, times int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.inUseEvery, f.inUseTimes = every, times
+}
+
+// SlowOperations makes the delete operations of a snapshot report RUNNING until d after
+// the delete call (by the Now clock), while the snapshot itself goes at Options.Latency: a
+// delete Compute has done but whose operation a caller cannot see finish in time. d = 0
+// turns it off; it applies to later deletes.
+func (f *Fake) SlowOperations(project, name string, d time.Duration) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	k := key{project, name}
+	if d <= 0 {
+		delete(f.slowOps, k)
+		return
+	}
+	f.slowOps[k] = d
 }
 
 // FailNext makes the next n get or delete calls of the snapshot fail with code and reason.
@@ -719,7 +827,47 @@ func (f *Fake) Stats() Stats {
 	st := f.stats
 	st.ByStatus = maps.Clone(f.stats.ByStatus)
 	st.ByMethod = maps.Clone(f.stats.ByMethod)
+	st.QuotaErrorsByProject = maps.Clone(f.stats.QuotaErrorsByProject)
+	st.QuotaErrorsByProjectMinute = map[string]map[string]int{}
+	for p, m := range f.stats.QuotaErrorsByProjectMinute {
+		st.QuotaErrorsByProjectMinute[p] = maps.Clone(m)
+	}
 	return st
+}
+
+// Facts is what became of one snapshot name (the admin endpoint GET /fake/snapshots; the
+// chaos run judges its invariants on them).
+type Facts struct {
+	Name   string            `json:"name"`
+	Exists bool              `json:"exists"`
+	Status string            `json:"status,omitempty"`
+	Labels map[string]string `json:"labels,omitempty"`
+	// DeleteCalls counts every delete call that named it, whatever the answer (quota
+	// refusals included); SuccessfulDeletes counts the delete operations that removed it
+	// (more than one means deleted twice); QuotaRejected the deletes answered "rate
+	// limited".
+	DeleteCalls       int `json:"deleteCalls"`
+	SuccessfulDeletes int `json:"successfulDeletes"`
+	QuotaRejected     int `json:"quotaRejected,omitempty"`
+}
+
+// Facts returns the facts of every snapshot added to project or named by a delete call,
+// by name.
+func (f *Fake) Facts(project string) []Facts {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.settleLocked(f.now())
+	names := slices.Sorted(maps.Keys(f.seen[project]))
+	out := make([]Facts, 0, len(names))
+	for _, n := range names {
+		k := key{project, n}
+		fc := Facts{Name: n, DeleteCalls: f.deleteCall[k], SuccessfulDeletes: f.deleted[k], QuotaRejected: f.quotaRejected[k]}
+		if s := f.snapshots[k]; s != nil {
+			fc.Exists, fc.Status, fc.Labels = true, s.Status, maps.Clone(s.Labels)
+		}
+		out = append(out, fc)
+	}
+	return out
 }
 
 // timeFormat is how Compute writes times: RFC 3339 with milliseconds and an offset.
@@ -819,9 +967,14 @@ func jsonResponse(m proto.Message) response {
 	return response{status: http.StatusOK, body: b}
 }
 
-func notFound(st *Stats, resource string) response {
-	return errorResponse(st, http.StatusNotFound, "notFound", fmt.Sprintf("The resource '%s' was not found", resource))
+func notFound(resource string) response {
+	return errorResponse(http.StatusNotFound, "notFound", fmt.Sprintf("The resource '%s' was not found", resource))
 }
+
+// DefaultReason is the reason the fake sends with an error code when no reason is given:
+// the generic reason of Google's JSON error format for the code. A 403 is "forbidden" (a
+// permission error, ClassPermanent); a spent quota says rateLimitExceeded explicitly.
+func DefaultReason(code int) string { return genericReason(code) }
 
 // rateReasons are the reasons that mean "rate limited"; they are counted in Stats and sent
 // in the usageLimits domain, as Compute does.
@@ -840,10 +993,8 @@ var upperSnake = regexp.MustCompile(`^[A-Z][A-Z0-9_]*$`)
 //
 // An UPPER_SNAKE_CASE reason is an ErrorInfo reason: it goes into "details", and the legacy
 // item gets the reason Compute pairs with it.
-func errorResponse(st *Stats, code int, reason, message string) response {
-	if code == http.StatusTooManyRequests || rateReasons[reason] {
-		st.QuotaErrors++
-	}
+func errorResponse(code int, reason, message string) response {
+	quota := code == http.StatusTooManyRequests || rateReasons[reason]
 	type item struct {
 		Domain  string `json:"domain"`
 		Reason  string `json:"reason"`
@@ -878,7 +1029,7 @@ func errorResponse(st *Stats, code int, reason, message string) response {
 	body.Errors = []item{{Domain: domain, Reason: legacy, Message: message}}
 
 	b, _ := json.Marshal(map[string]any{"error": body})
-	return response{status: code, body: b}
+	return response{status: code, body: b, quota: quota}
 }
 
 func genericReason(code int) string {

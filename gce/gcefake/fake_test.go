@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -318,31 +319,132 @@ func TestConcurrentDeletes(t *testing.T) {
 	}
 }
 
-func TestQuotaWindow(t *testing.T) {
+// TestQuotaMinuteWindows checks the quota the way Compute counts it: per project and per
+// quota group, in synchronized wall-clock minutes — a project that reaches its limit at
+// 10:00:15 gets more at 10:01:00, not a minute after its first call.
+func TestQuotaMinuteWindows(t *testing.T) {
 	t.Parallel()
-	clk := newClock()
-	c, fake := setup(t, gcefake.Options{Now: clk.Now, QuotaPerSecond: 3})
-	for i := range 5 {
+	clk := &clock{t: time.Date(2026, 3, 4, 10, 0, 15, 0, time.UTC)}
+	c, fake := setup(t, gcefake.Options{Now: clk.Now, Quota: map[string]int{gcefake.GroupWrites: 3}})
+	for i := range 8 {
 		fake.AddSnapshot(project, fmt.Sprintf("s-%d", i), nil)
 		fake.AddSnapshot("proj-b", fmt.Sprintf("s-%d", i), nil)
 	}
-	var codes []int
-	for i := range 4 {
-		_, err := del(t.Context(), c, fmt.Sprintf("s-%d", i), uuid.NewString())
-		codes = append(codes, httpCode(err))
+	n := 0
+	delA := func() int {
+		_, err := del(t.Context(), c, fmt.Sprintf("s-%d", n), uuid.NewString())
+		if httpCode(err) == 0 {
+			n++
+		}
+		return httpCode(err)
 	}
-	// Another project has its own window.
-	_, err := c.snapshots.Delete(t.Context(), &computepb.DeleteSnapshotRequest{Project: "proj-b", Snapshot: "s-0", RequestId: new(uuid.NewString())})
-	codes = append(codes, httpCode(err))
-	clk.Advance(time.Second)
-	_, err = del(t.Context(), c, "s-4", uuid.NewString())
-	codes = append(codes, httpCode(err))
+	get := func(p, name string) int {
+		_, err := c.snapshots.Get(t.Context(), &computepb.GetSnapshotRequest{Project: p, Snapshot: name}, noRetry)
+		return httpCode(err)
+	}
+	var codes []int
+	// at advances the clock by d and then makes the call.
+	at := func(d time.Duration, call func() int) {
+		clk.Advance(d)
+		codes = append(codes, call())
+	}
+	at(0, delA)                                      // 10:00:15
+	at(0, delA)                                      // 10:00:15
+	at(20*time.Second, delA)                         // 10:00:35, the third of the minute
+	at(0, delA)                                      // over the quota
+	at(0, func() int { return get(project, "s-7") }) // reads are another group
+	at(0, func() int {                               // another project has its own counters
+		_, err := c.snapshots.Delete(t.Context(), &computepb.DeleteSnapshotRequest{Project: "proj-b", Snapshot: "s-0", RequestId: new(uuid.NewString())})
+		return httpCode(err)
+	})
+	at(24*time.Second, delA) // 10:00:59: still the same minute
+	at(time.Second, delA)    // 10:01:00: a new minute, 45 s after the limit was reached
 
-	if diff := cmp.Diff([]int{0, 0, 0, 403, 0, 0}, codes); diff != "" {
+	if diff := cmp.Diff([]int{0, 0, 0, 403, 0, 0, 403, 0}, codes); diff != "" {
 		t.Errorf("answer codes (-want +got):\n%s", diff)
 	}
-	if got := fake.Stats().QuotaErrors; got != 1 {
-		t.Errorf("Stats.QuotaErrors = %d, want 1", got)
+	st := fake.Stats()
+	if st.QuotaErrors != 2 {
+		t.Errorf("Stats.QuotaErrors = %d, want 2", st.QuotaErrors)
+	}
+	if diff := cmp.Diff(map[string]map[string]int{project: {"2026-03-04T10:00Z": 2}}, st.QuotaErrorsByProjectMinute); diff != "" {
+		t.Errorf("quota errors by project and minute (-want +got):\n%s", diff)
+	}
+}
+
+// TestQuotaRunTime changes quotas while the fake runs: per project, per group, the default
+// for every project, and back to unlimited.
+func TestQuotaRunTime(t *testing.T) {
+	t.Parallel()
+	clk := newClock()
+	c, fake := setup(t, gcefake.Options{Now: clk.Now})
+	for i := range 10 {
+		fake.AddSnapshot(project, fmt.Sprintf("s-%d", i), nil)
+		fake.AddSnapshot("proj-b", fmt.Sprintf("s-%d", i), nil)
+	}
+	ctx := t.Context()
+	delIn := func(p string, i int) int {
+		_, err := c.snapshots.Delete(ctx, &computepb.DeleteSnapshotRequest{Project: p, Snapshot: fmt.Sprintf("s-%d", i), RequestId: new(uuid.NewString())})
+		return httpCode(err)
+	}
+	list := func(p string) int {
+		it := c.snapshots.List(ctx, &computepb.ListSnapshotsRequest{Project: p}, noRetry)
+		_, err := it.Next()
+		if errors.Is(err, iterator.Done) {
+			err = nil
+		}
+		return httpCode(err)
+	}
+	opRead := func(p string) int {
+		_, err := c.operations.Get(ctx, &computepb.GetGlobalOperationRequest{Project: p, Operation: "operation-none"}, noRetry)
+		return httpCode(err)
+	}
+	if err := fake.SetQuota("proj-b", gcefake.GroupWrites, 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := fake.SetQuota(project, gcefake.GroupReads, 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := fake.SetQuota(project, gcefake.GroupOperationReads, 1); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string][]int{
+		"a deletes (unlimited)":   {delIn(project, 0), delIn(project, 1), delIn(project, 2)},
+		"b deletes (1/min)":       {delIn("proj-b", 0), delIn("proj-b", 1)},
+		"a lists (reads 1/min)":   {list(project), list(project)},
+		"b lists (unlimited)":     {list("proj-b"), list("proj-b")},
+		"a operation reads 1/min": {opRead(project), opRead(project)},
+	}
+	// Every project at 2 deletes a minute: project b's own setting goes.
+	if err := fake.SetQuota("", gcefake.GroupWrites, 2); err != nil {
+		t.Fatal(err)
+	}
+	clk.Advance(time.Minute)
+	got["a deletes (2/min)"] = []int{delIn(project, 3), delIn(project, 4), delIn(project, 5)}
+	got["b deletes (2/min)"] = []int{delIn("proj-b", 1), delIn("proj-b", 2), delIn("proj-b", 3)}
+	if err := fake.SetQuota("", gcefake.GroupWrites, 0); err != nil {
+		t.Fatal(err)
+	}
+	got["a deletes (unlimited again)"] = []int{delIn(project, 5), delIn(project, 6)}
+
+	want := map[string][]int{
+		"a deletes (unlimited)":       {0, 0, 0},
+		"b deletes (1/min)":           {0, 403},
+		"a lists (reads 1/min)":       {0, 403},
+		"b lists (unlimited)":         {0, 0},
+		"a operation reads 1/min":     {404, 403},
+		"a deletes (2/min)":           {0, 0, 403},
+		"b deletes (2/min)":           {0, 0, 403},
+		"a deletes (unlimited again)": {0, 0},
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("answer codes (-want +got):\n%s", diff)
+	}
+	if err := fake.SetQuota(project, "deletes", 1); err == nil || !strings.Contains(err.Error(), `"deletes"`) {
+		t.Errorf("SetQuota with an unknown group: %v, want an error naming it", err)
+	}
+	if err := fake.SetQuota(project, gcefake.GroupWrites, -1); err == nil {
+		t.Error("SetQuota with a negative quota: no error")
 	}
 }
 

@@ -50,8 +50,8 @@ type Config struct {
 	// DeleteRates is SNAPSWEEP_DELETE_RATE of each serve instance; their
 	// number is the number of instances.
 	DeleteRates []float64
-	// Quota is the fake's delete quota per minute and project (Compute's
-	// unit: synchronized wall-clock minutes); FailRate
+	// Quota is the fake's delete quota per wall-clock minute and project
+	// (Compute counts per minute); FailRate
 	// and FailCode its random failures; OpLatency how long a delete
 	// operation runs; SlowOpFor how long the operations of the
 	// Workload.SlowOps snapshots report RUNNING.
@@ -236,7 +236,7 @@ func (r *runner) run(ctx context.Context) error {
 	r.mark("chaos run: project %s, seed %d, %d serve instances (delete rates %v/s, sum %g/s), fake quota %d deletes/min, %.0f%% Compute %d, %s %d per subscription, logs in %s",
 		cfg.Project, cfg.Workload.Seed, len(cfg.DeleteRates), cfg.DeleteRates, sum, cfg.Quota, cfg.FailRate*100, cfg.FailCode, window, cfg.Inflight, cfg.LogDir)
 	if cfg.Quota > 0 && sum*60 <= float64(cfg.Quota) {
-		r.logf("warning: the delete rates (sum %g/s) do not exceed the quota (%d/min)", sum, cfg.Quota)
+		r.logf("warning: the delete rates (sum %g/s, %g/min) do not exceed the quota (%d/min)", sum, sum*60, cfg.Quota)
 	}
 
 	ps, subs, err := newPubSub(ctx, cfg.Project, cfg.AckDeadline)
