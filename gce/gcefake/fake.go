@@ -143,6 +143,7 @@ type Fake struct {
 	calls      []Call
 	deleteCall map[key]int
 	deleted    map[key]int
+	deletedAt  map[key]time.Time // when a delete operation last removed it
 	stats      Stats
 
 	quotaDefault   map[string]int      // by group
@@ -205,6 +206,7 @@ func New(opts Options) *Fake {
 		slowOps:    map[key]time.Duration{},
 		deleteCall: map[key]int{},
 		deleted:    map[key]int{},
+		deletedAt:  map[key]time.Time{},
 		stats: Stats{ByStatus: map[int]int{}, ByMethod: map[string]int{},
 			QuotaErrorsByProject: map[string]int{}, QuotaErrorsByProjectMinute: map[string]map[string]int{}},
 		quotaDefault:   map[string]int{},
@@ -349,7 +351,7 @@ func (f *Fake) getSnapshot(r *http.Request, c *Call) response {
 	}
 	s := f.snapshots[k]
 	if s == nil {
-		return notFound("projects/"+c.Project+"/global/snapshots/"+c.Name)
+		return notFound("projects/" + c.Project + "/global/snapshots/" + c.Name)
 	}
 	return jsonResponse(f.snapshotProto(s))
 }
@@ -376,7 +378,7 @@ func (f *Fake) deleteSnapshot(r *http.Request, c *Call) response {
 	}
 	s := f.snapshots[k]
 	if s == nil {
-		return notFound("projects/"+c.Project+"/global/snapshots/"+c.Name)
+		return notFound("projects/" + c.Project + "/global/snapshots/" + c.Name)
 	}
 	if f.inUse[k] > 0 {
 		f.inUse[k]--
@@ -501,7 +503,7 @@ func (f *Fake) getOperation(r *http.Request, c *Call) response {
 	}
 	op := f.operations[key{c.Project, c.Name}]
 	if op == nil {
-		return notFound("projects/"+c.Project+"/global/operations/"+c.Name)
+		return notFound("projects/" + c.Project + "/global/operations/" + c.Name)
 	}
 	return jsonResponse(f.operationProto(op, c.Time))
 }
@@ -528,7 +530,7 @@ func (f *Fake) waitOperation(w http.ResponseWriter, r *http.Request) {
 			op := f.operations[key{c.Project, c.Name}]
 			switch {
 			case op == nil:
-				nf := notFound("projects/"+c.Project+"/global/operations/"+c.Name)
+				nf := notFound("projects/" + c.Project + "/global/operations/" + c.Name)
 				resp = &nf
 			case op.done || time.Since(start) >= maxWait:
 				ok := jsonResponse(f.operationProto(op, c.Time))
@@ -580,6 +582,7 @@ func (f *Fake) settleLocked(now time.Time) {
 		}
 		delete(f.snapshots, op.target)
 		f.deleted[op.target]++
+		f.deletedAt[op.target] = op.doneAt
 		f.stats.Deleted++
 	}
 }
@@ -849,6 +852,9 @@ type Facts struct {
 	DeleteCalls       int `json:"deleteCalls"`
 	SuccessfulDeletes int `json:"successfulDeletes"`
 	QuotaRejected     int `json:"quotaRejected,omitempty"`
+	// DeletedAt is when a delete operation last removed it (its doneAt by the Now clock:
+	// operations settle lazily, so this is not the time someone looked).
+	DeletedAt time.Time `json:"deletedAt,omitzero"`
 }
 
 // Facts returns the facts of every snapshot added to project or named by a delete call,
@@ -861,7 +867,8 @@ func (f *Fake) Facts(project string) []Facts {
 	out := make([]Facts, 0, len(names))
 	for _, n := range names {
 		k := key{project, n}
-		fc := Facts{Name: n, DeleteCalls: f.deleteCall[k], SuccessfulDeletes: f.deleted[k], QuotaRejected: f.quotaRejected[k]}
+		fc := Facts{Name: n, DeleteCalls: f.deleteCall[k], SuccessfulDeletes: f.deleted[k], QuotaRejected: f.quotaRejected[k],
+			DeletedAt: f.deletedAt[k]}
 		if s := f.snapshots[k]; s != nil {
 			fc.Exists, fc.Status, fc.Labels = true, s.Status, maps.Clone(s.Labels)
 		}
