@@ -57,7 +57,7 @@ func bench(args []string) int {
 					return
 				}
 			}
-		}), ", "))
+		}), ", ")+", "+peerScenario)
 		fs.PrintDefaults()
 	}
 	fs.StringVar(&cfg.Bin, "bin", "bin/snapsweep", "the snapsweep binary")
@@ -75,7 +75,7 @@ func bench(args []string) int {
 	}
 	var bad []string
 	for _, name := range fs.Args() {
-		if scenarios[name] == nil {
+		if scenarios[name] == nil && name != peerScenario {
 			bad = append(bad, fmt.Sprintf("unknown scenario %q", name))
 		}
 	}
@@ -102,7 +102,17 @@ func bench(args []string) int {
 	defer stop()
 	code := 0
 	var results []*chaos.BenchResult
+	var peer *chaos.PeerResult
 	for _, name := range fs.Args() {
+		if name == peerScenario {
+			res, err := chaos.Peer(ctx, cfg.Bin, filepath.Join(*logRoot, name), peerProject)
+			if err != nil {
+				fmt.Fprintf(os.Stderr, "snapsweep-chaos bench %s: %v\n", name, err)
+				code = 1
+			}
+			peer = res
+			continue
+		}
 		c := cfg
 		c.Name = name
 		c.Project = "snapsweep-bench-" + hex.EncodeToString(suffix) + "-" + name
@@ -118,11 +128,34 @@ func bench(args []string) int {
 			results = append(results, res)
 		}
 	}
-	printBench(results)
+	printBench(results, peer)
 	return code
 }
 
-func printBench(results []*chaos.BenchResult) {
+// peerScenario deletes one-project's snapshots with gcloud instead, on
+// the same fake and quota.
+const peerScenario = "gcloud-peer"
+
+var peerProject = chaos.BenchProject{ID: "bench-a", QuotaPerMinute: 300, Snapshots: 900}
+
+func printBench(results []*chaos.BenchResult, peer *chaos.PeerResult) {
+	if len(results) > 0 {
+		printTable(results)
+	}
+	fmt.Println()
+	if peer != nil {
+		fmt.Printf("%s: `%s` deleted %d of %d snapshots in %.1f s and exited %d (%d delete calls, %d refused as over quota); its last line: %q\n\n",
+			peerScenario, peer.Command, peer.Deleted, peer.Snapshots, peer.DurationS, peer.ExitCode, peer.DeleteCalls, peer.QuotaErrors, peer.LastLine)
+	}
+	for _, r := range results {
+		if r.LatencyP50 > 0 {
+			fmt.Printf("%s: %d tasks, task.completed published → last snapshot deleted: p50 %s, p99 %s, max %s\n",
+				r.Name, r.Tasks, r.LatencyP50.Round(10*time.Millisecond), r.LatencyP99.Round(10*time.Millisecond), r.LatencyMax.Round(10*time.Millisecond))
+		}
+	}
+}
+
+func printTable(results []*chaos.BenchResult) {
 	fmt.Println("| scenario | project | quota/min | snapshots | deleted | whole minutes (deleted) | deleted per quota minute ÷ quota | deletes/s first→last | quota errors (per instance per minute) |")
 	fmt.Println("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
 	for _, r := range results {
@@ -133,13 +166,6 @@ func printBench(results []*chaos.BenchResult) {
 			}
 			fmt.Printf("| %s | %s | %d | %d | %d | %s | %.2f | %.1f | %d (%.2f) |\n", r.Name, p.ID, p.QuotaPerMinute, p.Snapshots, p.Deleted,
 				strings.Join(mins, ", "), p.QuotaRatio, p.TopSpeed, p.QuotaErrors, p.QuotaErrorsPerInstanceMinute)
-		}
-	}
-	fmt.Println()
-	for _, r := range results {
-		if r.LatencyP50 > 0 {
-			fmt.Printf("%s: %d tasks, task.completed published → last snapshot deleted: p50 %s, p99 %s, max %s\n",
-				r.Name, r.Tasks, r.LatencyP50.Round(10*time.Millisecond), r.LatencyP99.Round(10*time.Millisecond), r.LatencyMax.Round(10*time.Millisecond))
 		}
 	}
 }

@@ -232,6 +232,7 @@ func New(opts Options) *Fake {
 	f.mux.HandleFunc("GET "+base+"snapshots", f.serve("snapshots.list", f.listSnapshots))
 	f.mux.HandleFunc("GET "+base+"operations/{name}", f.serve("globalOperations.get", f.getOperation))
 	f.mux.HandleFunc("POST "+base+"operations/{name}/wait", f.waitOperation)
+	f.mux.HandleFunc("POST /batch/compute/v1", f.serveBatch)
 	// Anything else is a bug in the caller or a gap in the fake. Say so with a 400, never a
 	// 404, which a delete would take for "already gone".
 	f.mux.HandleFunc("/", f.serve("unsupported", func(r *http.Request, c *Call) response {

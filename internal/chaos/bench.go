@@ -1,12 +1,14 @@
 package chaos
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -159,9 +161,9 @@ func Bench(ctx context.Context, cfg BenchConfig) (*BenchResult, error) {
 	}
 	targets := func() []*instance { return instances }
 	evPush := newPusher("migration-events", "/pubsub/migration-events", subs["migration-events"], ps.SubscriptionAdminClient,
-		targets, cfg.Inflight, true, time.Minute, time.Second, 10*time.Second)
+		targets, cfg.Inflight, false, time.Minute, time.Second, 10*time.Second)
 	clPush := newPusher("snapshot-cleanup", "/pubsub/snapshot-cleanup", subs["snapshot-cleanup"], ps.SubscriptionAdminClient,
-		targets, cfg.Inflight, true, time.Minute, time.Second, 10*time.Second)
+		targets, cfg.Inflight, false, time.Minute, time.Second, 10*time.Second)
 	pushCtx, stopPush := context.WithCancel(ctx)
 	var pushWG sync.WaitGroup
 	pushWG.Go(func() { evPush.run(pushCtx) })
@@ -406,4 +408,88 @@ func waitFor(ctx context.Context, d time.Duration, cond func() bool) bool {
 		}
 	}
 	return true
+}
+
+// PeerResult is what the peer tool did on the same fake and quota.
+type PeerResult struct {
+	Command   string  `json:"command"`
+	Snapshots int     `json:"snapshots"`
+	Deleted   int     `json:"deleted"`
+	ExitCode  int     `json:"exitCode"`
+	DurationS float64 `json:"durationSeconds"`
+	// DeleteCalls and QuotaErrors as the fake counted them.
+	DeleteCalls int    `json:"deleteCalls"`
+	QuotaErrors int    `json:"quotaErrors"`
+	LastLine    string `json:"lastLine"`
+}
+
+// Peer deletes p's snapshots with `gcloud compute snapshots delete` on
+// the same fake and quota as the benchmark, the way an operator would
+// without snapsweep: one command naming every snapshot. gcloud sends the
+// deletes in batch requests (POST /batch/compute/v1), each inner call
+// counted against the quota, and gives up on the first errors.
+func Peer(ctx context.Context, bin, logDir string, p BenchProject) (*PeerResult, error) {
+	if err := os.MkdirAll(logDir, 0o755); err != nil {
+		return nil, err
+	}
+	gcloud, err := exec.LookPath("gcloud")
+	if err != nil {
+		return nil, fmt.Errorf("the peer needs gcloud: %w", err)
+	}
+	fake, fakeURL, err := startFake(ctx, bin, logDir, "--latency", "200ms", "--quota", "0")
+	if err != nil {
+		return nil, err
+	}
+	defer fake.stop(5 * time.Second)
+	if err := postJSON(ctx, fakeURL+"/fake/quota", map[string]any{"project": p.ID, "group": "writes", "perMinute": p.QuotaPerMinute}, nil); err != nil {
+		return nil, err
+	}
+	tk := &benchTask{project: p.ID, session: "bench-peer"}
+	for i := range p.Snapshots {
+		tk.snaps = append(tk.snaps, fmt.Sprintf("snap-%d", i))
+	}
+	if err := seedSnapshots(ctx, fakeURL, []*benchTask{tk}); err != nil {
+		return nil, err
+	}
+	cfgDir, err := os.MkdirTemp("", "snapsweep-peer-gcloud-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(cfgDir)
+	args := append([]string{"compute", "snapshots", "delete"}, tk.snaps...)
+	args = append(args, "--project", p.ID, "--quiet")
+	cmd := exec.CommandContext(ctx, gcloud, args...)
+	cmd.Env = append(os.Environ(),
+		"CLOUDSDK_CONFIG="+cfgDir,
+		"CLOUDSDK_API_ENDPOINT_OVERRIDES_COMPUTE="+fakeURL+"/compute/v1/",
+		"CLOUDSDK_AUTH_ACCESS_TOKEN=fake-token", // the fake takes any token
+		"CLOUDSDK_CORE_DISABLE_PROMPTS=1")
+	out, _ := os.Create(filepath.Join(logDir, "gcloud.log"))
+	defer out.Close()
+	var last bytes.Buffer
+	cmd.Stdout, cmd.Stderr = io.MultiWriter(out, &last), io.MultiWriter(out, &last)
+	t0 := time.Now()
+	runErr := cmd.Run()
+	res := &PeerResult{Command: fmt.Sprintf("gcloud compute snapshots delete <%d names> --project %s --quiet", p.Snapshots, p.ID),
+		Snapshots: p.Snapshots, DurationS: time.Since(t0).Seconds(), ExitCode: cmd.ProcessState.ExitCode()}
+	if runErr != nil && res.ExitCode < 0 {
+		return nil, runErr
+	}
+	lines := strings.Split(strings.TrimSpace(last.String()), "\n")
+	res.LastLine = lines[len(lines)-1]
+	facts, err := readFacts(ctx, fakeURL, []string{p.ID})
+	if err != nil {
+		return nil, err
+	}
+	for _, fc := range facts[p.ID] {
+		if !fc.Exists {
+			res.Deleted++
+		}
+	}
+	var st computeStats
+	if err := getJSON(ctx, fakeURL+"/fake/calls", &st); err != nil {
+		return nil, err
+	}
+	res.DeleteCalls, res.QuotaErrors = st.ByMethod["snapshots.delete"], st.QuotaErrors
+	return res, nil
 }

@@ -1,6 +1,7 @@
 package chaos
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -104,5 +105,32 @@ not json
 	got, _ = breakerOpen(path, from.Add(20*time.Second), from.Add(62*time.Second))
 	if want := 7 * time.Second; got != want {
 		t.Errorf("open within [10:00:20, 10:01:02] = %s, want %s", got, want)
+	}
+}
+
+func TestProjectFiguresCountsWholeMinutesBetweenFirstAndLastDeletion(t *testing.T) {
+	t.Parallel()
+	base := time.Date(2026, 12, 2, 10, 0, 40, 0, time.UTC)
+	facts := map[string]fakeFacts{}
+	// 100 a minute for 3 minutes from 10:00:40, one every 0.6 s, and a
+	// snapshot that still exists.
+	for i := range 300 {
+		facts[fmt.Sprint(i)] = fakeFacts{DeletedAt: base.Add(time.Duration(i) * 600 * time.Millisecond)}
+	}
+	facts["kept"] = fakeFacts{Exists: true}
+	got := projectFigures(BenchProject{ID: "p", QuotaPerMinute: 100, Snapshots: 301}, facts, 6, 2)
+	want := []MinuteFigure{{Minute: "10:01", Deleted: 100, Ratio: 1}, {Minute: "10:02", Deleted: 100, Ratio: 1}}
+	if diff := cmp.Diff(want, got.Minutes); diff != "" {
+		t.Errorf("minutes (-want +got):\n%s", diff)
+	}
+	if got.Deleted != 300 || got.QuotaRatio != 1 {
+		t.Errorf("deleted %d, ratio %v; want 300 and 1", got.Deleted, got.QuotaRatio)
+	}
+	// 6 quota errors, 2 instances, 179.4 s of deletions.
+	if e := got.QuotaErrorsPerInstanceMinute; e < 0.99 || e > 1.01 {
+		t.Errorf("quota errors per instance per minute = %.3f, want 1.00", e)
+	}
+	if s := got.TopSpeed; s < 1.66 || s > 1.67 {
+		t.Errorf("top speed = %.3f/s, want 1/0.6", s)
 	}
 }
