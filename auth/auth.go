@@ -33,7 +33,6 @@ import (
 	"net/url"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
@@ -41,6 +40,7 @@ import (
 	"google.golang.org/api/idtoken"
 	"google.golang.org/api/option"
 
+	"github.com/snapsweep/snapsweep/events"
 	"github.com/snapsweep/snapsweep/telemetry"
 )
 
@@ -349,14 +349,4 @@ func (v *Verifier) Middleware(next http.Handler) http.Handler {
 }
 
 // short quotes an untrusted claim for a log detail, cut to a short prefix.
-func short(s string) string {
-	const max = 128
-	if len(s) <= max {
-		return fmt.Sprintf("%q", s)
-	}
-	cut := max
-	for cut > 0 && !utf8.RuneStart(s[cut]) {
-		cut--
-	}
-	return fmt.Sprintf("%q…", s[:cut])
-}
+func short(s string) string { return events.Quote(s, 128) }

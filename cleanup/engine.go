@@ -18,6 +18,7 @@ import (
 
 	"github.com/snapsweep/snapsweep/events"
 	"github.com/snapsweep/snapsweep/gce"
+	"github.com/snapsweep/snapsweep/internal/wait"
 	"github.com/snapsweep/snapsweep/lifecycle"
 	"github.com/snapsweep/snapsweep/store"
 )
@@ -245,25 +246,10 @@ func NewEngine(cfg EngineConfig) *Engine {
 	return e
 }
 
-func sleep(ctx context.Context, d time.Duration) error {
-	if d <= 0 {
-		return ctx.Err()
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
+func sleep(ctx context.Context, d time.Duration) error { return wait.Sleep(ctx, d) }
 
 // BreakerState is the Compute breaker's state: closed, half-open or open.
 func (e *Engine) BreakerState() string { return e.breaker.State().String() }
-
-// DryRun reports whether the engine only pretends to delete.
-func (e *Engine) DryRun() bool { return e.cfg.DryRun }
 
 func (e *Engine) now() time.Time { return now(e.cfg.Now) }
 

@@ -177,3 +177,33 @@ func (u *scheduleUnit) Rollback(ctx context.Context) error {
 	}
 	return nil
 }
+
+// Plan says what scheduling a cleanup with reason does with s (of task t,
+// nil when unknown): "schedule", "republish" (cleanup already requested)
+// or "skip", and why. It runs the very claim Schedule runs
+// (lifecycle.Policy.ClaimFor) on a copy, so that a dry run (snapsweep
+// cleanup without --yes) and the real run cannot disagree; the real run
+// schedules what Plan did not skip, and Schedule checks again.
+func Plan(p lifecycle.Policy, s *store.Snapshot, t *store.Task, reason events.CleanupReason, now time.Time) (action, why string) {
+	next, c, err := p.ClaimFor(s, t, reason, false, now)
+	switch {
+	case err != nil:
+		return "skip", err.Error()
+	case c.Publish && !c.Fresh:
+		return "republish", "cleanup already requested (" + orDash(s.CleanupReason) + "); the message is sent again"
+	case c.Publish && s.State == store.Failed:
+		return "schedule", "retry of a failed deletion: " + orDash(s.Error)
+	case c.Publish:
+		return "schedule", p.Eligible(s, t, now).Why
+	case next != nil && next.State == store.Failed:
+		return "skip", "would be failed for an operator: " + next.Error
+	}
+	return "skip", c.Skipped
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"golang.org/x/sync/errgroup"
 )
@@ -20,18 +21,18 @@ type Unit interface {
 	Rollback(ctx context.Context) error
 }
 
-// Executor runs units with bounded concurrency, rolls back the ones that
-// fail, and judges the run against a failure tolerance.
+// Executor runs units with bounded concurrency and rolls back the ones
+// that fail. (A session's failure tolerance is judged by Judge, on the
+// registry, not here: a run is one instance's share of the work.)
 type Executor struct {
 	// Concurrency bounds the units running at once (default 8).
 	Concurrency int
-	// Tolerance is the share of units that may fail before the run counts
-	// as failed (0 = none may fail).
-	Tolerance float64
-	// Before and After, when set, run before and after the units (health
-	// checks): a failing Before stops the run before any unit starts.
-	Before, After func(ctx context.Context) error
 }
+
+// rollbackTimeout bounds one rollback: it runs after the unit failed, also
+// when the request's context has ended, and must not hang on a stalled
+// registry (a claim left behind is re-driven by the sweep).
+const rollbackTimeout = 10 * time.Second
 
 // RunResult is what a run did.
 type RunResult struct {
@@ -40,27 +41,11 @@ type RunResult struct {
 	Errors []error
 }
 
-// FailureRatio is the share of units that failed.
-func (r RunResult) FailureRatio() float64 {
-	if r.Total == 0 {
-		return 0
-	}
-	return float64(r.Failed) / float64(r.Total)
-}
-
-// ErrToleranceExceeded is returned when more units failed than tolerated.
-var ErrToleranceExceeded = errors.New("failure tolerance exceeded")
-
 // Run executes every unit (it keeps going past failures) and returns what
-// happened. The error is non-nil when Before or After failed or when the
-// failure ratio exceeds the tolerance; it then joins the unit errors.
+// happened. The error is non-nil when any unit failed; it joins the unit
+// errors.
 func (e Executor) Run(ctx context.Context, units []Unit) (RunResult, error) {
 	res := RunResult{Total: len(units)}
-	if e.Before != nil {
-		if err := e.Before(ctx); err != nil {
-			return res, fmt.Errorf("check before run: %w", err)
-		}
-	}
 	n := e.Concurrency
 	if n <= 0 {
 		n = 8
@@ -73,7 +58,9 @@ func (e Executor) Run(ctx context.Context, units []Unit) (RunResult, error) {
 			err := u.Execute(ctx)
 			var rbErr error
 			if err != nil {
-				rbErr = u.Rollback(context.WithoutCancel(ctx))
+				rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), rollbackTimeout)
+				rbErr = u.Rollback(rctx)
+				cancel()
 			}
 			mu.Lock()
 			defer mu.Unlock()
@@ -92,15 +79,8 @@ func (e Executor) Run(ctx context.Context, units []Unit) (RunResult, error) {
 		})
 	}
 	_ = g.Wait()
-	var errs []error
-	if res.Failed > 0 && res.FailureRatio() > e.Tolerance {
-		errs = append(errs, fmt.Errorf("%d of %d units failed: %w", res.Failed, res.Total, ErrToleranceExceeded))
-		errs = append(errs, res.Errors...)
+	if res.Failed == 0 {
+		return res, nil
 	}
-	if e.After != nil {
-		if err := e.After(ctx); err != nil {
-			errs = append(errs, fmt.Errorf("check after run: %w", err))
-		}
-	}
-	return res, errors.Join(errs...)
+	return res, fmt.Errorf("%d of %d units failed: %w", res.Failed, res.Total, errors.Join(res.Errors...))
 }

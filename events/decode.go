@@ -399,13 +399,7 @@ func (f *firstError) snapshotID(m map[string]json.RawMessage, key, field string)
 
 // excerpt returns a raw JSON number for an error detail, cut to a short
 // prefix (numbers are ASCII).
-func excerpt(raw []byte) string {
-	const max = 64
-	if len(raw) <= max {
-		return string(raw)
-	}
-	return string(raw[:max]) + "…"
-}
+func excerpt(raw []byte) string { return Cut(string(raw), 64) }
 
 // time returns m[key] as an RFC 3339 time; null, absent and "" give the
 // zero time, which Validate reports as missing.

@@ -428,33 +428,6 @@ func TestValidateGoValues(t *testing.T) {
 	}
 }
 
-func TestRetentionOverride(t *testing.T) {
-	t.Parallel()
-	cases := []struct {
-		name      string
-		snapshot  *SnapshotRef
-		want      time.Duration
-		wantFound bool
-	}{
-		{"no snapshot", nil, 0, false},
-		{"no retention", &SnapshotRef{Project: "my-project", Name: "s"}, 0, false},
-		{"72h", &SnapshotRef{Retention: "72h"}, 72 * time.Hour, true},
-		{"compound", &SnapshotRef{Retention: "1h30m"}, 90 * time.Minute, true},
-		{"ten years", &SnapshotRef{Retention: "87600h"}, MaxRetention, true},
-		{"invalid", &SnapshotRef{Retention: "forever"}, 0, false},
-		{"negative", &SnapshotRef{Retention: "-5m"}, 0, false},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			got, ok := Event{Snapshot: tc.snapshot}.RetentionOverride()
-			if got != tc.want || ok != tc.wantFound {
-				t.Errorf("RetentionOverride() = %v, %v; want %v, %v", got, ok, tc.want, tc.wantFound)
-			}
-		})
-	}
-}
-
 func TestValidIdentifiers(t *testing.T) {
 	t.Parallel()
 	cases := []struct {

@@ -195,20 +195,6 @@ func invalidSnapshotID(field, sent string) error {
 	return invalid(field, "must be Compute's numeric snapshot id, a decimal integer from 1 to 18446744073709551615 without leading zeros (as a JSON string or number), not "+sent)
 }
 
-// RetentionOverride returns the snapshot's own retention, parsed. ok is
-// false when the event carries none (or, for an event that did not pass
-// Validate, an invalid one).
-func (e Event) RetentionOverride() (d time.Duration, ok bool) {
-	if e.Snapshot == nil || e.Snapshot.Retention == "" {
-		return 0, false
-	}
-	d, err := parseRetention(e.Snapshot.Retention)
-	if err != nil {
-		return 0, false
-	}
-	return d, true
-}
-
 func parseRetention(s string) (time.Duration, error) {
 	d, err := time.ParseDuration(s)
 	if err != nil {
@@ -446,17 +432,7 @@ func invalid(field, detail string) error {
 
 // quote returns s quoted for an error detail, cut to a short prefix so that
 // a hostile message cannot flood the logs.
-func quote(s string) string {
-	const max = 64
-	if len(s) <= max {
-		return fmt.Sprintf("%q", s)
-	}
-	cut := max
-	for cut > 0 && !utf8.RuneStart(s[cut]) {
-		cut--
-	}
-	return fmt.Sprintf("%q…", s[:cut])
-}
+func quote(s string) string { return Quote(s, 64) }
 
 // Allowlist is the set of projects whose snapshots snapsweep may manage
 // (SNAPSWEEP_PROJECTS). The zero value allows nothing.

@@ -12,7 +12,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"net/url"
 	"regexp"
 	"slices"
 	"strconv"
@@ -37,24 +36,10 @@ type Config struct {
 	Endpoint string `env:"SNAPSWEEP_COMPUTE_ENDPOINT"`
 }
 
-// Validate reports every problem of the configuration at once.
-func (c Config) Validate() error {
-	if c.Endpoint == "" {
-		return nil
-	}
-	u, err := url.Parse(c.Endpoint)
-	if err != nil {
-		return fmt.Errorf("SNAPSWEEP_COMPUTE_ENDPOINT: %w", err)
-	}
-	var errs []error
-	if u.Scheme != "http" && u.Scheme != "https" {
-		errs = append(errs, fmt.Errorf("SNAPSWEEP_COMPUTE_ENDPOINT %q: scheme must be http or https", c.Endpoint))
-	}
-	if u.Host == "" {
-		errs = append(errs, fmt.Errorf("SNAPSWEEP_COMPUTE_ENDPOINT %q: missing host", c.Endpoint))
-	}
-	return errors.Join(errs...)
-}
+// NoCredentials reports whether the Compute API at endpoint is called
+// without credentials: a plain-http endpoint (a local fake) is, anything
+// else uses Application Default Credentials. The one place that decides.
+func NoCredentials(endpoint string) bool { return strings.HasPrefix(endpoint, "http://") }
 
 // Snapshot is what snapsweep needs to know about a Compute Engine snapshot.
 type Snapshot struct {
@@ -115,7 +100,7 @@ func New(ctx context.Context, cfg Config, opts ...option.ClientOption) (*Client,
 		// The REST client appends "/compute/v1/..." to the endpoint; a trailing slash would
 		// produce "//compute" paths.
 		all = append(all, option.WithEndpoint(strings.TrimRight(cfg.Endpoint, "/")))
-		if strings.HasPrefix(cfg.Endpoint, "http://") {
+		if NoCredentials(cfg.Endpoint) {
 			all = append(all, option.WithoutAuthentication())
 		}
 	}

@@ -290,18 +290,8 @@ func decodePushAttributes(raw json.RawMessage) (map[string]string, error) {
 // envelopeError returns a bad_envelope rejection. The detail is cut short:
 // it may quote the SDK or the JSON decoder, which may quote the request.
 func envelopeError(field, detail string) error {
-	const max = 512
-	if len(detail) > max {
-		detail = strings.ToValidUTF8(detail[:max], "") + "…"
-	}
-	return &events.RejectError{Reason: events.ReasonBadEnvelope, Field: field, Detail: detail}
+	return &events.RejectError{Reason: events.ReasonBadEnvelope, Field: field, Detail: events.Cut(detail, 512)}
 }
 
 // quote returns s quoted and cut short, for an error detail.
-func quoteShort(s string) string {
-	const max = 64
-	if len(s) > max {
-		return fmt.Sprintf("%q…", strings.ToValidUTF8(s[:max], ""))
-	}
-	return fmt.Sprintf("%q", s)
-}
+func quoteShort(s string) string { return events.Quote(s, 64) }

@@ -375,3 +375,25 @@ func TestDecodePushManyAttributesBounded(t *testing.T) {
 		t.Errorf("DecodePush of 10,000 attributes made %.0f allocations, want fewer than 2000", allocs)
 	}
 }
+
+// TestPushEnvelopeRoundTrip: what NewPushEnvelope encodes (the body the
+// push simulator and the tests send), DecodePush reads back unchanged.
+func TestPushEnvelopeRoundTrip(t *testing.T) {
+	t.Parallel()
+	cases := []handlers.PushMessage{
+		{Data: []byte(`{"id":"e1"}`), Attributes: map[string]string{"type": "task.completed"}, MessageID: "m1",
+			PublishTime: mustTime("2026-01-02T03:04:05.123456789Z"), Subscription: subscription, DeliveryAttempt: 4},
+		{MessageID: "m2"},
+		{Data: []byte{0, 0xff, '\n'}, MessageID: "m3", Attributes: map[string]string{"": "", "k": "v"}},
+	}
+	for _, want := range cases {
+		want.Format = handlers.FormatPubSubPush
+		got, err := handlers.DecodePush(pushRequest(string(handlers.NewPushEnvelope(want).Encode()), nil))
+		if err != nil {
+			t.Fatalf("%s: %v", want.MessageID, err)
+		}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("%s: decoded (-want +got):\n%s", want.MessageID, diff)
+		}
+	}
+}

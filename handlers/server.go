@@ -32,6 +32,7 @@ import (
 	"github.com/snapsweep/snapsweep/gce"
 	"github.com/snapsweep/snapsweep/ingest"
 	"github.com/snapsweep/snapsweep/store"
+	"github.com/snapsweep/snapsweep/sweep"
 	"github.com/snapsweep/snapsweep/telemetry"
 )
 
@@ -45,10 +46,10 @@ type CleanupHandler interface {
 	Handle(ctx context.Context, m events.CleanupMessage) (cleanup.Outcome, error)
 }
 
-// Sweeper runs one scheduled sweep and returns its report (JSON-encodable).
+// Sweeper runs one scheduled sweep and returns its report.
 // runID identifies the scheduled run: two deliveries of one run share it.
 type Sweeper interface {
-	Sweep(ctx context.Context, dryRun bool, runID string) (any, error)
+	Run(ctx context.Context, dryRun bool, runID string) (*sweep.Report, error)
 }
 
 // SweepRequest is the body of POST /scheduler/sweep plus what the Cloud
@@ -433,7 +434,7 @@ func (s *Server) handleSweep(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
-	report, err := s.cfg.Sweeper.Sweep(r.Context(), req.DryRun, req.RunID)
+	report, err := s.cfg.Sweeper.Run(r.Context(), req.DryRun, req.RunID)
 	if err != nil {
 		telemetry.Logger(r.Context()).ErrorContext(r.Context(), "sweep failed", "error", err)
 		writeJSON(w, status(err), map[string]any{"error": err.Error(), "report": report})

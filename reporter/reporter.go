@@ -416,9 +416,7 @@ func Status(ctx context.Context, client *http.Client, serviceURL, sessionID stri
 		if json.Unmarshal(body, &e) == nil && e.Error != "" {
 			msg = e.Error
 		}
-		if len(msg) > 200 {
-			msg = strings.ToValidUTF8(msg[:200], "") + "…"
-		}
+		msg = events.Cut(msg, 200)
 		return st, fmt.Errorf("reporter: session status: %s: %s", resp.Status, msg)
 	}
 	if err := json.Unmarshal(body, &st); err != nil {

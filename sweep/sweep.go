@@ -265,14 +265,9 @@ func newID() string {
 	return hex.EncodeToString(b)
 }
 
-// Sweep runs one sweep. runID (X-CloudScheduler-ScheduleTime) makes a
+// Run runs one sweep. runID (X-CloudScheduler-ScheduleTime) makes a
 // redelivered scheduled run a no-op; the sweep lease keeps overlapping runs
 // from both acting.
-func (s *Sweeper) Sweep(ctx context.Context, dryRun bool, runID string) (any, error) {
-	return s.Run(ctx, dryRun, runID)
-}
-
-// Run is Sweep with a typed report.
 func (s *Sweeper) Run(ctx context.Context, dryRun bool, runID string) (*Report, error) {
 	start := s.cfg.Now()
 	rep := &Report{RunID: runID, StartedAt: start.UTC(), DryRun: dryRun || s.cfg.DryRun, Cap: s.cfg.MaxDeletes, Status: OK}

@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"github.com/snapsweep/snapsweep/service"
 	"io"
 	"maps"
 	"net/http"
@@ -226,7 +227,7 @@ func countingFirestoreOptions(tb testing.TB, c *fsCounter) []option.ClientOption
 	}
 	conn, err := grpc.NewClient(strings.TrimPrefix(addr, "http://"),
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithPerRPCCredentials(emulatorOwner{}),
+		grpc.WithPerRPCCredentials(service.EmulatorCredentials()),
 		grpc.WithChainUnaryInterceptor(c.unary),
 		grpc.WithChainStreamInterceptor(c.stream),
 	)
@@ -238,8 +239,8 @@ func countingFirestoreOptions(tb testing.TB, c *fsCounter) []option.ClientOption
 }
 
 // startServiceEnv is startEnv for benchmarks, with logs encoded and
-// discarded (requests go to svc.Handler() in-process).
-func startServiceEnv(tb testing.TB, settings map[string]string, opts ServiceOptions) *env {
+// discarded (requests go to svc.Handler in-process).
+func startServiceEnv(tb testing.TB, settings map[string]string, opts service.Options) *env {
 	tb.Helper()
 	if opts.Logger == nil {
 		opts.Logger = telemetry.NewLogger(io.Discard, nil, "bench")
@@ -448,7 +449,7 @@ var costCases = []costCase{
 //
 //   - mix: events per second for a realistic mix, per task 1 task.started,
 //     3 snapshot.created and 1 task.completed (in that order; 200 tasks in
-//     sessions of 50, 32 requests in flight, posted to svc.Handler()
+//     sessions of 50, 32 requests in flight, posted to svc.Handler
 //     in-process as Pub/Sub push posts them; each session's
 //     session.started is applied first, untimed; an event still nacked
 //     after 20 attempts is given up and counted as unacked);
@@ -466,8 +467,8 @@ var costCases = []costCase{
 // the RPC counts per event carry over, the times do not.
 func BenchmarkIngest(b *testing.B) {
 	counter := &fsCounter{}
-	e := startServiceEnv(b, nil, ServiceOptions{FirestoreOptions: countingFirestoreOptions(b, counter)})
-	ib := &ingestBench{e: e, h: e.svc.Handler(), counter: counter,
+	e := startServiceEnv(b, nil, service.Options{FirestoreOptions: countingFirestoreOptions(b, counter)})
+	ib := &ingestBench{e: e, h: e.svc.Handler, counter: counter,
 		base: time.Now().UTC().Add(-30 * time.Minute).Truncate(time.Second), nonce: fmt.Sprintf("%x", time.Now().UnixNano()%0xfffff)}
 
 	// Warm up connections; the interceptor must see the RPCs.

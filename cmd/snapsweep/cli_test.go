@@ -5,6 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"github.com/snapsweep/snapsweep/ops"
+	"github.com/snapsweep/snapsweep/status"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -82,13 +84,13 @@ type cliResult struct {
 // run runs `snapsweep args...` as main would, with the env's environment.
 func (e *cliEnv) run(t *testing.T, args ...string) cliResult {
 	t.Helper()
-	deps := defaultOpsDeps()
-	deps.lookup = func(k string) (string, bool) { v, ok := e.vars[k]; return v, ok }
-	deps.terminal = func(io.Writer) bool { return false }
+	deps := ops.DefaultDeps()
+	deps.Lookup = func(k string) (string, bool) { v, ok := e.vars[k]; return v, ok }
+	deps.Terminal = func(io.Writer) bool { return false }
 	return runCLI(t, deps, args...)
 }
 
-func runCLI(t *testing.T, deps opsDeps, args ...string) cliResult {
+func runCLI(t *testing.T, deps ops.Deps, args ...string) cliResult {
 	t.Helper()
 	root := newRootCommand(deps)
 	var out, errOut bytes.Buffer
@@ -96,7 +98,7 @@ func runCLI(t *testing.T, deps opsDeps, args ...string) cliResult {
 	root.SetErr(&errOut)
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	err := execute(ctx, root, args, deps.terminal)
+	err := ops.Execute(ctx, root, args, deps.Terminal)
 	return cliResult{stdout: out.String(), stderr: errOut.String(), err: err, code: exitCode(err)}
 }
 
@@ -332,7 +334,7 @@ func TestCLICleanupNeedsYes(t *testing.T) {
 	}
 	r = e.run(t, "cleanup", "session", "--session", "s1", "-o", "json")
 	wantCode(t, "dry run json", r, 0)
-	var plan cleanupResult
+	var plan ops.CleanupResult
 	if err := json.Unmarshal([]byte(r.stdout), &plan); err != nil {
 		t.Fatal(err)
 	}
@@ -523,8 +525,8 @@ func TestCLIHealth(t *testing.T) {
 			http.NotFound(w, r)
 			return
 		}
-		json.NewEncoder(w).Encode(statusReport{Breaker: "closed", Version: "test",
-			Health: newStatusHealth(store.HealthRecord{At: now, Status: "ok", Report: string(b)})})
+		json.NewEncoder(w).Encode(status.Report{Breaker: "closed", Version: "test",
+			Health: status.NewHealth(store.HealthRecord{At: now, Status: "ok", Report: string(b)})})
 	}))
 	defer svc.Close()
 	r = e.run(t, "health", "--url", svc.URL)
@@ -615,13 +617,13 @@ func TestCLIOrphansIsReadOnly(t *testing.T) {
 	r := e.run(t, "orphans", "--compute-endpoint", e.compute, "-o", "json")
 	wantCode(t, "orphans", r, 0)
 	var v struct {
-		Orphans []orphan
+		Orphans []ops.Orphan
 		Checked int
 	}
 	if err := json.Unmarshal([]byte(r.stdout), &v); err != nil {
 		t.Fatalf("%v\n%s", err, r.stdout)
 	}
-	byName := map[string]orphan{}
+	byName := map[string]ops.Orphan{}
 	for _, o := range v.Orphans {
 		byName[o.Name] = o
 	}
@@ -651,8 +653,8 @@ func TestCLIOrphansIsReadOnly(t *testing.T) {
 // error (exit code 2).
 func TestCLICommandTree(t *testing.T) {
 	t.Parallel()
-	deps := defaultOpsDeps()
-	deps.lookup = func(string) (string, bool) { return "", false }
+	deps := ops.DefaultDeps()
+	deps.Lookup = func(string) (string, bool) { return "", false }
 	root := newRootCommand(deps)
 	var walk func(c *cobra.Command)
 	leaves := 0

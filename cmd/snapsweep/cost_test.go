@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"github.com/snapsweep/snapsweep/status"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -147,15 +148,15 @@ func TestCostFiguresOfASession(t *testing.T) {
 
 		// /status?session= gives the exact figures on the service's clock.
 		rec := httptest.NewRecorder()
-		e.svc.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/status?session="+session, nil))
-		var st sessionStatus
+		e.svc.Handler.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/status?session="+session, nil))
+		var st status.Session
 		if err := json.Unmarshal(rec.Body.Bytes(), &st); err != nil {
 			t.Fatalf("/status?session: %v\n%s", err, rec.Body.String())
 		}
 		if diff := cmp.Diff(want, st.Storage, approx); diff != "" {
 			t.Errorf("/status?session (-want +got):\n%s", diff)
 		}
-		var all statusReport
+		var all status.Report
 		if err := json.Unmarshal([]byte(e.status()), &all); err != nil || all.Storage == nil {
 			t.Fatalf("/status: %v", err)
 		}

@@ -6,6 +6,8 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"github.com/snapsweep/snapsweep/handlers"
+	"github.com/snapsweep/snapsweep/service"
 	"io"
 	"log/slog"
 	"net"
@@ -34,7 +36,7 @@ const sessionLabel = "migration-session"
 // env is one running service on the emulators, in a project of its own.
 type env struct {
 	project string
-	svc     *Service
+	svc     *service.Service
 	fake    *gcefake.Fake
 	ps      *pubsub.Client
 	logs    *syncBuffer
@@ -63,11 +65,11 @@ func (s *syncBuffer) String() string {
 // returns it serving on a local port.
 func startEnv(t testing.TB, settings map[string]string) *env {
 	t.Helper()
-	return startEnvWith(t, settings, ServiceOptions{})
+	return startEnvWith(t, settings, service.Options{})
 }
 
 // startEnvWith is startEnv with service options (providers, clocks).
-func startEnvWith(t testing.TB, settings map[string]string, opts ServiceOptions) *env {
+func startEnvWith(t testing.TB, settings map[string]string, opts service.Options) *env {
 	t.Helper()
 	emulators.Require(t, emulators.Firestore)
 	emulators.Require(t, emulators.PubSub)
@@ -102,12 +104,12 @@ func startEnvWith(t testing.TB, settings map[string]string, opts ServiceOptions)
 	if err != nil {
 		t.Fatal(err)
 	}
-	log := newLogger(e.logs, cfg)
+	log := service.NewLogger(e.logs, cfg)
 	opts.Listener = lis
 	if opts.Logger == nil {
 		opts.Logger = log
 	}
-	svc, err := NewService(ctx, cfg, opts)
+	svc, err := service.New(ctx, cfg, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -305,10 +307,7 @@ func TestDryRunDeletesNothing(t *testing.T) {
 // push posts one wrapped Pub/Sub push request to the service in-process.
 func push(t *testing.T, h http.Handler, path, id string, data []byte) int {
 	t.Helper()
-	body, _ := json.Marshal(map[string]any{
-		"message":      map[string]any{"data": base64.StdEncoding.EncodeToString(data), "messageId": id, "publishTime": time.Now().UTC()},
-		"subscription": "projects/p/subscriptions/s",
-	})
+	body := handlers.NewPushEnvelope(handlers.PushMessage{Data: data, MessageID: id, PublishTime: time.Now(), Subscription: "projects/p/subscriptions/s"}).Encode()
 	req := httptest.NewRequest(http.MethodPost, path, bytes.NewReader(body))
 	rec := httptest.NewRecorder()
 	h.ServeHTTP(rec, req)
@@ -319,7 +318,7 @@ func push(t *testing.T, h http.Handler, path, id string, data []byte) int {
 func TestRejectionsAreAcknowledgedRecordedAndCounted(t *testing.T) {
 	t.Parallel()
 	e := startEnv(t, nil)
-	h := e.svc.Handler()
+	h := e.svc.Handler
 	at := time.Now().UTC().Format(time.RFC3339)
 	cases := map[string]string{
 		"bad_json":            `{"id":`,
@@ -372,7 +371,7 @@ func TestRejectionsAreAcknowledgedRecordedAndCounted(t *testing.T) {
 func TestFirestoreUnavailableThenBack(t *testing.T) {
 	t.Parallel()
 	e := startEnv(t, nil)
-	h := e.svc.Handler()
+	h := e.svc.Handler
 	data := event("f1", events.SnapshotCreated, "s1", "t1", time.Now().UTC(), &events.SnapshotRef{Project: e.project, Name: "snap-f"})
 	// A cancelled request context is what an unreachable Firestore looks
 	// like to the handler: every call fails with a transient error.

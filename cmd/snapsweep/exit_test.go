@@ -1,6 +1,7 @@
 package main
 
 import (
+	"github.com/snapsweep/snapsweep/ops"
 	"io"
 	"strings"
 	"testing"
@@ -12,12 +13,12 @@ import (
 // reach a registry: they fail before, or need none.
 func TestExitCodeRule(t *testing.T) {
 	t.Parallel()
-	deps := defaultOpsDeps()
-	deps.lookup = func(k string) (string, bool) {
+	deps := ops.DefaultDeps()
+	deps.Lookup = func(k string) (string, bool) {
 		v, ok := map[string]string{"GOOGLE_CLOUD_PROJECT": "my-project"}[k]
 		return v, ok
 	}
-	deps.terminal = func(io.Writer) bool { return false }
+	deps.Terminal = func(io.Writer) bool { return false }
 	cases := []struct {
 		args []string
 		code int
@@ -109,12 +110,12 @@ func TestUnreachableRegistryFailsWithinItsDeadline(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
-			deps := defaultOpsDeps()
-			deps.lookup = func(k string) (string, bool) {
+			deps := ops.DefaultDeps()
+			deps.Lookup = func(k string) (string, bool) {
 				v, ok := map[string]string{"GOOGLE_CLOUD_PROJECT": "my-project", "FIRESTORE_EMULATOR_HOST": "127.0.0.1:9"}[k]
 				return v, ok
 			}
-			deps.terminal = func(io.Writer) bool { return true }
+			deps.Terminal = func(io.Writer) bool { return true }
 			start := time.Now()
 			r := runCLI(t, deps, append(c.args, "--timeout", "3s")...)
 			took := time.Since(start)

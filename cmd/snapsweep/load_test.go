@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"github.com/snapsweep/snapsweep/service"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -84,7 +85,7 @@ func BenchmarkLoadBurst(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	svc, err := NewService(ctx, cfg, ServiceOptions{Registry: store.NewMemory(), PubSub: ps, Listener: lis,
+	svc, err := service.New(ctx, cfg, service.Options{Registry: store.NewMemory(), PubSub: ps, Listener: lis,
 		Logger: telemetry.NewLogger(discard{}, nil, "load-project")})
 	if err != nil {
 		b.Fatal(err)

@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/snapsweep/snapsweep/ops"
 	"io"
 	"os"
 	"os/signal"
@@ -24,7 +25,7 @@ func main() {
 }
 
 func realMain(ctx context.Context, args []string) error {
-	return execute(ctx, rootCommand(), args, isTerminal)
+	return ops.Execute(ctx, rootCommand(), args, ops.IsTerminal)
 }
 
 // The exit-code rule of the whole CLI, in one place:
@@ -36,7 +37,7 @@ func realMain(ctx context.Context, args []string) error {
 //	   flags or arguments, missing arguments, invalid ids, bad settings
 //
 // Every error cobra returns before a command runs is a usage error;
-// commands mark their own with usageError (configError).
+// commands mark their own with ops.UsageError (ops.ConfigError).
 const (
 	exitOK      = 0
 	exitFailure = 1
@@ -45,7 +46,7 @@ const (
 
 // exitCode maps a command's error to its exit code.
 func exitCode(err error) int {
-	var ce *configError
+	var ce *ops.ConfigError
 	switch {
 	case err == nil:
 		return exitOK
@@ -68,9 +69,3 @@ func report(w io.Writer, err error) int {
 	}
 	return code
 }
-
-// configError marks an invalid command line or configuration (exit code 2).
-type configError struct{ err error }
-
-func (e *configError) Error() string { return e.err.Error() }
-func (e *configError) Unwrap() error { return e.err }

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"github.com/snapsweep/snapsweep/ops"
 	"strings"
 	"testing"
 )
@@ -13,7 +14,7 @@ import (
 func TestInvalidConfigurationIsOneErrorWithExitCode2(t *testing.T) {
 	t.Parallel()
 	err := realMain(context.Background(), []string{"serve", "--project", "Bad Project", "--delete-rate", "-1", "--session-failure-tolerance", "2"})
-	var ce *configError
+	var ce *ops.ConfigError
 	if !errors.As(err, &ce) {
 		t.Fatalf("got %v, want a configuration error (exit code 2)", err)
 	}

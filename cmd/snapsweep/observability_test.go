@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"github.com/snapsweep/snapsweep/service"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -39,7 +40,7 @@ func TestOneTraceFromEventToDeletion(t *testing.T) {
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(sr))
 	reader := sdkmetric.NewManualReader()
 	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
-	e := startEnvWith(t, nil, ServiceOptions{Tracer: tp, Meter: mp})
+	e := startEnvWith(t, nil, service.Options{Tracer: tp, Meter: mp})
 	e.pushTo(t, "migration-events", "/pubsub/migration-events")
 	e.pushTo(t, "snapshot-cleanup", "/pubsub/snapshot-cleanup")
 	e.fake.AddSnapshot(e.project, "traced-1", map[string]string{sessionLabel: "s1"})
@@ -99,7 +100,7 @@ func TestOneTraceFromEventToDeletion(t *testing.T) {
 	req := httptest.NewRequest(http.MethodPost, "/scheduler/sweep", strings.NewReader(`{"dryRun": true}`))
 	req.Header.Set("X-CloudScheduler-ScheduleTime", time.Now().UTC().Format(time.RFC3339))
 	rec := httptest.NewRecorder()
-	e.svc.Handler().ServeHTTP(rec, req)
+	e.svc.Handler.ServeHTTP(rec, req)
 	var report map[string]any
 	if err := json.Unmarshal(rec.Body.Bytes(), &report); err != nil || rec.Code != http.StatusOK {
 		t.Fatalf("sweep: status %d, body %s", rec.Code, rec.Body)

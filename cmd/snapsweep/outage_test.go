@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"github.com/snapsweep/snapsweep/service"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -45,7 +46,7 @@ func pushTimed(t *testing.T, h http.Handler, path, id string, data []byte) (int,
 func (e *env) ready(t *testing.T) int {
 	t.Helper()
 	rec := httptest.NewRecorder()
-	e.svc.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/ready", nil))
+	e.svc.Handler.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/ready", nil))
 	return rec.Code
 }
 
@@ -79,7 +80,7 @@ func TestFirestoreDeadThenBack(t *testing.T) {
 	t.Parallel()
 	fs := emulators.StartPrivate(t, emulators.Firestore)
 	e := startEnv(t, map[string]string{"FIRESTORE_EMULATOR_HOST": fs.HostPort()})
-	h := e.svc.Handler()
+	h := e.svc.Handler
 	at := time.Now().UTC()
 	if code := push(t, h, "/pubsub/migration-events", "d0", event("d0", events.SessionStarted, "s1", "", at, nil)); code != http.StatusOK {
 		t.Fatalf("before the outage: status %d", code)
@@ -122,7 +123,7 @@ func TestFirestoreStalledThenBack(t *testing.T) {
 	t.Parallel()
 	fs := emulators.StartPrivate(t, emulators.Firestore)
 	e := startEnv(t, map[string]string{"FIRESTORE_EMULATOR_HOST": fs.HostPort()})
-	h := e.svc.Handler()
+	h := e.svc.Handler
 	at := time.Now().UTC().Add(-time.Minute)
 	own := map[string]string{sessionLabel: "s1"}
 	e.fake.AddSnapshot(e.project, "snap-c", own)
@@ -192,7 +193,7 @@ func TestPubSubDeadThenBack(t *testing.T) {
 	psEmu := emulators.StartPrivate(t, emulators.PubSub)
 	ctx := context.Background()
 	project := emulators.ProjectID(t)
-	ps, err := pubsub.NewClient(ctx, project, append(reconnectOptions(),
+	ps, err := pubsub.NewClient(ctx, project, append(service.ReconnectOptions(),
 		option.WithEndpoint(psEmu.HostPort()), option.WithoutAuthentication(),
 		option.WithGRPCDialOption(grpc.WithTransportCredentials(insecure.NewCredentials())))...)
 	if err != nil {
@@ -206,9 +207,9 @@ func TestPubSubDeadThenBack(t *testing.T) {
 		}
 	}
 	createTopic()
-	e := startEnvWith(t, map[string]string{"GOOGLE_CLOUD_PROJECT": project}, ServiceOptions{PubSub: ps})
+	e := startEnvWith(t, map[string]string{"GOOGLE_CLOUD_PROJECT": project}, service.Options{PubSub: ps})
 	e.project = project // the service's project, not startEnv's own
-	h := e.svc.Handler()
+	h := e.svc.Handler
 	at := time.Now().UTC().Add(-time.Minute)
 	e.fake.AddSnapshot(e.project, "snap-p", map[string]string{sessionLabel: "s1"})
 	for i, data := range [][]byte{
@@ -256,7 +257,7 @@ func TestShutdownAnswersRequestsStuckOnAStalledDependency(t *testing.T) {
 	fs := emulators.StartPrivate(t, emulators.Firestore)
 	e := startEnv(t, map[string]string{"FIRESTORE_EMULATOR_HOST": fs.HostPort()})
 	at := time.Now().UTC()
-	if code := push(t, e.svc.Handler(), "/pubsub/migration-events", "h0", event("h0", events.SessionStarted, "s1", "", at, nil)); code != http.StatusOK {
+	if code := push(t, e.svc.Handler, "/pubsub/migration-events", "h0", event("h0", events.SessionStarted, "s1", "", at, nil)); code != http.StatusOK {
 		t.Fatalf("before the stall: status %d", code)
 	}
 	fs.Freeze()

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"github.com/snapsweep/snapsweep/service"
 	"math/rand/v2"
 	"net/http"
 	"sync"
@@ -120,7 +121,7 @@ func registryState(t *testing.T, e *env, stream []genEvent) map[string]string {
 // with a few deliveries in flight at once.
 func deliver(t *testing.T, e *env, evs []genEvent) {
 	t.Helper()
-	h := e.svc.Handler()
+	h := e.svc.Handler
 	sem := make(chan struct{}, 4)
 	var wg sync.WaitGroup
 	for i, g := range evs {
@@ -222,8 +223,8 @@ func TestColdSessionBurstRunsNoSessionTransaction(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := startEnvWith(t, nil, ServiceOptions{FirestoreOptions: fsOpts})
-	h := e.svc.Handler()
+	e := startEnvWith(t, nil, service.Options{FirestoreOptions: fsOpts})
+	h := e.svc.Handler
 	at := time.Now().UTC()
 	const n = 20
 	counter.Reset()

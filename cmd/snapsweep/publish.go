@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/snapsweep/snapsweep/ops"
 	"io"
 	"os"
 	"strings"
@@ -19,10 +20,6 @@ import (
 	"github.com/snapsweep/snapsweep/events"
 	"github.com/snapsweep/snapsweep/reporter"
 )
-
-// pubsubClientFunc opens a Pub/Sub client for a project. The default,
-// pubsub.NewClient, honours PUBSUB_EMULATOR_HOST.
-type pubsubClientFunc func(ctx context.Context, project string) (*pubsub.Client, error)
 
 // publishCommand returns `snapsweep publish`, configured from the process
 // environment.
@@ -65,7 +62,7 @@ var eventCommands = []struct {
 // newPublishCommand returns `snapsweep publish`. lookup reads the
 // environment (GOOGLE_CLOUD_PROJECT, SNAPSWEEP_EVENTS_TOPIC); newClient
 // opens the Pub/Sub client (nil: pubsub.NewClient).
-func newPublishCommand(lookup func(string) (string, bool), newClient pubsubClientFunc) *cobra.Command {
+func newPublishCommand(lookup func(string) (string, bool), newClient ops.PubSubFunc) *cobra.Command {
 	if newClient == nil {
 		newClient = func(ctx context.Context, project string) (*pubsub.Client, error) {
 			return pubsub.NewClient(ctx, project)
@@ -107,24 +104,24 @@ every bad line is reported and nothing is published.`,
 				if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
 					msg += fmt.Sprintf("; did you mean %s?", s[0])
 				}
-				return usageError(cmd, "%s; events: %s", msg, eventNames())
+				return ops.UsageError(cmd, "%s; events: %s", msg, eventNames())
 			default:
-				return usageError(cmd, "unexpected arguments %q", args)
+				return ops.UsageError(cmd, "unexpected arguments %q", args)
 			}
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if !stdin && len(args) == 0 {
-				return usageError(cmd, "name an event (%s), or read JSON lines with --stdin", eventNames())
+				return ops.UsageError(cmd, "name an event (%s), or read JSON lines with --stdin", eventNames())
 			}
 			evs, err := readEvents(cmd.InOrStdin())
 			if err != nil {
-				return &configError{err}
+				return &ops.ConfigError{Err: err}
 			}
 			return publishEvents(cmd.Context(), cmd.OutOrStdout(), set, newClient, evs)
 		},
 	}
 	cmd.SuggestionsMinimumDistance = 2
-	cmd.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageError(c, "%v", err) })
+	cmd.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return ops.UsageError(c, "%v", err) })
 	pf := cmd.PersistentFlags()
 	pf.StringVar(&set.project, "project", env("GOOGLE_CLOUD_PROJECT", ""), "project of the Pub/Sub topic (env GOOGLE_CLOUD_PROJECT)")
 	pf.StringVar(&set.topic, "topic", env("SNAPSWEEP_EVENTS_TOPIC", reporter.DefaultTopic),
@@ -138,14 +135,14 @@ every bad line is reported and nothing is published.`,
 			Short: ec.short,
 			Args: func(c *cobra.Command, args []string) error {
 				if len(args) > 0 {
-					return usageError(c, "unexpected arguments %q (every value is a flag)", args)
+					return ops.UsageError(c, "unexpected arguments %q (every value is a flag)", args)
 				}
 				return nil
 			},
 			RunE: func(c *cobra.Command, _ []string) error {
 				ev, err := f.event(ec.typ, ec.task, ec.snapshot, set)
 				if err != nil {
-					return &configError{fmt.Errorf("%s: %w", c.CommandPath(), err)}
+					return &ops.ConfigError{Err: fmt.Errorf("%s: %w", c.CommandPath(), err)}
 				}
 				return publishEvents(c.Context(), c.OutOrStdout(), set, newClient, []events.Event{ev})
 			},
@@ -174,11 +171,6 @@ every bad line is reported and nothing is published.`,
 		cmd.AddCommand(sub)
 	}
 	return cmd
-}
-
-// usageError is an invalid command line (exit code 2).
-func usageError(cmd *cobra.Command, format string, args ...any) error {
-	return &configError{fmt.Errorf("%s: %s (see %s --help)", cmd.CommandPath(), fmt.Sprintf(format, args...), cmd.CommandPath())}
 }
 
 func eventNames() string {
@@ -361,13 +353,13 @@ type published struct {
 
 // publishEvents publishes validated events, waits for every result, prints
 // one line per published event and returns the failures (exit code 1).
-func publishEvents(ctx context.Context, out io.Writer, set publishSettings, newClient pubsubClientFunc, evs []events.Event) error {
+func publishEvents(ctx context.Context, out io.Writer, set publishSettings, newClient ops.PubSubFunc, evs []events.Event) error {
 	project := pubsubProject(set)
 	switch {
 	case set.topic == "":
-		return &configError{errors.New("publish: --topic (SNAPSWEEP_EVENTS_TOPIC) must not be empty")}
+		return &ops.ConfigError{Err: errors.New("publish: --topic (SNAPSWEEP_EVENTS_TOPIC) must not be empty")}
 	case project == "":
-		return &configError{errors.New("publish: no project: set GOOGLE_CLOUD_PROJECT or --project, or give --topic as projects/P/topics/T")}
+		return &ops.ConfigError{Err: errors.New("publish: no project: set GOOGLE_CLOUD_PROJECT or --project, or give --topic as projects/P/topics/T")}
 	case len(evs) == 0:
 		return nil
 	}
@@ -375,7 +367,7 @@ func publishEvents(ctx context.Context, out io.Writer, set publishSettings, newC
 	for i, ev := range evs {
 		m, err := reporter.NewMessage(ev)
 		if err != nil { // unreachable: every event was validated
-			return &configError{fmt.Errorf("event %s: %w", ev.ID, err)}
+			return &ops.ConfigError{Err: fmt.Errorf("event %s: %w", ev.ID, err)}
 		}
 		msgs[i] = m
 	}

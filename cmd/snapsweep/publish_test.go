@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/snapsweep/snapsweep/ops"
 	"regexp"
 	"strings"
 	"sync"
@@ -157,7 +158,7 @@ func runPublish(t *testing.T, vars map[string]string, stdin string, args ...stri
 	defer cancel()
 	err := root.ExecuteContext(ctx)
 	res := cmdResult{stdout: out.String(), err: err}
-	var ce *configError
+	var ce *ops.ConfigError
 	switch {
 	case err == nil:
 	case errors.As(err, &ce):

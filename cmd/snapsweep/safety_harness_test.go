@@ -17,6 +17,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/snapsweep/snapsweep/ops"
+	"github.com/snapsweep/snapsweep/service"
 	"io"
 	"net"
 	"net/http"
@@ -176,7 +178,7 @@ type atkEnv struct {
 	pss      *pstest.Server
 	ps       *pubsub.Client
 	vars     map[string]string
-	svc      *Service
+	svc      *service.Service
 	reader   *sdkmetric.ManualReader
 	logs     *syncBuffer
 
@@ -308,9 +310,9 @@ func (e *atkEnv) start(changes map[string]string) {
 	}
 	e.t.Cleanup(func() { lis.Close() })
 	e.reader = sdkmetric.NewManualReader()
-	svc, err := NewService(context.Background(), cfg, ServiceOptions{
+	svc, err := service.New(context.Background(), cfg, service.Options{
 		Registry: e.reg, PubSub: e.ps, ComputeHTTP: &http.Client{}, Now: e.clock.Now, Listener: lis,
-		Logger: newLogger(e.logs, cfg), Tracer: tracenoop.NewTracerProvider(),
+		Logger: service.NewLogger(e.logs, cfg), Tracer: tracenoop.NewTracerProvider(),
 		Meter: sdkmetric.NewMeterProvider(sdkmetric.WithReader(e.reader)),
 	})
 	if err != nil {
@@ -347,7 +349,7 @@ func (e *atkEnv) post(path, messageID string, data []byte) (int, string) {
 	req := httptest.NewRequest(http.MethodPost, path, bytes.NewReader(body))
 	req.Header.Set("Content-Type", "application/json")
 	rec := httptest.NewRecorder()
-	e.svc.Handler().ServeHTTP(rec, req)
+	e.svc.Handler.ServeHTTP(rec, req)
 	return rec.Code, rec.Body.String()
 }
 
@@ -445,7 +447,7 @@ func (e *atkEnv) sweep() string {
 	e.t.Helper()
 	req := httptest.NewRequest(http.MethodPost, "/scheduler/sweep", strings.NewReader("{}"))
 	rec := httptest.NewRecorder()
-	e.svc.Handler().ServeHTTP(rec, req)
+	e.svc.Handler.ServeHTTP(rec, req)
 	if rec.Code/100 != 2 {
 		e.t.Fatalf("sweep: status %d: %s", rec.Code, rec.Body.String())
 	}
@@ -466,14 +468,14 @@ func (e *atkEnv) sweepAndFlush() string {
 // combined output.
 func (e *atkEnv) cli(args ...string) (int, string) {
 	e.t.Helper()
-	deps := defaultOpsDeps()
-	deps.lookup = func(k string) (string, bool) { v, ok := e.vars[k]; return v, ok }
-	deps.openRegistry = func(context.Context, string, string, string) (store.Registry, func() error, error) {
+	deps := ops.DefaultDeps()
+	deps.Lookup = func(k string) (string, bool) { v, ok := e.vars[k]; return v, ok }
+	deps.OpenRegistry = func(context.Context, string, string, string) (store.Registry, func() error, error) {
 		return e.reg, nil, nil
 	}
-	deps.openPubSub = func(context.Context, string) (*pubsub.Client, error) { return e.pubsubClient(), nil }
-	deps.now = e.clock.Now
-	deps.terminal = func(io.Writer) bool { return false }
+	deps.OpenPubSub = func(context.Context, string) (*pubsub.Client, error) { return e.pubsubClient(), nil }
+	deps.Now = e.clock.Now
+	deps.Terminal = func(io.Writer) bool { return false }
 	root := newRootCommand(deps)
 	var out bytes.Buffer
 	root.SetArgs(args)
@@ -482,7 +484,7 @@ func (e *atkEnv) cli(args ...string) (int, string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	err := root.ExecuteContext(ctx)
-	var ce *configError
+	var ce *ops.ConfigError
 	switch {
 	case err == nil:
 		return 0, out.String()
@@ -641,7 +643,7 @@ func atkWait(t *testing.T, ch <-chan struct{}, what string) {
 func (e *atkEnv) status() string {
 	e.t.Helper()
 	rec := httptest.NewRecorder()
-	e.svc.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/status", nil))
+	e.svc.Handler.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/status", nil))
 	return rec.Body.String()
 }
 

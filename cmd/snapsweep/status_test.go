@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"github.com/snapsweep/snapsweep/status"
 	"testing"
 	"time"
 
@@ -25,7 +26,7 @@ func TestStatusHealthReportIsJSON(t *testing.T) {
 		{"not json", "not json"},
 	}
 	for _, c := range cases {
-		b, err := json.Marshal(statusReport{Health: newStatusHealth(store.HealthRecord{At: at, Status: "ok", Report: c.stored})})
+		b, err := json.Marshal(status.Report{Health: status.NewHealth(store.HealthRecord{At: at, Status: "ok", Report: c.stored})})
 		if err != nil {
 			t.Fatal(err)
 		}

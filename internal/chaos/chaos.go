@@ -337,12 +337,12 @@ func (r *runner) run(ctx context.Context) error {
 		chaos.Go(func() {
 			// Mid-run: while events and cleanups are being pushed.
 			r.await(ctx, t0.Add(cfg.FreezeAt), time.Minute, "event and cleanup pushes in flight for the freeze", func() bool {
-				return r.events.active.Load() > 0 && r.cleanups.active.Load() > 0
+				return r.events.Active() > 0 && r.cleanups.Active() > 0
 			})
 			if ctx.Err() != nil {
 				return
 			}
-			ev, cl := r.events.active.Load(), r.cleanups.active.Load()
+			ev, cl := r.events.Active(), r.cleanups.Active()
 			members, res, err := freeze(cfg.FirestorePGID)
 			if err != nil {
 				r.fail(fmt.Errorf("freeze Firestore: %w", err))

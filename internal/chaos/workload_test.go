@@ -77,30 +77,3 @@ func TestGenerateMarksWhatTheRulesSay(t *testing.T) {
 		t.Fatal(err)
 	}
 }
-
-func TestPushWindowGrowsOnSuccessAndHalvesOnFailure(t *testing.T) {
-	t.Parallel()
-	p := newPusher("t", "/p", "s", nil, nil, 32, false, 60e9, 1e9, 10e9)
-	for range 100 {
-		p.adjust(true)
-	}
-	if p.window != 32 {
-		t.Fatalf("window %v after successes, want the maximum 32", p.window)
-	}
-	p.adjust(false)
-	p.adjust(false)
-	if p.window != 8 {
-		t.Fatalf("window %v after two failures, want 8", p.window)
-	}
-	for range 10 {
-		p.adjust(false)
-	}
-	if p.window != 1 {
-		t.Fatalf("window %v, want at least 1", p.window)
-	}
-	fixed := newPusher("t", "/p", "s", nil, nil, 32, true, 60e9, 1e9, 10e9)
-	fixed.adjust(false)
-	if fixed.window != 32 {
-		t.Fatalf("fixed window moved to %v", fixed.window)
-	}
-}

@@ -1,9 +1,11 @@
-package main
+package ops
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/snapsweep/snapsweep/service"
+	"github.com/snapsweep/snapsweep/status"
 	"net/http"
 	"slices"
 	"strings"
@@ -11,7 +13,6 @@ import (
 
 	"github.com/spf13/cobra"
 	"google.golang.org/api/option"
-	htransport "google.golang.org/api/transport/http"
 
 	"github.com/snapsweep/snapsweep/cost"
 	"github.com/snapsweep/snapsweep/events"
@@ -20,7 +21,7 @@ import (
 )
 
 // snapshotsCommand is `snapsweep snapshots list`.
-func snapshotsCommand(deps opsDeps) *cobra.Command {
+func snapshotsCommand(deps Deps) *cobra.Command {
 	group := &cobra.Command{
 		Use:   "snapshots",
 		Short: "Inspect registered snapshots",
@@ -64,25 +65,25 @@ narrowed by the index and finished here.`,
 		for _, s := range states {
 			st := store.State(strings.TrimSpace(s))
 			if !slices.Contains(store.States(), st) {
-				return usageError(cmd, "--state %q: want one of %s", s, stateNames())
+				return UsageError(cmd, "--state %q: want one of %s", s, stateNames())
 			}
 			q.States = append(q.States, st)
 		}
 		if task != "" && session == "" {
-			return usageError(cmd, "--task needs --session (task ids are unique only within a session)")
+			return UsageError(cmd, "--task needs --session (task ids are unique only within a session)")
 		}
 		if session != "" && !events.ValidSessionID(session) {
-			return usageError(cmd, "--session %q is not a valid session id (%s)", session, sessionIDRule)
+			return UsageError(cmd, "--session %q is not a valid session id (%s)", session, sessionIDRule)
 		}
 		if cmd.Flags().Changed("task") && !events.ValidTaskID(task) {
-			return usageError(cmd, "--task %q is not a valid task id (%s)", task, taskIDRule)
+			return UsageError(cmd, "--task %q is not a valid task id (%s)", task, taskIDRule)
 		}
 		if olderThan < 0 || limit < 0 {
-			return usageError(cmd, "--older-than and --limit must not be negative")
+			return UsageError(cmd, "--older-than and --limit must not be negative")
 		}
 		var bound time.Time
 		if olderThan > 0 {
-			bound = o.deps.now().Add(-olderThan).UTC()
+			bound = o.deps.Now().Add(-olderThan).UTC()
 			q.CreatedBefore = bound
 		} else if len(q.States) == 0 {
 			q.OrderByCreated = true
@@ -94,7 +95,7 @@ narrowed by the index and finished here.`,
 			q.CreatedBefore, filterAge = time.Time{}, true
 		}
 		if _, err := q.Shape(); err != nil {
-			return usageError(cmd, "%v", err)
+			return UsageError(cmd, "%v", err)
 		}
 		ctx := cmd.Context()
 		reg, done, err := o.registry(ctx)
@@ -141,12 +142,12 @@ narrowed by the index and finished here.`,
 				More      bool             `json:"more"`
 			}{out, more})
 		}
-		now := o.deps.now()
-		tw := newTable(cmd.OutOrStdout())
+		now := o.deps.Now()
+		tw := NewTable(cmd.OutOrStdout())
 		fmt.Fprintln(tw, "SNAPSHOT\tSESSION\tTASK\tSTATE\tAGE\tUPDATED\tNOTE")
 		for _, s := range out {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.Key(), s.SessionID, dash(s.TaskID), s.State,
-				age(now, s.CreatedAt), when(s.UpdatedAt), clip(snapshotNote(s), 60))
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.Key(), s.SessionID, Dash(s.TaskID), s.State,
+				age(now, s.CreatedAt), When(s.UpdatedAt), clip(snapshotNote(s), 60))
 		}
 		if err := tw.Flush(); err != nil {
 			return err
@@ -238,13 +239,13 @@ func snapshotNote(s store.Snapshot) string {
 	case s.Orphan:
 		return "orphan adopted by the sweep"
 	case s.State == store.Retained:
-		return "kept until " + when(s.ExpiresAt)
+		return "kept until " + When(s.ExpiresAt)
 	}
 	return ""
 }
 
 // sessionsCommand is `snapsweep sessions list|show`.
-func sessionsCommand(deps opsDeps) *cobra.Command {
+func sessionsCommand(deps Deps) *cobra.Command {
 	group := &cobra.Command{
 		Use:   "sessions",
 		Short: "Inspect migration sessions and their cleanup outcome",
@@ -265,7 +266,7 @@ func sessionsCommand(deps opsDeps) *cobra.Command {
 			return err
 		}
 		if limit <= 0 {
-			return usageError(cmd, "--limit must be positive")
+			return UsageError(cmd, "--limit must be positive")
 		}
 		ctx := cmd.Context()
 		reg, done, err := lo.registry(ctx)
@@ -285,7 +286,7 @@ func sessionsCommand(deps opsDeps) *cobra.Command {
 				Sessions []store.Session `json:"sessions"`
 			}{sessions})
 		}
-		tw := newTable(cmd.OutOrStdout())
+		tw := NewTable(cmd.OutOrStdout())
 		fmt.Fprintln(tw, "SESSION\tSTATE\tOUTCOME\tSTARTED\tCOMPLETED\tDELETED\tFAILED")
 		for _, s := range sessions {
 			// The session record's counts are those its outcome was judged
@@ -299,8 +300,8 @@ func sessionsCommand(deps opsDeps) *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("count snapshots of %s: %w", s.SessionID, err)
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\n", s.SessionID, s.State, dash(string(s.Outcome)),
-				when(s.StartedAt), when(s.CompletedAt), deleted, failed)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\n", s.SessionID, s.State, Dash(string(s.Outcome)),
+				When(s.StartedAt), When(s.CompletedAt), deleted, failed)
 		}
 		if len(sessions) == 0 {
 			fmt.Fprintln(cmd.ErrOrStderr(), "no sessions")
@@ -327,7 +328,7 @@ func sessionsCommand(deps opsDeps) *cobra.Command {
 			return err
 		}
 		if !events.ValidSessionID(args[0]) {
-			return usageError(cmd, "%q is not a valid session id (%s)", args[0], sessionIDRule)
+			return UsageError(cmd, "%q is not a valid session id (%s)", args[0], sessionIDRule)
 		}
 		ctx := cmd.Context()
 		reg, done, err := so.registry(ctx)
@@ -336,13 +337,21 @@ func sessionsCommand(deps opsDeps) *cobra.Command {
 		}
 		defer done()
 		id := args[0]
-		sess, err := reg.GetSession(ctx, id)
+		prices := cost.DefaultPrices()
+		if pf := so.env("SNAPSWEEP_PRICE_FILE", ""); pf != "" {
+			if prices, err = cost.LoadPrices(pf); err != nil {
+				return &ConfigError{err}
+			}
+		}
+		// The service's own session status (GET /status?session=ID).
+		st, err := (&status.Source{Store: reg, Prices: prices, Now: so.deps.Now}).Session(ctx, id)
 		if errors.Is(err, store.ErrNotFound) {
 			return so.checkSession(ctx, reg, id)
 		}
 		if err != nil {
-			return fmt.Errorf("read session: %w", err)
+			return fmt.Errorf("session status: %w", err)
 		}
+		sess := st.Session
 		type shown struct {
 			Session   *store.Session            `json:"session"`
 			Snapshots map[store.State]int64     `json:"snapshots"`
@@ -352,53 +361,22 @@ func sessionsCommand(deps opsDeps) *cobra.Command {
 			Storage  *cost.Figures `json:"storage"`
 			Currency string        `json:"currency"`
 		}
-		out := shown{Session: sess, Snapshots: map[store.State]int64{}, Tasks: map[store.TaskState]int64{}}
-		prices := cost.DefaultPrices()
-		if pf := so.env("SNAPSWEEP_PRICE_FILE", ""); pf != "" {
-			if prices, err = cost.LoadPrices(pf); err != nil {
-				return &configError{err}
-			}
-		}
-		recs, _, _, err := cost.Load(ctx, reg, cost.Filter{SessionID: id})
-		if err != nil {
-			return err
-		}
-		rep := cost.Compute(recs, prices, so.deps.now())
-		out.Storage, out.Currency = rep.Sessions[id], rep.Currency
-		if out.Storage == nil {
-			out.Storage = &cost.Figures{Kept: map[cost.Reason]cost.Amount{}}
-		}
-		for _, st := range store.States() {
-			n, err := reg.CountSnapshots(ctx, store.Query{SessionID: id, States: []store.State{st}})
-			if err != nil {
-				return fmt.Errorf("count snapshots: %w", err)
-			}
-			out.Snapshots[st] = n
-		}
-		for _, st := range []store.TaskState{store.TaskRunning, store.TaskSucceeded, store.TaskFailed} {
-			tasks, err := reg.ListTasks(ctx, id, st)
-			if err != nil {
-				return fmt.Errorf("list tasks: %w", err)
-			}
-			out.Tasks[st] = int64(len(tasks))
-			if st == store.TaskFailed {
-				out.Failed = tasks
-			}
-		}
+		out := shown{Session: sess, Snapshots: st.Counts, Tasks: st.Tasks, Failed: st.Failed, Storage: st.Storage, Currency: st.Currency}
+		rep := struct{ Missing []cost.MissingPrice }{st.Missing}
 		if so.json() {
 			return so.write(cmd.OutOrStdout(), out)
 		}
 		w := cmd.OutOrStdout()
-		tw := newTable(w)
+		tw := NewTable(w)
 		fmt.Fprintf(tw, "session\t%s\n", sess.SessionID)
 		fmt.Fprintf(tw, "state\t%s\n", sess.State)
-		outcome := dash(string(sess.Outcome))
+		outcome := Dash(string(sess.Outcome))
 		if sess.Outcome != "" {
-			outcome += fmt.Sprintf(" (%d deleted, %d failed or refused; judged %s)", sess.Deleted, sess.Failed, when(sess.OutcomeAt))
+			outcome += fmt.Sprintf(" (%d deleted, %d failed or refused; judged %s)", sess.Deleted, sess.Failed, When(sess.OutcomeAt))
 		}
 		fmt.Fprintf(tw, "outcome\t%s\n", outcome)
-		fmt.Fprintf(tw, "started\t%s\n", when(sess.StartedAt))
-		fmt.Fprintf(tw, "completed\t%s\n", when(sess.CompletedAt))
+		fmt.Fprintf(tw, "started\t%s\n", When(sess.StartedAt))
+		fmt.Fprintf(tw, "completed\t%s\n", When(sess.CompletedAt))
 		var parts []string
 		for _, st := range store.States() {
 			parts = append(parts, fmt.Sprintf("%s %d", st, out.Snapshots[st]))
@@ -406,7 +384,7 @@ func sessionsCommand(deps opsDeps) *cobra.Command {
 		fmt.Fprintf(tw, "snapshots\t%s\n", strings.Join(parts, ", "))
 		fmt.Fprintf(tw, "tasks\trunning %d, succeeded %d, failed %d\n", out.Tasks[store.TaskRunning], out.Tasks[store.TaskSucceeded], out.Tasks[store.TaskFailed])
 		for _, t := range out.Failed {
-			fmt.Fprintf(tw, "  failed %s\t%s at %s\n", t.TaskID, dash(clip(t.Error, 60)), when(t.StateTime))
+			fmt.Fprintf(tw, "  failed %s\t%s at %s\n", t.TaskID, Dash(clip(t.Error, 60)), When(t.StateTime))
 		}
 		for _, l := range savingsLines(out.Storage, out.Currency) {
 			fmt.Fprintln(tw, l)
@@ -422,7 +400,7 @@ func sessionsCommand(deps opsDeps) *cobra.Command {
 }
 
 // rejectedCommand is `snapsweep rejected list`.
-func rejectedCommand(deps opsDeps) *cobra.Command {
+func rejectedCommand(deps Deps) *cobra.Command {
 	group := &cobra.Command{
 		Use:   "rejected",
 		Short: "Inspect messages snapsweep acknowledged but could never process",
@@ -443,7 +421,7 @@ func rejectedCommand(deps opsDeps) *cobra.Command {
 			return err
 		}
 		if limit <= 0 {
-			return usageError(cmd, "--limit must be positive")
+			return UsageError(cmd, "--limit must be positive")
 		}
 		ctx := cmd.Context()
 		reg, done, err := o.registry(ctx)
@@ -463,10 +441,10 @@ func rejectedCommand(deps opsDeps) *cobra.Command {
 				Rejected []store.Rejected `json:"rejected"`
 			}{rej})
 		}
-		tw := newTable(cmd.OutOrStdout())
+		tw := NewTable(cmd.OutOrStdout())
 		fmt.Fprintln(tw, "RECEIVED\tENDPOINT\tREASON\tFIELD\tMESSAGE ID\tDETAIL")
 		for _, r := range rej {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", when(r.ReceivedAt), r.Endpoint, r.Reason, dash(r.Field), dash(r.MessageID), clip(r.Detail, 70))
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", When(r.ReceivedAt), r.Endpoint, r.Reason, Dash(r.Field), Dash(r.MessageID), clip(r.Detail, 70))
 		}
 		if len(rej) == 0 {
 			fmt.Fprintln(cmd.ErrOrStderr(), "no rejected messages")
@@ -477,8 +455,8 @@ func rejectedCommand(deps opsDeps) *cobra.Command {
 	return group
 }
 
-// orphan is a labelled snapshot in Compute that the registry does not know.
-type orphan struct {
+// Orphan is a labelled snapshot in Compute that the registry does not know.
+type Orphan struct {
 	Project      string    `json:"project"`
 	Name         string    `json:"name"`
 	SessionLabel string    `json:"sessionLabel"`
@@ -492,7 +470,7 @@ type orphan struct {
 }
 
 // orphansCommand is `snapsweep orphans`.
-func orphansCommand(deps opsDeps) *cobra.Command {
+func orphansCommand(deps Deps) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "orphans",
 		Short: "List labelled snapshots in Compute that the registry does not know (read-only)",
@@ -529,8 +507,8 @@ deleted. The last column says which.`,
 			return err
 		}
 		defer compute.Close()
-		tty := o.deps.terminal(cmd.ErrOrStderr())
-		var found []orphan
+		tty := o.deps.Terminal(cmd.ErrOrStderr())
+		var found []Orphan
 		listed := 0
 		policy := cfg.Policy()
 		sessions := map[string]bool{}
@@ -558,8 +536,8 @@ deleted. The last column says which.`,
 					sessions[session] = known
 				}
 				// The sweep's own decision, so the two never disagree.
-				a := policy.AdoptionFor(session, known, s.CreationTime, o.deps.now())
-				found = append(found, orphan{Project: project, Name: s.Name, SessionLabel: session,
+				a := policy.AdoptionFor(session, known, s.CreationTime, o.deps.Now())
+				found = append(found, Orphan{Project: project, Name: s.Name, SessionLabel: session,
 					Status: s.Status, CreatedAt: s.CreationTime, SourceDisk: s.SourceDisk, KnownSession: known, Sweep: a.Why})
 				return nil
 			})
@@ -575,22 +553,22 @@ deleted. The last column says which.`,
 		}
 		if o.json() {
 			if found == nil {
-				found = []orphan{}
+				found = []Orphan{}
 			}
 			return o.write(cmd.OutOrStdout(), struct {
-				Orphans []orphan `json:"orphans"`
+				Orphans []Orphan `json:"orphans"`
 				Checked int      `json:"checked"`
 			}{found, listed})
 		}
-		now := o.deps.now()
-		tw := newTable(cmd.OutOrStdout())
+		now := o.deps.Now()
+		tw := NewTable(cmd.OutOrStdout())
 		fmt.Fprintln(tw, "SNAPSHOT\tLABEL "+cfg.SessionLabel+"\tSTATUS\tAGE\tTHE SWEEP")
 		unknown := 0
 		for _, s := range found {
 			if !s.KnownSession {
 				unknown++
 			}
-			fmt.Fprintf(tw, "%s/%s\t%s\t%s\t%s\t%s\n", s.Project, s.Name, dash(s.SessionLabel), s.Status, age(now, s.CreatedAt), s.Sweep)
+			fmt.Fprintf(tw, "%s/%s\t%s\t%s\t%s\t%s\n", s.Project, s.Name, Dash(s.SessionLabel), s.Status, age(now, s.CreatedAt), s.Sweep)
 		}
 		if err := tw.Flush(); err != nil {
 			return err
@@ -630,17 +608,15 @@ func computeEndpoint(endpoint string) string {
 // anything else with Application Default Credentials.
 func (o *opsOptions) computeClient(ctx context.Context, endpoint string) (*http.Client, error) {
 	base := http.DefaultTransport
-	switch {
-	case o.deps.computeHTTP != nil:
-		if o.deps.computeHTTP.Transport != nil {
-			base = o.deps.computeHTTP.Transport
+	if o.deps.ComputeHTTP != nil {
+		if o.deps.ComputeHTTP.Transport != nil {
+			base = o.deps.ComputeHTTP.Transport
 		}
-	case !strings.HasPrefix(endpoint, "http://"):
-		hc, _, err := htransport.NewClient(ctx, option.WithScopes("https://www.googleapis.com/auth/compute"))
-		if err != nil {
-			return nil, fmt.Errorf("credentials for %s: %w", computeEndpoint(endpoint), err)
+	} else {
+		var err error
+		if base, err = service.ComputeTransport(ctx, endpoint); err != nil {
+			return nil, fmt.Errorf("%s: %w", computeEndpoint(endpoint), err)
 		}
-		base = hc.Transport
 	}
 	return &http.Client{Transport: waitedTransport{endpoint: computeEndpoint(endpoint), base: base}}, nil
 }

@@ -1,4 +1,4 @@
-package main
+package ops
 
 import (
 	"io"
@@ -6,11 +6,11 @@ import (
 	"sigs.k8s.io/yaml"
 )
 
-// writeYAMLTo writes v as YAML (-o yaml): the same document as -o json (the
+// WriteYAML writes v as YAML (-o yaml): the same document as -o json (the
 // JSON field names, zero times left out), through sigs.k8s.io/yaml, which
 // converts the JSON encoding so the two outputs cannot drift apart. Keys
 // come out sorted.
-func writeYAMLTo(w io.Writer, v any) error {
+func WriteYAML(w io.Writer, v any) error {
 	out, err := yaml.Marshal(v)
 	if err != nil {
 		return err

@@ -1,10 +1,17 @@
-package chaos
+// Package pushsim plays Pub/Sub push where nothing pushes: the Pub/Sub
+// emulator pushes about two requests at a time and pstest not at all, so
+// the demo, the chaos run and the benchmarks pull from a subscription and
+// post each message, wrapped in the push envelope (handlers.PushEnvelope),
+// to the service the way production push does: many requests in flight, a
+// push window that follows the success rate, nack and redelivery with the
+// retry policy's backoff on anything but 2xx.
+//
+// It owns only the delivery of messages; it never looks into them.
+package pushsim
 
 import (
 	"bytes"
 	"context"
-	"encoding/base64"
-	"encoding/json"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -16,11 +23,13 @@ import (
 
 	pubsubapi "cloud.google.com/go/pubsub/v2/apiv1"
 	"cloud.google.com/go/pubsub/v2/apiv1/pubsubpb"
+
+	"github.com/snapsweep/snapsweep/handlers"
+	"github.com/snapsweep/snapsweep/internal/wait"
 )
 
-// pusher plays Pub/Sub push for one subscription: it pulls messages and
-// posts them, wrapped in the push envelope, to the serve instances
-// round-robin. 2xx (and 102) acks; anything else, or no answer, nacks with
+// Pusher plays Pub/Sub push for one subscription: it pulls messages and
+// posts them, wrapped in the push envelope, to its targets round-robin. 2xx (and 102) acks; anything else, or no answer, nacks with
 // a growing delay (the retry policy's backoff), so the message comes back
 // later.
 //
@@ -28,18 +37,19 @@ import (
 // window) to the success rate: the window starts small, grows by one with
 // every success up to the maximum and halves with every failure (at least
 // one). With fixed set, the window stays at the maximum whatever happens.
-type pusher struct {
+type Pusher struct {
 	name     string // topic, for the log
 	path     string // /pubsub/...
 	sub      string // full subscription name
 	api      *pubsubapi.SubscriptionAdminClient
-	targets  func() []*instance
+	targets  func() []Target
 	inflight int           // the largest window
 	fixed    bool          // window always inflight
 	deadline time.Duration // ack deadline = HTTP timeout of one push
 	minBack  time.Duration
 	maxBack  time.Duration
 	client   *http.Client
+	onAck    func(data []byte)
 
 	rr        atomic.Uint64
 	active    atomic.Int64
@@ -54,10 +64,40 @@ type pusher struct {
 	firstSeen   map[string]time.Time
 	acked       map[string]bool
 	toTarget    map[string]int // instance name -> requests in flight
-	st          pushStats
+	st          Stats
 }
 
-type pushStats struct {
+// Target is where pushes go: a service instance's base URL. Up, when set,
+// says whether it is serving (pushes go to the live ones while any is).
+type Target struct {
+	Name string
+	URL  string
+	Up   func() bool
+}
+
+// Config configures a Pusher.
+type Config struct {
+	// Name is the topic (for logs), Path the endpoint (/pubsub/...),
+	// Subscription the full subscription name.
+	Name, Path, Subscription string
+	API                      *pubsubapi.SubscriptionAdminClient
+	Targets                  func() []Target
+	// InFlight is the largest push window; with Fixed the window stays
+	// there whatever happens.
+	InFlight int
+	Fixed    bool
+	// Deadline is the ack deadline (the HTTP timeout of one push is 2 s
+	// less); MinBackoff and MaxBackoff the retry policy's.
+	Deadline, MinBackoff, MaxBackoff time.Duration
+	// Client posts the pushes (nil: a client with the push timeout); the
+	// demo posts to a handler in this process through its transport.
+	Client *http.Client
+	// OnAck, when set, is called with the data of every message answered 2xx.
+	OnAck func(data []byte)
+}
+
+// Stats counts what a Pusher did.
+type Stats struct {
 	Deliveries      int         `json:"deliveries"`
 	Acked           int         `json:"acked"`
 	Nacked          int         `json:"nacked"`
@@ -78,23 +118,25 @@ type pushStats struct {
 // initialWindow is the push window at start ("a small single-digit window").
 const initialWindow = 3
 
-func newPusher(name, path, sub string, api *pubsubapi.SubscriptionAdminClient, targets func() []*instance,
-	inflight int, fixed bool, deadline, minBack, maxBack time.Duration) *pusher {
-	p := &pusher{name: name, path: path, sub: sub, api: api, targets: targets, inflight: inflight, fixed: fixed,
-		deadline: deadline, minBack: minBack, maxBack: maxBack, finished: make(chan struct{}, 1),
-		client:      &http.Client{Timeout: deadline - 2*time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: inflight}},
+// New returns a Pusher; Run starts it.
+func New(c Config) *Pusher {
+	p := &Pusher{name: c.Name, path: c.Path, sub: c.Subscription, api: c.API, targets: c.Targets, inflight: c.InFlight, fixed: c.Fixed,
+		deadline: c.Deadline, minBack: c.MinBackoff, maxBack: c.MaxBackoff, finished: make(chan struct{}, 1), client: c.Client, onAck: c.OnAck,
 		outstanding: map[string]bool{}, attempts: map[string]int{}, firstSeen: map[string]time.Time{},
-		acked: map[string]bool{}, toTarget: map[string]int{}, st: pushStats{ByStatus: map[int]int{}}}
-	p.window = float64(min(initialWindow, inflight))
-	if fixed {
-		p.window = float64(inflight)
+		acked: map[string]bool{}, toTarget: map[string]int{}, st: Stats{ByStatus: map[int]int{}}}
+	if p.client == nil {
+		p.client = &http.Client{Timeout: c.Deadline - 2*time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: c.InFlight}}
+	}
+	p.window = float64(min(initialWindow, c.InFlight))
+	if c.Fixed {
+		p.window = float64(c.InFlight)
 	}
 	p.st.MinWindow, p.st.MaxWindow = int(p.window), int(p.window)
 	return p
 }
 
 // adjust moves the push window after a push that succeeded or not.
-func (p *pusher) adjust(ok bool) {
+func (p *Pusher) adjust(ok bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.fixed {
@@ -109,14 +151,14 @@ func (p *pusher) adjust(ok bool) {
 	p.st.MaxWindow = max(p.st.MaxWindow, int(p.window))
 }
 
-func (p *pusher) free() int {
+func (p *Pusher) free() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return int(p.window) - int(p.active.Load())
 }
 
-// run pulls and pushes until ctx ends, then waits for the requests in flight.
-func (p *pusher) run(ctx context.Context) {
+// Run pulls and pushes until ctx ends, then waits for the requests in flight.
+func (p *Pusher) Run(ctx context.Context) {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	for ctx.Err() == nil {
@@ -161,12 +203,12 @@ func (p *pusher) run(ctx context.Context) {
 	}
 }
 
-// pick returns the next live instance, round-robin.
-func (p *pusher) pick() *instance {
+// pick returns the next live target, round-robin.
+func (p *Pusher) pick() Target {
 	all := p.targets()
-	var live []*instance
+	var live []Target
 	for _, in := range all {
-		if in.isUp() {
+		if in.Up == nil || in.Up() {
 			live = append(live, in)
 		}
 	}
@@ -176,7 +218,7 @@ func (p *pusher) pick() *instance {
 	return live[int(p.rr.Add(1)-1)%len(live)]
 }
 
-func (p *pusher) deliver(ctx context.Context, rm *pubsubpb.ReceivedMessage) {
+func (p *Pusher) deliver(ctx context.Context, rm *pubsubpb.ReceivedMessage) {
 	m := rm.GetMessage()
 	id := m.GetMessageId()
 	now := time.Now()
@@ -190,23 +232,15 @@ func (p *pusher) deliver(ctx context.Context, rm *pubsubpb.ReceivedMessage) {
 	}
 	p.st.Deliveries++
 	in := p.pick()
-	p.toTarget[in.name]++
+	p.toTarget[in.Name]++
 	p.mu.Unlock()
 
-	body, _ := json.Marshal(map[string]any{
-		"message": map[string]any{
-			"data":        base64.StdEncoding.EncodeToString(m.GetData()),
-			"attributes":  m.GetAttributes(),
-			"messageId":   id,
-			"message_id":  id,
-			"publishTime": m.GetPublishTime().AsTime().UTC().Format(time.RFC3339Nano),
-		},
-		"subscription": p.sub,
-	})
-	code, err := p.post(ctx, in.url()+p.path, body)
+	body := handlers.NewPushEnvelope(handlers.PushMessage{Data: m.GetData(), Attributes: m.GetAttributes(), MessageID: id,
+		PublishTime: m.GetPublishTime().AsTime(), Subscription: p.sub}).Encode()
+	code, err := p.post(ctx, in.URL+p.path, body)
 
 	p.mu.Lock()
-	p.toTarget[in.name]--
+	p.toTarget[in.Name]--
 	if err != nil {
 		p.st.TransportErrors++
 	} else {
@@ -217,6 +251,9 @@ func (p *pusher) deliver(ctx context.Context, rm *pubsubpb.ReceivedMessage) {
 	p.adjust(ok)
 
 	if ok {
+		if p.onAck != nil {
+			p.onAck(m.GetData())
+		}
 		actx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		aerr := p.api.Acknowledge(actx, &pubsubpb.AcknowledgeRequest{Subscription: p.sub, AckIds: []string{rm.GetAckId()}})
 		cancel()
@@ -242,7 +279,13 @@ func (p *pusher) deliver(ctx context.Context, rm *pubsubpb.ReceivedMessage) {
 	back := p.minBack << min(attempt-1, 16)
 	back = min(back, p.maxBack)
 	back = time.Duration(float64(back) * (0.8 + 0.4*rand.Float64()))
-	secs := int32(max(back.Round(time.Second)/time.Second, 1))
+	secs := int32(back.Round(time.Second) / time.Second)
+	if back < time.Second {
+		// Below Pub/Sub's one-second resolution: hold the message that long,
+		// then nack it for redelivery at once.
+		_ = wait.Sleep(ctx, back)
+		secs = 0
+	}
 	mctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	_ = p.api.ModifyAckDeadline(mctx, &pubsubpb.ModifyAckDeadlineRequest{Subscription: p.sub, AckIds: []string{rm.GetAckId()}, AckDeadlineSeconds: secs})
 	cancel()
@@ -251,7 +294,7 @@ func (p *pusher) deliver(ctx context.Context, rm *pubsubpb.ReceivedMessage) {
 	p.mu.Unlock()
 }
 
-func (p *pusher) post(ctx context.Context, url string, body []byte) (int, error) {
+func (p *Pusher) post(ctx context.Context, url string, body []byte) (int, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
 	if err != nil {
 		return 0, err
@@ -266,32 +309,32 @@ func (p *pusher) post(ctx context.Context, url string, body []byte) (int, error)
 	return resp.StatusCode, nil
 }
 
-// inflightTo is how many pushes to the named instance are in flight.
-func (p *pusher) inflightTo(name string) int {
+// InflightTo is how many pushes to the named instance are in flight.
+func (p *Pusher) InflightTo(name string) int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.toTarget[name]
 }
 
-// pending is the number of messages pulled but not acked (nacked ones
+// Pending is the number of messages pulled but not acked (nacked ones
 // waiting for redelivery included) plus the pushes in flight.
-func (p *pusher) pending() int {
+func (p *Pusher) Pending() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return len(p.outstanding) + int(p.active.Load())
 }
 
-// ackedCount is the number of distinct messages acked.
-func (p *pusher) ackedCount() int {
+// Acked is the number of distinct messages acked.
+func (p *Pusher) Acked() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return len(p.acked)
 }
 
-// idleFor reports whether nothing is outstanding and every pull for at
+// IdleFor reports whether nothing is outstanding and every pull for at
 // least d came back empty.
-func (p *pusher) idleFor(d time.Duration) bool {
-	if p.pending() > 0 {
+func (p *Pusher) IdleFor(d time.Duration) bool {
+	if p.Pending() > 0 {
 		return false
 	}
 	last := time.Unix(0, p.lastPull.Load())
@@ -299,7 +342,18 @@ func (p *pusher) idleFor(d time.Duration) bool {
 	return time.Since(last) >= d && empty.After(last)
 }
 
-func (p *pusher) stats() pushStats {
+// Active is the number of pushes in flight.
+func (p *Pusher) Active() int64 { return p.active.Load() }
+
+// Deliveries is the number of pushes made.
+func (p *Pusher) Deliveries() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.st.Deliveries
+}
+
+// Stats is what the Pusher did so far.
+func (p *Pusher) Stats() Stats {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	st := p.st
@@ -316,7 +370,7 @@ func (p *pusher) stats() pushStats {
 	return st
 }
 
-func (s pushStats) String() string {
+func (s Stats) String() string {
 	codes := make([]int, 0, len(s.ByStatus))
 	for c := range s.ByStatus {
 		codes = append(codes, c)

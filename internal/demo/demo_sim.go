@@ -1,9 +1,10 @@
-package main
+package demo
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/snapsweep/snapsweep/internal/wait"
 	"math/rand/v2"
 	"sync"
 	"sync/atomic"
@@ -215,7 +216,7 @@ func (sim *simulation) run(ctx context.Context) error {
 	wg.Go(func() {
 		// Messages that can never be processed: one for a project outside
 		// the allowlist, one that is not even JSON.
-		if sleepCtx(ctx, 700*time.Millisecond) != nil {
+		if wait.Sleep(ctx, 700*time.Millisecond) != nil {
 			return
 		}
 		foreign := events.Event{ID: uuid.NewString(), Type: events.SnapshotCreated, Time: time.Now().UTC(),
@@ -287,7 +288,7 @@ func (sim *simulation) session(ctx context.Context, s *planSession) error {
 	errc := make(chan error, len(s.Tasks))
 	for _, t := range s.Tasks {
 		wg.Go(func() {
-			if err := sleepCtx(ctx, t.Start); err != nil {
+			if err := wait.Sleep(ctx, t.Start); err != nil {
 				errc <- err
 				return
 			}
@@ -314,7 +315,7 @@ func (sim *simulation) task(ctx context.Context, r *reporter.Reporter, t *planTa
 	pause := func() error {
 		d := t.Steps[min(step, len(t.Steps)-1)]
 		step++
-		return sleepCtx(ctx, d)
+		return wait.Sleep(ctx, d)
 	}
 	labels := func(s planSnapshot) map[string]string {
 		if s.WrongLabel {
@@ -401,16 +402,4 @@ func (sim *simulation) task(ctx context.Context, r *reporter.Reporter, t *planTa
 		}
 	}
 	return nil
-}
-
-// sleepCtx sleeps for d or until ctx ends.
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 }

@@ -1,8 +1,9 @@
-package main
+package demo
 
 import (
 	"context"
 	"fmt"
+	"github.com/snapsweep/snapsweep/ops"
 	"math"
 	"net/http"
 	"slices"
@@ -17,8 +18,8 @@ import (
 	"github.com/snapsweep/snapsweep/sweep"
 )
 
-// demoReport is the demo's final report (also its -o json output).
-type demoReport struct {
+// Report is the demo's final report (also its -o json output).
+type Report struct {
 	Seed     uint64 `json:"seed"`
 	Sessions int    `json:"sessions"`
 	Tasks    int    `json:"tasks"`
@@ -120,8 +121,8 @@ type demoOut struct {
 }
 
 // report reads the registry and the fake and builds the report.
-func (d *demoRun) report(ctx context.Context, swept *sweep.Report, settled time.Time) (*demoReport, error) {
-	rep := &demoReport{Seed: d.opts.Seed, Sessions: d.opts.Sessions, Tasks: d.opts.Tasks, Project: d.plan.Project,
+func (d *demoRun) report(ctx context.Context, swept *sweep.Report, settled time.Time) (*Report, error) {
+	rep := &Report{Seed: d.opts.Seed, Sessions: d.opts.Sessions, Tasks: d.opts.Tasks, Project: d.plan.Project,
 		Registry: "memory", Rejected: map[string]int{}, LogFile: d.opts.LogPath,
 		Kept: demoKept{Refused: []demoRefusal{}, Orphans: []string{}}}
 	if _, ok := d.reg.(*store.Memory); !ok {
@@ -209,11 +210,11 @@ func (d *demoRun) report(ctx context.Context, swept *sweep.Report, settled time.
 		}
 	}
 	rep.Events = demoEvents{Published: d.stats.Events.Load(), Duplicates: d.stats.Duplicates.Load(),
-		Reordered: d.stats.Reordered.Load(), Pushes: d.bridge.deliveries.Load()}
+		Reordered: d.stats.Reordered.Load(), Pushes: d.bridge.deliveries()}
 	st := d.fake.Stats()
 	rep.Retries = demoRetries{Unavailable: st.ByStatus[http.StatusServiceUnavailable], Quota: st.QuotaErrors,
 		QuotaLimit: d.opts.Faults.QuotaPerSecond, DeleteRate: d.opts.Faults.DeleteRate,
-		Redeliveries: d.bridge.nacks.Load(), ComputeCalls: st.Calls}
+		Redeliveries: d.bridge.nacks(), ComputeCalls: st.Calls}
 	for _, c := range d.fake.Calls() {
 		if c.Method == "snapshots.delete" && c.Status == http.StatusBadRequest {
 			rep.Retries.InUse++
@@ -372,18 +373,18 @@ func (d *demoRun) printHeader(registry string) {
 
 func secs(ms int64) string { return fmt.Sprintf("%.2fs", float64(ms)/1000) }
 
-func (d *demoRun) printReport(r *demoReport) error {
+func (d *demoRun) printReport(r *Report) error {
 	w := d.opts.Out
 	fmt.Fprintln(w)
-	tw := newTable(w)
+	tw := ops.NewTable(w)
 	fmt.Fprintf(tw, "registered\t%d\tsnapshots from %d tasks in %d sessions\n", r.Registered, r.Sessions*r.Tasks, r.Sessions)
 	fmt.Fprintf(tw, "deleted\t%d\tsnapshots of succeeded tasks, each deleted exactly once in Compute\n", r.Deleted)
 	fmt.Fprintf(tw, "kept\t%d\tand why:\n", r.Kept.Total)
 	if r.Kept.Retained > 0 {
-		fmt.Fprintf(tw, "  retained\t%d\t%d failed tasks: the rollback path, kept until %s (failed-task retention)\n", r.Kept.Retained, r.Kept.FailedTasks, when(r.Kept.RetainedUntil))
+		fmt.Fprintf(tw, "  retained\t%d\t%d failed tasks: the rollback path, kept until %s (failed-task retention)\n", r.Kept.Retained, r.Kept.FailedTasks, ops.When(r.Kept.RetainedUntil))
 	}
 	if r.Kept.Running > 0 {
-		fmt.Fprintf(tw, "  running\t%d\t%d tasks still running: kept until they finish or expire (the first at %s)\n", r.Kept.Running, r.Kept.RunningTasks, when(r.Kept.RunningExpires))
+		fmt.Fprintf(tw, "  running\t%d\t%d tasks still running: kept until they finish or expire (the first at %s)\n", r.Kept.Running, r.Kept.RunningTasks, ops.When(r.Kept.RunningExpires))
 	}
 	for _, x := range r.Kept.Refused {
 		fmt.Fprintf(tw, "  refused\t1\t%s: %s\n", x.Snapshot, x.Why)
@@ -417,10 +418,10 @@ func (d *demoRun) printReport(r *demoReport) error {
 		return err
 	}
 	fmt.Fprintln(w)
-	tw = newTable(w)
+	tw = ops.NewTable(w)
 	fmt.Fprintln(tw, "SESSION\tSTATE\tOUTCOME\tDELETED\tRETAINED\tRUNNING\tREFUSED")
 	for _, o := range r.SessionOutcomes {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%d\n", o.Session, o.State, dash(string(o.Outcome)),
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%d\n", o.Session, o.State, ops.Dash(string(o.Outcome)),
 			o.Snapshot[store.Deleted], o.Snapshot[store.Retained], o.Snapshot[store.Active], o.Snapshot[store.Refused])
 	}
 	if err := tw.Flush(); err != nil {

@@ -1,15 +1,12 @@
-package main
+package ops
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
-	"net/http"
 	"net/url"
 	"slices"
 	"strings"
@@ -21,13 +18,15 @@ import (
 	"github.com/snapsweep/snapsweep/cleanup"
 	"github.com/snapsweep/snapsweep/events"
 	"github.com/snapsweep/snapsweep/lifecycle"
+	"github.com/snapsweep/snapsweep/service"
+	"github.com/snapsweep/snapsweep/status"
 	"github.com/snapsweep/snapsweep/store"
 	"github.com/snapsweep/snapsweep/sweep"
 	"github.com/snapsweep/snapsweep/telemetry"
 )
 
 // cleanupCommand is `snapsweep cleanup task|session`: a manual cleanup.
-func cleanupCommand(deps opsDeps) *cobra.Command {
+func cleanupCommand(deps Deps) *cobra.Command {
 	group := &cobra.Command{
 		Use:   "cleanup",
 		Short: "Ask for the cleanup of a task's or a session's snapshots (dry run unless --yes)",
@@ -79,13 +78,13 @@ also retries snapshots whose deletion failed.`,
 				missing = append(missing, "--task")
 			}
 			if len(missing) > 0 {
-				return usageError(cmd, "missing %s", strings.Join(missing, ", "))
+				return UsageError(cmd, "missing %s", strings.Join(missing, ", "))
 			}
 			if !events.ValidSessionID(session) {
-				return usageError(cmd, "--session %q is not a valid session id (%s)", session, sessionIDRule)
+				return UsageError(cmd, "--session %q is not a valid session id (%s)", session, sessionIDRule)
 			}
 			if scope == "task" && !events.ValidTaskID(task) {
-				return usageError(cmd, "--task %q is not a valid task id (%s)", task, taskIDRule)
+				return UsageError(cmd, "--task %q is not a valid task id (%s)", task, taskIDRule)
 			}
 			return o.manualCleanup(cmd, session, task, yes)
 		}
@@ -104,8 +103,8 @@ type plannedCleanup struct {
 	Why    string `json:"why"`
 }
 
-// cleanupResult is the output of `snapsweep cleanup`.
-type cleanupResult struct {
+// CleanupResult is the output of `snapsweep cleanup`.
+type CleanupResult struct {
 	Session   string           `json:"session"`
 	Task      string           `json:"task,omitempty"`
 	DryRun    bool             `json:"dryRun"`
@@ -145,9 +144,9 @@ func (o *opsOptions) manualCleanup(cmd *cobra.Command, session, task string, yes
 		}
 	}
 	policy := cfg.Policy()
-	now := o.deps.now().UTC()
+	now := o.deps.Now().UTC()
 	tasks := map[string]*store.Task{}
-	res := cleanupResult{Session: session, Task: task, DryRun: !yes, Plan: []plannedCleanup{}}
+	res := CleanupResult{Session: session, Task: task, DryRun: !yes, Plan: []plannedCleanup{}}
 	var act []store.Snapshot
 	for _, s := range snaps {
 		t, ok := tasks[s.TaskID]
@@ -162,7 +161,7 @@ func (o *opsOptions) manualCleanup(cmd *cobra.Command, session, task string, yes
 			tasks[s.TaskID] = t
 		}
 		p := plannedCleanup{Snapshot: s.Key().String(), TaskID: s.TaskID, State: s.State}
-		p.Action, p.Why = planCleanup(policy, &s, t, now)
+		p.Action, p.Why = cleanup.Plan(policy, &s, t, events.ReasonManual, now)
 		res.Plan = append(res.Plan, p)
 		if p.Action != "skip" {
 			act = append(act, s)
@@ -186,7 +185,7 @@ func (o *opsOptions) manualCleanup(cmd *cobra.Command, session, task string, yes
 		fmt.Fprintln(w, "nothing to schedule: no live snapshot is eligible")
 		return nil
 	}
-	ps, err := o.deps.openPubSub(ctx, cfg.Project)
+	ps, err := o.deps.OpenPubSub(ctx, cfg.Project)
 	if err != nil {
 		return fmt.Errorf("pubsub client: %w", err)
 	}
@@ -196,8 +195,8 @@ func (o *opsOptions) manualCleanup(cmd *cobra.Command, session, task string, yes
 	endWait := waitsFrom(ctx).begin(o.pubsubEndpoint(cfg.Project, cfg.CleanupTopic))
 	pub := bus.NewPublisher(ps, cfg.CleanupTopic)
 	defer pub.Stop()
-	sched := &cleanup.Scheduler{Store: reg, Publisher: pub, Policy: policy, Now: o.deps.now}
-	bar := newProgress(cmd.ErrOrStderr(), o.deps.terminal(cmd.ErrOrStderr()), "publishing cleanup messages", len(act))
+	sched := &cleanup.Scheduler{Store: reg, Publisher: pub, Policy: policy, Now: o.deps.Now}
+	bar := newProgress(cmd.ErrOrStderr(), o.deps.Terminal(cmd.ErrOrStderr()), "publishing cleanup messages", len(act))
 	res.Skipped = map[string]int{}
 	var errs []error
 	for batch := range slices.Chunk(act, 20) {
@@ -231,31 +230,11 @@ func (o *opsOptions) manualCleanup(cmd *cobra.Command, session, task string, yes
 	return nil
 }
 
-// planCleanup says what a manual cleanup does with s: it runs the very
-// claim the scheduler runs (lifecycle.Policy.ClaimFor) on a copy, so the
-// dry run and the real run cannot disagree.
-func planCleanup(p lifecycle.Policy, s *store.Snapshot, t *store.Task, now time.Time) (action, why string) {
-	next, c, err := p.ClaimFor(s, t, events.ReasonManual, false, now)
-	switch {
-	case err != nil:
-		return "skip", err.Error()
-	case c.Publish && !c.Fresh:
-		return "republish", "cleanup already requested (" + dash(s.CleanupReason) + "); the message is sent again"
-	case c.Publish && s.State == store.Failed:
-		return "schedule", "retry of a failed deletion: " + dash(s.Error)
-	case c.Publish:
-		return "schedule", p.Eligible(s, t, now).Why
-	case next != nil && next.State == store.Failed:
-		return "skip", "would be failed for an operator: " + next.Error
-	}
-	return "skip", c.Skipped
-}
-
 func printPlan(w io.Writer, plan []plannedCleanup) {
-	tw := newTable(w)
+	tw := NewTable(w)
 	fmt.Fprintln(tw, "SNAPSHOT\tTASK\tSTATE\tACTION\tWHY")
 	for _, p := range plan {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", p.Snapshot, dash(p.TaskID), p.State, p.Action, clip(p.Why, 70))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", p.Snapshot, Dash(p.TaskID), p.State, p.Action, clip(p.Why, 70))
 	}
 	tw.Flush()
 	if len(plan) == 0 {
@@ -277,7 +256,7 @@ func formatCounts(m map[string]int) string {
 }
 
 // sweepCommand is `snapsweep sweep`.
-func sweepCommand(deps opsDeps) *cobra.Command {
+func sweepCommand(deps Deps) *cobra.Command {
 	var dryRun bool
 	var serviceURL string
 	cmd := &cobra.Command{
@@ -311,7 +290,7 @@ errors, or reported failing health checks.`,
 		ctx := cmd.Context()
 		var rep *sweep.Report
 		var err error
-		bar := newSpinner(cmd.ErrOrStderr(), o.deps.terminal(cmd.ErrOrStderr()), "sweeping")
+		bar := newSpinner(cmd.ErrOrStderr(), o.deps.Terminal(cmd.ErrOrStderr()), "sweeping")
 		if serviceURL != "" {
 			rep, err = o.remoteSweep(ctx, cmd, serviceURL, dryRun)
 		} else {
@@ -343,60 +322,45 @@ errors, or reported failing health checks.`,
 	return cmd
 }
 
-// checkServiceURL accepts a plain-http base URL.
-func checkServiceURL(cmd *cobra.Command, raw string) (*url.URL, error) {
+// checkServiceURL accepts a plain-http base URL and returns its client.
+func (o *opsOptions) serviceClient(cmd *cobra.Command, raw string) (*status.Client, error) {
 	u, err := url.Parse(raw)
 	if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
-		return nil, usageError(cmd, "--url %q: want the service's base URL, e.g. http://127.0.0.1:8080", raw)
+		return nil, UsageError(cmd, "--url %q: want the service's base URL, e.g. http://127.0.0.1:8080", raw)
 	}
 	if u.Scheme == "https" {
-		return nil, usageError(cmd, "--url %q: https (Cloud Run with an identity token) is not supported yet; run 'gcloud run services proxy SERVICE --port 8080' and use --url http://127.0.0.1:8080", raw)
+		return nil, UsageError(cmd, "--url %q: https (Cloud Run with an identity token) is not supported yet; run 'gcloud run services proxy SERVICE --port 8080' and use --url http://127.0.0.1:8080", raw)
 	}
-	return u, nil
+	return &status.Client{URL: u, HTTP: o.deps.HTTP}, nil
 }
 
 // remoteSweep asks a running service for a sweep.
 func (o *opsOptions) remoteSweep(ctx context.Context, cmd *cobra.Command, raw string, dryRun bool) (*sweep.Report, error) {
-	u, err := checkServiceURL(cmd, raw)
+	c, err := o.serviceClient(cmd, raw)
 	if err != nil {
 		return nil, err
 	}
-	body, _ := json.Marshal(map[string]bool{"dryRun": dryRun})
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u.JoinPath("scheduler", "sweep").String(), bytes.NewReader(body))
-	if err != nil {
-		return nil, err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	end := waitsFrom(ctx).begin("the service at " + u.Host)
-	resp, err := o.deps.http.Do(req)
+	end := waitsFrom(ctx).begin("the service at " + c.URL.Host)
+	var rep sweep.Report
+	err = c.Sweep(ctx, dryRun, &rep)
 	end(err)
-	if err != nil {
-		return nil, fmt.Errorf("sweep on %s: %w", u.Host, err)
-	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
-	if err != nil {
-		return nil, fmt.Errorf("sweep on %s: read answer: %w", u.Host, err)
-	}
-	if resp.StatusCode != http.StatusOK {
+	var he *status.HTTPError
+	if errors.As(err, &he) {
 		var failed struct {
-			Error  string        `json:"error"`
 			Report *sweep.Report `json:"report"`
 		}
-		if json.Unmarshal(data, &failed) == nil && failed.Error != "" {
-			return failed.Report, fmt.Errorf("sweep on %s: %s: %s", u.Host, resp.Status, failed.Error)
+		if json.Unmarshal(he.Body, &failed) == nil {
+			return failed.Report, err
 		}
-		return nil, fmt.Errorf("sweep on %s: %s: %s", u.Host, resp.Status, clip(string(data), 200))
 	}
-	var rep sweep.Report
-	if err := json.Unmarshal(data, &rep); err != nil {
-		return nil, fmt.Errorf("sweep on %s: decode report: %w", u.Host, err)
+	if err != nil {
+		return nil, err
 	}
 	return &rep, nil
 }
 
 // localSweep runs a sweep in this process with the service's own wiring
-// (NewService builds the sweeper; nothing is served).
+// (service.NewComponents builds the sweeper; nothing listens).
 func (o *opsOptions) localSweep(ctx context.Context, dryRun bool) (*sweep.Report, error) {
 	cfg, err := o.config(ctx)
 	if err != nil {
@@ -407,36 +371,30 @@ func (o *opsOptions) localSweep(ctx context.Context, dryRun bool) (*sweep.Report
 		return nil, err
 	}
 	defer done()
-	ps, err := o.deps.openPubSub(ctx, cfg.Project)
+	ps, err := o.deps.OpenPubSub(ctx, cfg.Project)
 	if err != nil {
 		return nil, fmt.Errorf("pubsub client: %w", err)
 	}
 	defer ps.Close()
-	// NewService listens; give it a loopback port it never serves on.
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, fmt.Errorf("listen: %w", err)
-	}
-	defer lis.Close()
 	quiet := slog.New(slog.DiscardHandler)
 	hc, err := o.computeClient(ctx, cfg.ComputeEndpoint)
 	if err != nil {
 		return nil, err
 	}
-	svc, err := NewService(ctx, cfg, ServiceOptions{Registry: reg, PubSub: ps, Logger: quiet, Listener: lis, ComputeHTTP: hc})
+	c, err := service.NewComponents(ctx, cfg, service.Options{Registry: reg, PubSub: ps, Logger: quiet, ComputeHTTP: hc})
 	if err != nil {
 		return nil, err
 	}
-	defer svc.Close()
+	defer c.Close()
 	// The sweep publishes through Pub/Sub on the publisher's goroutines.
 	end := waitsFrom(ctx).begin("the sweep (" + o.pubsubEndpoint(cfg.Project, cfg.CleanupTopic) + ", " + computeEndpoint(cfg.ComputeEndpoint) + ")")
-	rep, err := svc.Sweeper.Run(telemetry.WithLogger(ctx, quiet), dryRun, "")
+	rep, err := c.Sweeper.Run(telemetry.WithLogger(ctx, quiet), dryRun, "")
 	end(err)
 	return rep, err
 }
 
 func printSweep(w io.Writer, rep *sweep.Report) {
-	tw := newTable(w)
+	tw := NewTable(w)
 	mode := ""
 	if rep.DryRun {
 		mode = " (dry run)"
@@ -471,10 +429,10 @@ func printChecks(w io.Writer, checks []sweep.Check) {
 	if len(checks) == 0 {
 		return
 	}
-	tw := newTable(w)
+	tw := NewTable(w)
 	fmt.Fprintln(tw, "CHECK\tSTATUS\tREASON")
 	for _, c := range checks {
-		fmt.Fprintf(tw, "%s\t%s\t%s\n", c.Name, c.Status, clip(dash(c.Reason), 90))
+		fmt.Fprintf(tw, "%s\t%s\t%s\n", c.Name, c.Status, clip(Dash(c.Reason), 90))
 	}
 	tw.Flush()
 }
@@ -520,7 +478,7 @@ func (s *spinner) stop() {
 }
 
 // healthCommand is `snapsweep health`.
-func healthCommand(deps opsDeps) *cobra.Command {
+func healthCommand(deps Deps) *cobra.Command {
 	var last int
 	var serviceURL string
 	cmd := &cobra.Command{
@@ -546,22 +504,22 @@ there is none yet.`,
 			return err
 		}
 		if last <= 0 {
-			return usageError(cmd, "--last must be positive")
+			return UsageError(cmd, "--last must be positive")
 		}
 		ctx := cmd.Context()
 		var records []store.HealthRecord
-		var status *statusReport
+		var st0 *status.Report
 		if serviceURL != "" {
 			st, err := o.remoteStatus(ctx, cmd, serviceURL)
 			if err != nil {
 				return err
 			}
-			status = st
+			st0 = st
 			if st.Health != nil {
 				records = []store.HealthRecord{{At: st.Health.At, Status: st.Health.Status, Report: string(st.Health.Report)}}
 			}
 			if last > 1 {
-				fmt.Fprintf(cmd.ErrOrStderr(), "a service's /status has only its latest report; for the last %d, leave out --url (the registry has them)\n", last)
+				fmt.Fprintf(cmd.ErrOrStderr(), "a service's /st0 has only its latest report; for the last %d, leave out --url (the registry has them)\n", last)
 			}
 		} else {
 			reg, done, err := o.registry(ctx)
@@ -594,21 +552,21 @@ there is none yet.`,
 		w := cmd.OutOrStdout()
 		if o.json() {
 			v := map[string]any{"reports": out}
-			if status != nil {
-				v["breaker"], v["counts"], v["dryRun"], v["version"] = status.Breaker, status.Counts, status.DryRun, status.Version
+			if st0 != nil {
+				v["breaker"], v["counts"], v["dryRun"], v["version"] = st0.Breaker, st0.Counts, st0.DryRun, st0.Version
 			}
 			if err := o.write(w, v); err != nil {
 				return err
 			}
 		} else {
-			if status != nil {
-				fmt.Fprintf(w, "service %s, version %s, breaker %s, dry run %v\n", serviceURL, status.Version, status.Breaker, status.DryRun)
+			if st0 != nil {
+				fmt.Fprintf(w, "service %s, version %s, breaker %s, dry run %v\n", serviceURL, st0.Version, st0.Breaker, st0.DryRun)
 			}
 			for i, s := range out {
 				if i > 0 {
 					fmt.Fprintln(w)
 				}
-				fmt.Fprintf(w, "health report of %s (%s ago): %s\n", when(s.At), age(o.deps.now(), s.At), strings.ToUpper(s.Status))
+				fmt.Fprintf(w, "health report of %s (%s ago): %s\n", When(s.At), age(o.deps.Now(), s.At), strings.ToUpper(s.Status))
 				if s.Report != nil {
 					printChecks(w, s.Report.Checks)
 				} else {
@@ -620,7 +578,7 @@ there is none yet.`,
 		case len(out) == 0:
 			return &exitError{"no health report stored yet: the first sweep writes one (run `snapsweep sweep`)"}
 		case out[0].Status == string(sweep.Failing):
-			return &exitError{fmt.Sprintf("the latest health report (%s) is failing", when(out[0].At))}
+			return &exitError{fmt.Sprintf("the latest health report (%s) is failing", When(out[0].At))}
 		}
 		return nil
 	}
@@ -628,38 +586,19 @@ there is none yet.`,
 }
 
 // remoteStatus reads GET /status of a running service.
-func (o *opsOptions) remoteStatus(ctx context.Context, cmd *cobra.Command, raw string) (*statusReport, error) {
-	u, err := checkServiceURL(cmd, raw)
+func (o *opsOptions) remoteStatus(ctx context.Context, cmd *cobra.Command, raw string) (*status.Report, error) {
+	c, err := o.serviceClient(cmd, raw)
 	if err != nil {
 		return nil, err
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.JoinPath("status").String(), nil)
-	if err != nil {
-		return nil, err
-	}
-	end := waitsFrom(ctx).begin("the service at " + u.Host)
-	resp, err := o.deps.http.Do(req)
+	end := waitsFrom(ctx).begin("the service at " + c.URL.Host)
+	st, err := c.Status(ctx)
 	end(err)
-	if err != nil {
-		return nil, fmt.Errorf("status of %s: %w", u.Host, err)
-	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
-	if err != nil {
-		return nil, fmt.Errorf("status of %s: %w", u.Host, err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("status of %s: %s: %s", u.Host, resp.Status, clip(string(data), 200))
-	}
-	var st statusReport
-	if err := json.Unmarshal(data, &st); err != nil {
-		return nil, fmt.Errorf("status of %s: decode: %w", u.Host, err)
-	}
-	return &st, nil
+	return st, err
 }
 
 // holdCommand is `snapsweep hold PROJECT/NAME`.
-func holdCommand(deps opsDeps) *cobra.Command {
+func holdCommand(deps Deps) *cobra.Command {
 	var reason, by string
 	cmd := &cobra.Command{
 		Use:   "hold PROJECT/NAME",
@@ -684,7 +623,7 @@ cleanup deletes it until 'snapsweep release'. Holding is safe and needs no
 			return err
 		}
 		if strings.TrimSpace(reason) == "" {
-			return usageError(cmd, "--reason is required")
+			return UsageError(cmd, "--reason is required")
 		}
 		if by == "" {
 			by = o.env("USER", "operator")
@@ -699,7 +638,7 @@ cleanup deletes it until 'snapsweep release'. Holding is safe and needs no
 			return err
 		}
 		defer done()
-		at := o.deps.now().UTC().Truncate(time.Microsecond)
+		at := o.deps.Now().UTC().Truncate(time.Microsecond)
 		var refused error
 		already := false
 		policy := cfg.Policy()
@@ -733,7 +672,7 @@ cleanup deletes it until 'snapsweep release'. Holding is safe and needs no
 }
 
 // releaseCommand is `snapsweep release PROJECT/NAME`.
-func releaseCommand(deps opsDeps) *cobra.Command {
+func releaseCommand(deps Deps) *cobra.Command {
 	var yes bool
 	cmd := &cobra.Command{
 		Use:   "release PROJECT/NAME",
@@ -785,7 +724,7 @@ be deleted. Without --yes it only shows what would change.`,
 			fmt.Fprintln(cmd.ErrOrStderr(), "dry run: nothing changed. Run again with --yes to release it (it may then be deleted).")
 			return nil
 		}
-		at := o.deps.now().UTC().Truncate(time.Microsecond)
+		at := o.deps.Now().UTC().Truncate(time.Microsecond)
 		var refused error
 		var was store.Snapshot
 		policy := cfg.Policy()

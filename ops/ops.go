@@ -1,10 +1,19 @@
-package main
+// Package ops is snapsweep's operator commands (snapshots, sessions,
+// cleanup, sweep, health, hold, release, rejected, orphans, report): their
+// flags, what they do and how they print it. They read and change the
+// registry directly and act only through the code the service runs: a
+// manual cleanup claims and publishes with cleanup.Scheduler, a sweep is
+// sweep.Sweeper built by service.NewComponents, holds and releases are
+// lifecycle transitions. It must not decide anything about a snapshot
+// itself: every such decision is lifecycle's.
+package ops
 
 import (
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/snapsweep/snapsweep/service"
 	"io"
 	"net/http"
 	"os"
@@ -13,14 +22,10 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"cloud.google.com/go/firestore"
 	"cloud.google.com/go/pubsub/v2"
 	"github.com/sethvargo/go-envconfig"
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
-	"google.golang.org/api/option"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/snapsweep/snapsweep/config"
 	"github.com/snapsweep/snapsweep/events"
@@ -34,36 +39,38 @@ import (
 // (cleanup.Scheduler, sweep.Sweeper), so every rule of the contract holds:
 // a cleanup message an operator publishes is checked again by the handler.
 
-// opsDeps is the outside world of the operator commands. The defaults reach
-// the real services (and honour the emulator variables); tests swap in
-// their own environment and clients.
-type opsDeps struct {
-	// lookup reads the environment (GOOGLE_CLOUD_PROJECT, SNAPSWEEP_*, USER).
-	lookup func(string) (string, bool)
-	// openRegistry opens the registry of a project and database, on the
+// Deps is the outside world of the operator commands, the one dependency
+// struct every command receives. DefaultDeps reach the real services (and
+// honour the emulator variables); tests swap in their own environment and
+// clients.
+type Deps struct {
+	// Lookup reads the environment (GOOGLE_CLOUD_PROJECT, SNAPSWEEP_*, USER).
+	Lookup func(string) (string, bool)
+	// OpenRegistry opens the registry of a project and database, on the
 	// emulator at emulator when it is not empty.
-	openRegistry func(ctx context.Context, project, database, emulator string) (store.Registry, func() error, error)
-	// openPubSub opens a Pub/Sub client (honours PUBSUB_EMULATOR_HOST).
-	openPubSub pubsubClientFunc
-	// computeHTTP, when set, is the HTTP client of the Compute API.
-	computeHTTP *http.Client
-	// http calls a running service (--url).
-	http *http.Client
-	now  func() time.Time
-	// terminal reports whether w is a terminal (progress bars).
-	terminal func(w io.Writer) bool
+	OpenRegistry func(ctx context.Context, project, database, emulator string) (store.Registry, func() error, error)
+	// OpenPubSub opens a Pub/Sub client (honours PUBSUB_EMULATOR_HOST).
+	OpenPubSub PubSubFunc
+	// ComputeHTTP, when set, is the HTTP client of the Compute API.
+	ComputeHTTP *http.Client
+	// HTTP calls a running service (--url).
+	HTTP *http.Client
+	Now  func() time.Time
+	// Terminal reports whether w is a terminal (progress bars).
+	Terminal func(w io.Writer) bool
 }
 
-func defaultOpsDeps() opsDeps {
-	return opsDeps{
-		lookup:       os.LookupEnv,
-		openRegistry: openFirestoreRegistry,
-		openPubSub: func(ctx context.Context, project string) (*pubsub.Client, error) {
+// DefaultDeps are the real environment, registry, Pub/Sub and clock.
+func DefaultDeps() Deps {
+	return Deps{
+		Lookup:       os.LookupEnv,
+		OpenRegistry: openFirestoreRegistry,
+		OpenPubSub: func(ctx context.Context, project string) (*pubsub.Client, error) {
 			return pubsub.NewClient(ctx, project)
 		},
-		http:     &http.Client{Timeout: 10 * time.Minute},
-		now:      time.Now,
-		terminal: isTerminal,
+		HTTP:     &http.Client{Timeout: 10 * time.Minute},
+		Now:      time.Now,
+		Terminal: IsTerminal,
 	}
 }
 
@@ -75,62 +82,25 @@ func firestoreEndpoint(project, database, emulator string) string {
 	return fmt.Sprintf("Firestore (firestore.googleapis.com, project %s, database %s)", project, database)
 }
 
-// openFirestoreRegistry opens the Firestore registry. Every call is
-// registered with the command's waits; the emulator, when named, is dialed
-// here (as the client library would), so that the command's own
-// environment decides and not only the process's.
+// openFirestoreRegistry opens the Firestore registry the way the service
+// does (service.OpenFirestore), with every call registered with the
+// command's waits.
 func openFirestoreRegistry(ctx context.Context, project, database, emulator string) (store.Registry, func() error, error) {
-	dial := grpcWaits(firestoreEndpoint(project, database, emulator))
-	var opts []option.ClientOption
-	closers := []func() error{}
-	if emulator != "" {
-		conn, err := grpc.NewClient(emulator, append(dial,
-			grpc.WithTransportCredentials(insecure.NewCredentials()),
-			grpc.WithPerRPCCredentials(emulatorOwner{}))...)
-		if err != nil {
-			return nil, nil, fmt.Errorf("firestore emulator %s: %w", emulator, err)
-		}
-		closers = append(closers, conn.Close)
-		opts = append(opts, option.WithGRPCConn(conn))
-	} else {
-		for _, d := range dial {
-			opts = append(opts, option.WithGRPCDialOption(d))
-		}
-	}
-	c, err := firestore.NewClientWithDatabase(ctx, project, database, opts...)
+	c, closeFn, err := service.OpenFirestore(ctx, project, database, emulator, grpcWaits(firestoreEndpoint(project, database, emulator)))
 	if err != nil {
-		for _, cl := range closers {
-			_ = cl()
-		}
-		return nil, nil, fmt.Errorf("firestore client: %w", err)
+		return nil, nil, err
 	}
-	closeAll := func() error {
-		err := c.Close()
-		for _, cl := range closers {
-			_ = cl()
-		}
-		return err
-	}
-	return store.NewFirestore(c), closeAll, nil
+	return store.NewFirestore(c), closeFn, nil
 }
 
-// emulatorOwner is the credential the Firestore emulator expects (the
-// client library sends the same when it dials the emulator itself).
-type emulatorOwner struct{}
-
-func (emulatorOwner) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
-	return map[string]string{"authorization": "Bearer owner"}, nil
-}
-func (emulatorOwner) RequireTransportSecurity() bool { return false }
-
-// isTerminal reports whether w is a terminal.
-func isTerminal(w io.Writer) bool {
+// IsTerminal reports whether w is a terminal.
+func IsTerminal(w io.Writer) bool {
 	f, ok := w.(*os.File)
 	return ok && term.IsTerminal(int(f.Fd()))
 }
 
-// opsCommands returns every operator command.
-func opsCommands(deps opsDeps) []*cobra.Command {
+// Commands returns every operator command.
+func Commands(deps Deps) []*cobra.Command {
 	return []*cobra.Command{
 		snapshotsCommand(deps), sessionsCommand(deps), cleanupCommand(deps), sweepCommand(deps),
 		healthCommand(deps), holdCommand(deps), releaseCommand(deps), rejectedCommand(deps), orphansCommand(deps),
@@ -140,7 +110,7 @@ func opsCommands(deps opsDeps) []*cobra.Command {
 
 // opsOptions are the flags every operator command shares.
 type opsOptions struct {
-	deps     opsDeps
+	deps     Deps
 	project  string
 	database string
 	output   string
@@ -164,14 +134,14 @@ type opsOptions struct {
 const defaultTimeout = 30 * time.Second
 
 // newOpsOptions registers the shared flags on cmd.
-func newOpsOptions(cmd *cobra.Command, deps opsDeps) *opsOptions {
+func newOpsOptions(cmd *cobra.Command, deps Deps) *opsOptions {
 	o := &opsOptions{deps: deps}
 	fl := cmd.Flags()
 	fl.StringVar(&o.project, "project", o.env("GOOGLE_CLOUD_PROJECT", ""), "project of the registry (Firestore) and of Pub/Sub (env GOOGLE_CLOUD_PROJECT)")
 	fl.StringVar(&o.database, "database", o.env("SNAPSWEEP_FIRESTORE_DATABASE", "(default)"), "Firestore database id (env SNAPSWEEP_FIRESTORE_DATABASE)")
 	fl.StringVarP(&o.output, "output", "o", "table", "output format: table, json or yaml")
 	fl.DurationVar(&o.timeout, "timeout", defaultTimeout, "give up after this long, naming what did not answer")
-	cmd.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageError(c, "%v", err) })
+	cmd.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return UsageError(c, "%v", err) })
 	return o
 }
 
@@ -187,7 +157,7 @@ func (o *opsOptions) addCompute(cmd *cobra.Command) {
 }
 
 func (o *opsOptions) env(name, def string) string {
-	if v, ok := o.deps.lookup(name); ok && v != "" {
+	if v, ok := o.deps.Lookup(name); ok && v != "" {
 		return v
 	}
 	return def
@@ -215,7 +185,7 @@ func (o *opsOptions) check(cmd *cobra.Command) error {
 		problems = append(problems, "--database must not be empty")
 	}
 	if len(problems) > 0 {
-		return usageError(cmd, "%s", strings.Join(problems, "; "))
+		return UsageError(cmd, "%s", strings.Join(problems, "; "))
 	}
 	return nil
 }
@@ -227,14 +197,14 @@ func (o *opsOptions) json() bool { return o.output == "json" || o.output == "yam
 // write writes v as JSON or YAML, as -o asks.
 func (o *opsOptions) write(w io.Writer, v any) error {
 	if o.output == "yaml" {
-		return writeYAMLTo(w, v)
+		return WriteYAML(w, v)
 	}
-	return writeJSONTo(w, v)
+	return WriteJSON(w, v)
 }
 
 // registry opens the registry; close it when done.
 func (o *opsOptions) registry(ctx context.Context) (store.Registry, func(), error) {
-	reg, closeFn, err := o.deps.openRegistry(ctx, o.project, o.database, o.env("FIRESTORE_EMULATOR_HOST", ""))
+	reg, closeFn, err := o.deps.OpenRegistry(ctx, o.project, o.database, o.env("FIRESTORE_EMULATOR_HOST", ""))
 	if err != nil {
 		return nil, nil, err
 	}
@@ -260,27 +230,27 @@ func (o *opsOptions) config(ctx context.Context) (*config.Config, error) {
 		v, ok := flags[key]
 		return v, ok && v != ""
 	}))
-	cfg, err := config.Load(ctx, set, envconfig.LookuperFunc(o.deps.lookup))
+	cfg, err := config.Load(ctx, set, envconfig.LookuperFunc(o.deps.Lookup))
 	if err != nil {
-		return nil, &configError{err}
+		return nil, &ConfigError{err}
 	}
 	return cfg, nil
 }
 
-// writeJSONTo writes v as indented JSON.
-func writeJSONTo(w io.Writer, v any) error {
+// WriteJSON writes v as indented JSON.
+func WriteJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
 }
 
-// newTable returns a writer that aligns tab-separated columns; Flush it.
-func newTable(w io.Writer) *tabwriter.Writer {
+// NewTable returns a writer that aligns tab-separated columns; Flush it.
+func NewTable(w io.Writer) *tabwriter.Writer {
 	return tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 }
 
-// when formats a time for tables: UTC to the second, "-" when unset.
-func when(t time.Time) string {
+// When formats a time for tables: UTC to the second, "-" when unset.
+func When(t time.Time) string {
 	if t.IsZero() {
 		return "-"
 	}
@@ -307,8 +277,8 @@ func age(now, t time.Time) string {
 	}
 }
 
-// dash returns s, or "-" for an empty cell.
-func dash(s string) string {
+// Dash returns s, or "-" for an empty cell.
+func Dash(s string) string {
 	if s == "" {
 		return "-"
 	}
@@ -328,7 +298,7 @@ func clip(s string, n int) string {
 func parseKey(cmd *cobra.Command, arg string) (store.Key, error) {
 	project, name, ok := strings.Cut(arg, "/")
 	if !ok || !events.ValidProjectID(project) || !events.ValidSnapshotName(name) {
-		return store.Key{}, usageError(cmd, "%q: want PROJECT/NAME, e.g. my-project/snap-vm-1-boot", arg)
+		return store.Key{}, UsageError(cmd, "%q: want PROJECT/NAME, e.g. my-project/snap-vm-1-boot", arg)
 	}
 	return store.Key{Project: project, Name: name}, nil
 }

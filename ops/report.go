@@ -1,4 +1,4 @@
-package main
+package ops
 
 import (
 	"fmt"
@@ -15,7 +15,7 @@ import (
 )
 
 // reportCommand is `snapsweep report`: what the cleanup is worth.
-func reportCommand(deps opsDeps) *cobra.Command {
+func reportCommand(deps Deps) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "report",
 		Short: "What the cleanup is worth: storage deleted (up to) and the monthly cost avoided, storage kept and its cost by reason",
@@ -42,16 +42,16 @@ Firestore read each).`,
 			return err
 		}
 		if session != "" && !events.ValidSessionID(session) {
-			return usageError(cmd, "%q is not a valid session id (%s)", session, sessionIDRule)
+			return UsageError(cmd, "%q is not a valid session id (%s)", session, sessionIDRule)
 		}
 		if since < 0 {
-			return usageError(cmd, "--since must be positive")
+			return UsageError(cmd, "--since must be positive")
 		}
 		prices := cost.DefaultPrices()
 		if priceFile != "" {
 			p, err := cost.LoadPrices(priceFile)
 			if err != nil {
-				return &configError{err}
+				return &ConfigError{err}
 			}
 			prices = p
 		}
@@ -61,7 +61,7 @@ Firestore read each).`,
 			return err
 		}
 		defer done()
-		now := o.deps.now()
+		now := o.deps.Now()
 		f := cost.Filter{SessionID: session, Project: forProject}
 		if since > 0 {
 			f.Since = now.Add(-since)
@@ -82,7 +82,7 @@ Firestore read each).`,
 // writeCostReport renders a cost report as tables: overall, then per
 // project and per session, retained snapshots, chains, missing prices.
 func writeCostReport(w io.Writer, rep *cost.Report) error {
-	tw := newTable(w)
+	tw := NewTable(w)
 	fmt.Fprintln(tw, "SCOPE\tDELETED\tUP TO\tAVOIDED/MONTH\tKEPT\tKEPT STORAGE\tKEPT/MONTH\tRETAINED UNTIL END")
 	row := func(scope string, f *cost.Figures) {
 		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%d\t%s\t%s\t%s\n", scope, f.Deleted.Snapshots, cost.Bytes(f.Deleted.Bytes),
@@ -105,14 +105,14 @@ func writeCostReport(w io.Writer, rep *cost.Report) error {
 	}
 	if len(rep.Retained) > 0 {
 		fmt.Fprintln(w)
-		tw = newTable(w)
+		tw = NewTable(w)
 		fmt.Fprintln(tw, "RETAINED\tSESSION\tUNTIL\tSTORAGE\tCOST UNTIL THEN")
 		for _, r := range rep.Retained {
 			c := "no size or price"
 			if r.Cost != nil {
 				c = cost.Money(*r.Cost, rep.Currency)
 			}
-			fmt.Fprintf(tw, "%s/%s\t%s\t%s\t%s\t%s\n", r.Project, r.Name, r.SessionID, when(r.Until), cost.Bytes(r.Bytes), c)
+			fmt.Fprintf(tw, "%s/%s\t%s\t%s\t%s\t%s\n", r.Project, r.Name, r.SessionID, When(r.Until), cost.Bytes(r.Bytes), c)
 		}
 		if err := tw.Flush(); err != nil {
 			return err
@@ -120,7 +120,7 @@ func writeCostReport(w io.Writer, rep *cost.Report) error {
 	}
 	if len(rep.Chains) > 0 {
 		fmt.Fprintln(w)
-		tw = newTable(w)
+		tw = NewTable(w)
 		fmt.Fprintln(tw, "CHAIN\tDELETED\tKEPT\tBEFORE\tAFTER\tFREED")
 		opt := func(v *int64) string {
 			if v == nil {
@@ -152,7 +152,7 @@ func writeCostReport(w io.Writer, rep *cost.Report) error {
 
 // writeKept renders kept storage by reason.
 func writeKept(w io.Writer, f *cost.Figures, currency string) error {
-	tw := newTable(w)
+	tw := NewTable(w)
 	fmt.Fprintln(tw, "KEPT BECAUSE\tSNAPSHOTS\tSTORAGE\tCOST/MONTH\tNOT MEASURED\tNOT FINAL\tNO PRICE")
 	for _, why := range cost.Reasons() {
 		k := f.Kept[why]
