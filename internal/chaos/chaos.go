@@ -91,7 +91,9 @@ type Config struct {
 	// service must use while the Compute faults are on (0: report only).
 	MinFaultThroughput float64
 
-	// SettleTimeout bounds the phase after the faults: sweeps until quiet.
+	// DrainTimeout bounds the wait, after the faults, for every event
+	// message to be acked; SettleTimeout the sweeps until quiet after it.
+	DrainTimeout  time.Duration
 	SettleTimeout time.Duration
 	// Lease is SNAPSWEEP_DELETE_LEASE (how long a cleanup claim holds a
 	// snapshot; a killed instance's claims block redeliveries that long)
@@ -799,11 +801,22 @@ func (r *runner) sweep(ctx context.Context, n int) (*sweepReport, error) {
 // settle lets the pushes drain and sweeps until two sweeps in a row find
 // no work, nothing is cleanup_pending or deleting, and no message waits.
 func (r *runner) settle(ctx context.Context, w *Workload) {
+	// First every event message is delivered and acked: at fleet scale on
+	// the emulator that takes minutes, and the sweeps only count once the
+	// stream is in.
+	idle := func() bool {
+		return r.events.ackedCount() >= len(w.Deliveries) && r.events.idleFor(3*time.Second) && r.cleanups.idleFor(3*time.Second)
+	}
+	if !r.await(ctx, time.Now(), r.cfg.DrainTimeout, "every event message acked and both subscriptions idle", idle) {
+		r.mark("not drained after %s: %d of %d event messages acked; checking the invariants anyway", r.cfg.DrainTimeout, r.events.ackedCount(), len(w.Deliveries))
+		r.dump()
+		return
+	}
+	r.mark("drained: every event message acked, both subscriptions idle")
 	deadline := time.Now().Add(r.cfg.SettleTimeout)
 	quiet := 0
 	for time.Now().Before(deadline) && ctx.Err() == nil {
-		idle := r.events.ackedCount() >= len(w.Deliveries) && r.events.idleFor(3*time.Second) && r.cleanups.idleFor(3*time.Second)
-		if !idle {
+		if !idle() {
 			time.Sleep(time.Second)
 			continue
 		}
@@ -843,7 +856,12 @@ func (r *runner) settle(ctx context.Context, w *Workload) {
 		time.Sleep(2 * time.Second)
 	}
 	r.mark("not quiet after %s of sweeps (%d sweeps): checking the invariants anyway", r.cfg.SettleTimeout, r.res.Sweeps)
-	// A goroutine dump of every serve process (SIGQUIT), for the post-mortem.
+	r.dump()
+}
+
+// dump asks every serve process for a goroutine dump (SIGQUIT), for the
+// post-mortem.
+func (r *runner) dump() {
 	for _, in := range r.instances {
 		if pid := in.quit(); pid > 0 {
 			r.logf("%s (pid %d): goroutine dump (SIGQUIT) in %s", in.name, pid, in.log)
