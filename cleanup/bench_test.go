@@ -4,7 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"maps"
+	"math/rand/v2"
 	"net/http/httptest"
 	"slices"
 	"strconv"
@@ -24,136 +24,202 @@ import (
 // Workload of BenchmarkCleanupThroughput. The figures it reports are
 // written into BENCHMARKS.md by scripts/bench.sh.
 const (
-	benchSnapshots    = 2000 // parallel run
-	benchSeqSnapshots = 100  // sequential baseline (one at a time takes ~0.3 s each)
-	benchWorkers      = 200  // concurrent Handle calls, as Pub/Sub push delivers them
-	benchQuota        = 100  // the fake's delete quota per whole second
-	benchRate         = 95   // engine delete rate: just under the quota
-	benchOpLatency    = 200 * time.Millisecond
-	// benchRedelivery is how long a nacked message waits before it is
-	// delivered again (the Pub/Sub emulator redelivers after about 1 s).
+	// benchScale is how much faster than real time the shared clock of the
+	// fake and the engine runs: one quota minute takes 12 s.
+	benchScale = 5
+	// benchMinutes is how many whole quota minutes are measured; every
+	// project gets enough snapshots to keep its quota busy for them and a
+	// tenth of a minute more (benchFill), so that the last measured minute
+	// is full.
+	benchMinutes = 2
+	benchFill    = 0.1
+	// benchOverdrive is the engine's delete rate of a project as a share of
+	// its quota: above it, so that the quota binds and the engine's pause
+	// until the next whole minute is what keeps the project at its quota.
+	benchOverdrive = 1.1
+	benchWorkers   = 200 // concurrent Handle calls, as Pub/Sub push delivers them
+	benchOpLatency = 200 * time.Millisecond
+	// benchRedelivery is how long (real time) a nacked message waits before
+	// it is delivered again.
 	benchRedelivery = time.Second
 	benchLabel      = "migration-session"
 	benchSession    = "bench-session"
-	benchProject    = "bench-proj"
 )
 
-// cleanupRun is what one run of the cleanup workload measured.
-type cleanupRun struct {
-	n            int
-	elapsed      time.Duration // first delivery to last acknowledgement
-	deliveries   int           // Handle calls, redeliveries included
-	redeliveries int           // ErrRetryLater or ResultPending answers
-	results      map[cleanup.Result]int
-	latencies    []time.Duration // of every Handle call
-
-	deleteCalls         int
-	deleteSpan          time.Duration // first to last delete call
-	quotaErrors         int           // 403 answers to deletes
-	quotaErrorsAfter1s  int           // ... more than 1 s after the start
-	callsByMethod       map[string]int
-	maxSuccessfulDelete int
-	// Delete calls per whole second (the fake's quota window), as the fake
-	// stamped them: the busiest second, the seconds over the quota, and
-	// when the first 403 came (after the start).
-	maxPerSecond   int
-	secondsOver    int
-	first403       time.Duration
-	perSecondTrace string
+// benchProject is one project of the workload and its delete quota.
+type benchProject struct {
+	name     string
+	perMin   int // the fake's delete quota per wall-clock minute
+	snapshot int // snapshots to delete
 }
 
-func (r cleanupRun) deletesPerSec() float64 { return float64(r.n) / r.elapsed.Seconds() }
+// scaledClock is the benchmark's clock: it starts at a whole minute and
+// runs benchScale times faster than real time. It drives the fake (quota
+// minutes, operation latency) and the engine (its clock, its sleeps, its
+// rate limiters); HTTP, the client's operation polls and the store run in
+// real time.
+type scaledClock struct {
+	base, start time.Time
+}
 
-// deleteCallRate is the pace of delete calls between the first and the
-// last: the limiter's rate, without the ramp-up and the final op wait.
-func (r cleanupRun) deleteCallRate() float64 {
-	if r.deleteCalls < 2 || r.deleteSpan <= 0 {
-		return 0
+// newScaledClock returns a clock standing a minute before its base until
+// run is called. The base lies an hour in the past, so that the engine's
+// deadline checks (which compare its clock with real request deadlines)
+// never give up early.
+func newScaledClock() *scaledClock {
+	return &scaledClock{base: time.Now().Add(-time.Hour).Truncate(time.Minute)}
+}
+
+// run starts the clock at its base, a whole minute. Call it before any
+// goroutine that reads the clock starts.
+func (c *scaledClock) run() { c.start = time.Now() }
+
+func (c *scaledClock) Now() time.Time {
+	if c.start.IsZero() {
+		return c.base.Add(-time.Minute)
 	}
-	return float64(r.deleteCalls-1) / r.deleteSpan.Seconds()
+	return c.base.Add(time.Since(c.start) * benchScale)
 }
 
-func (r cleanupRun) percentile(p float64) time.Duration {
-	if len(r.latencies) == 0 {
-		return 0
+// Sleep waits d of the clock's time: d/benchScale of real time.
+func (c *scaledClock) Sleep(ctx context.Context, d time.Duration) error {
+	select {
+	case <-time.After(d / benchScale):
+		return ctx.Err()
+	case <-ctx.Done():
+		return ctx.Err()
 	}
-	s := slices.Clone(r.latencies)
-	slices.Sort(s)
-	return s[min(len(s)-1, int(p*float64(len(s))))]
 }
 
-// BenchmarkCleanupThroughput measures how fast the engine deletes snapshots
-// against a Compute fake with a 200 ms operation latency and a delete quota
-// of 100 per second, reached over loopback HTTP through the real client,
-// with the engine paced at 95 deletes/s. Messages are driven the way Pub/Sub
-// push does: 200 concurrent Handle calls, redelivering (after 1 s) every
-// message the engine asks to retry. A sequential baseline of 100 snapshots
-// runs with the same engine settings in the same iteration, so the ratio
-// between the two comes from one run.
+// quotaRun is what one run measured, by project.
+type quotaRun struct {
+	elapsed      time.Duration // real time, first delivery to last acknowledgement
+	deliveries   int
+	redeliveries int
+	projects     []projectRun
+}
+
+type projectRun struct {
+	benchProject
+	accepted []int // delete calls Compute accepted in each measured quota minute
+	refused  []int // delete calls answered 403 rateLimitExceeded in each measured minute
+	deleted  int
+}
+
+// fraction is the mean of deletions per quota minute ÷ quota over the
+// measured minutes.
+func (p projectRun) fraction() float64 {
+	sum := 0
+	for _, n := range p.accepted {
+		sum += n
+	}
+	return float64(sum) / float64(len(p.accepted)*p.perMin)
+}
+
+func (p projectRun) minFraction() float64 {
+	return float64(slices.Min(p.accepted)) / float64(p.perMin)
+}
+
+func (p projectRun) quotaErrorsPerMinute() float64 {
+	sum := 0
+	for _, n := range p.refused {
+		sum += n
+	}
+	return float64(sum) / float64(len(p.refused))
+}
+
+// BenchmarkCleanupThroughput measures how close the engine keeps every
+// project to its own Compute delete quota, counted as Compute counts it:
+// per project, in synchronized wall-clock minutes. gcefake enforces the
+// quota (403 rateLimitExceeded) and runs delete operations of 200 ms; the
+// engine reaches it over loopback HTTP through the real client, paced at
+// 1.1 × each project's quota (so the quota binds and the pause until the
+// next whole minute keeps the project at it), with the default
+// concurrency (16 per instance, shared equally by the projects).
+// Messages are driven the way Pub/Sub push does: 200 concurrent Handle
+// calls, redelivering (after 1 s) every message the engine asks to retry.
+//
+// The fake and the engine share a clock that runs 5× faster than real time
+// (a quota minute takes 12 s), so two whole quota minutes per project are
+// measured in well under a minute.
+//
+//   - one-project: quota 600/min.
+//   - three-projects: quotas 60, 300 and 1,200/min at once; each must reach
+//     its own quota, whatever the others do.
+//
+// Reported per project: deletions per quota minute ÷ quota (the mean and
+// the worst of the two minutes) and quota errors per minute.
 //
 // Run it once per figure: go test -run '^$' -bench CleanupThroughput -benchtime 1x ./cleanup/
-// (ns/op is the whole iteration, setup and both runs; the figures are the
-// reported metrics).
 func BenchmarkCleanupThroughput(b *testing.B) {
-	var par, seq []cleanupRun
-	for b.Loop() {
-		par = append(par, runCleanupWorkload(b, benchSnapshots, benchWorkers))
-		seq = append(seq, runCleanupWorkload(b, benchSeqSnapshots, 1))
-	}
-	var pDPS, pCallRate, seqDPS, seqMS, ratio float64
-	var quotaErr, quotaErrLate, redeliveries, busiest float64
-	for i := range par {
-		pDPS += par[i].deletesPerSec()
-		pCallRate += par[i].deleteCallRate()
-		quotaErr += float64(par[i].quotaErrors + seq[i].quotaErrors)
-		quotaErrLate += float64(par[i].quotaErrorsAfter1s + seq[i].quotaErrorsAfter1s)
-		redeliveries += float64(par[i].redeliveries)
-		busiest = max(busiest, float64(par[i].maxPerSecond))
-		seqDPS += seq[i].deletesPerSec()
-		seqMS += float64(seq[i].elapsed.Milliseconds()) / float64(seq[i].n)
-		ratio += par[i].deletesPerSec() / seq[i].deletesPerSec()
-	}
-	k := float64(len(par))
-	b.ReportMetric(pDPS/k, "deletes/s")
-	b.ReportMetric(pDPS/k/benchQuota, "quota-fraction")
-	b.ReportMetric(pCallRate/k, "delete-calls/s")
-	b.ReportMetric(quotaErr/k, "quota-errors")
-	b.ReportMetric(quotaErrLate/k, "quota-errors-after-1s")
-	b.ReportMetric(redeliveries/k, "redeliveries")
-	b.ReportMetric(busiest, "max-delete-calls-in-a-second")
-	b.ReportMetric(seqMS/k, "seq-ms/snapshot")
-	b.ReportMetric(seqDPS/k, "seq-deletes/s")
-	b.ReportMetric(ratio/k, "parallel/sequential")
-
-	last, lastSeq := par[len(par)-1], seq[len(seq)-1]
-	b.Logf("cleanup throughput (last iteration; quota %d/s, engine rate %d/s, concurrency 16, op latency %s)", benchQuota, benchRate, benchOpLatency)
-	b.Logf("%-11s %9s %8s %10s %11s %10s %12s %9s %9s", "run", "snapshots", "workers", "elapsed", "deletes/s", "calls/s", "quota-errors", "p50", "p99")
-	for _, r := range []struct {
-		name string
-		run  cleanupRun
-		w    int
-	}{{"parallel", last, benchWorkers}, {"sequential", lastSeq, 1}} {
-		b.Logf("%-11s %9d %8d %10s %11.1f %10.1f %12d %9s %9s", r.name, r.run.n, r.w, r.run.elapsed.Round(time.Millisecond),
-			r.run.deletesPerSec(), r.run.deleteCallRate(), r.run.quotaErrors,
-			r.run.percentile(0.5).Round(time.Millisecond), r.run.percentile(0.99).Round(time.Millisecond))
-	}
-	b.Logf("sequential extrapolated to %d snapshots: %s; parallel/sequential = %.1fx",
-		benchSnapshots, (lastSeq.elapsed / time.Duration(lastSeq.n) * benchSnapshots).Round(time.Second),
-		last.deletesPerSec()/lastSeq.deletesPerSec())
-	b.Logf("parallel: results %v, deliveries %d, compute calls %v", last.results, last.deliveries, last.callsByMethod)
-	b.Logf("parallel: delete calls per whole second: max %d, %d seconds over the quota of %d, first 403 at %s after the start",
-		last.maxPerSecond, last.secondsOver, benchQuota, last.first403.Round(time.Millisecond))
-	b.Logf("parallel: delete calls/403s in each whole second: %s", last.perSecondTrace)
+	b.Run("one-project", func(b *testing.B) {
+		benchQuota(b, []benchProject{{name: "bench-a", perMin: 600}})
+	})
+	b.Run("three-projects", func(b *testing.B) {
+		benchQuota(b, []benchProject{{name: "bench-slow", perMin: 60}, {name: "bench-mid", perMin: 300}, {name: "bench-fast", perMin: 1200}})
+	})
 }
 
-// runCleanupWorkload registers n snapshots, deletes them with workers
-// concurrent deliveries, checks that every one is gone and none was deleted
-// twice, and returns what it measured. Only the deliveries are timed.
-func runCleanupWorkload(b *testing.B, n, workers int) cleanupRun {
+func benchQuota(b *testing.B, projects []benchProject) {
+	var runs []quotaRun
+	for b.Loop() {
+		runs = append(runs, runQuotaWorkload(b, projects))
+	}
+	k := float64(len(runs))
+	for i, p := range projects {
+		var frac, worst, errs float64
+		worst = 1e9
+		for _, r := range runs {
+			frac += r.projects[i].fraction()
+			worst = min(worst, r.projects[i].minFraction())
+			errs += r.projects[i].quotaErrorsPerMinute()
+		}
+		unit := ""
+		if len(projects) > 1 {
+			unit = fmt.Sprintf("q%d-", p.perMin)
+		}
+		b.ReportMetric(frac/k, unit+"quota-fraction")
+		b.ReportMetric(worst, unit+"worst-minute-fraction")
+		b.ReportMetric(errs/k, unit+"quota-errors/min")
+	}
+	var redeliveries float64
+	for _, r := range runs {
+		redeliveries += float64(r.redeliveries)
+	}
+	b.ReportMetric(redeliveries/k, "redeliveries")
+
+	last := runs[len(runs)-1]
+	b.Logf("quota minutes (last iteration; clock %d× real time, %d workers, engine rate %.1f× quota, op latency %s, real time %s, %d deliveries)",
+		benchScale, benchWorkers, benchOverdrive, benchOpLatency, last.elapsed.Round(time.Millisecond), last.deliveries)
+	b.Logf("%-11s %7s %9s %-22s %-16s %9s %12s", "project", "quota", "snapshots", "accepted per minute", "403 per minute", "fraction", "errors/min")
+	for _, p := range last.projects {
+		b.Logf("%-11s %7d %9d %-22s %-16s %9.3f %12.1f", p.name, p.perMin, p.snapshot, fmt.Sprint(p.accepted), fmt.Sprint(p.refused),
+			p.fraction(), p.quotaErrorsPerMinute())
+	}
+}
+
+// runQuotaWorkload registers the projects' snapshots, deletes them with
+// benchWorkers concurrent deliveries, checks that every one is gone and
+// none was deleted twice, and returns what it measured. Only the
+// deliveries are timed.
+func runQuotaWorkload(b *testing.B, projects []benchProject) quotaRun {
 	b.Helper()
 	b.StopTimer()
 	ctx := context.Background()
-	fake := gcefake.New(gcefake.Options{Latency: benchOpLatency, QuotaPerSecond: benchQuota})
+	clk := newScaledClock()
+	quota := map[string]int{}
+	fake := gcefake.New(gcefake.Options{Latency: benchOpLatency, Now: clk.Now, SizingTime: -1})
+	var names []string
+	rates := map[string]float64{}
+	for i, p := range projects {
+		quota[p.name] = p.perMin
+		if err := fake.SetQuota(p.name, gcefake.GroupWrites, p.perMin); err != nil {
+			b.Fatal(err)
+		}
+		names = append(names, p.name)
+		rates[p.name] = benchOverdrive * float64(p.perMin) / 60
+		projects[i].snapshot = int((benchMinutes + benchFill) * float64(p.perMin))
+	}
 	srv := httptest.NewServer(fake)
 	defer srv.Close()
 	client, err := gce.New(ctx, gce.Config{Endpoint: srv.URL})
@@ -164,68 +230,71 @@ func runCleanupWorkload(b *testing.B, n, workers int) cleanupRun {
 	mem := store.NewMemory()
 	engine := cleanup.NewEngine(cleanup.EngineConfig{
 		Store: mem, Compute: client, SessionLabel: benchLabel,
-		Policy: lifecycle.Policy{TTL: 72 * time.Hour, FailedRetention: 168 * time.Hour, Projects: events.NewAllowlist([]string{"proj-a", "proj-b", "bench-proj"})},
-		Rate:   benchRate, Concurrency: 16, OpWait: 5 * time.Second, Budget: 10 * time.Second,
-		// The fake's quota is per whole second (Compute's: per minute).
-		QuotaRefill: func(now time.Time) time.Time { return now.Truncate(time.Second).Add(time.Second) },
-		Owner:       "bench",
+		Policy:        lifecycle.Policy{TTL: 72 * time.Hour, FailedRetention: 168 * time.Hour, Projects: events.NewAllowlist(names)},
+		RateByProject: rates, Concurrency: 16, OpWait: 5 * time.Second,
+		Now: clk.Now, Sleep: clk.Sleep,
+		Owner: "bench",
 	})
 
-	at := time.Now().UTC().Add(-time.Hour).Truncate(time.Microsecond)
-	msgs := make([]events.CleanupMessage, 0, n)
-	for i := range n {
-		name := fmt.Sprintf("snap-%05d", i)
-		tk := store.TaskKey{SessionID: benchSession, TaskID: fmt.Sprintf("task-%04d", i/3)}
-		if i%3 == 0 {
-			if _, err := mem.UpdateTask(ctx, tk, func(*store.Task) (*store.Task, error) {
-				return &store.Task{State: store.TaskSucceeded, StateTime: at, FinishedAt: at}, nil
-			}); err != nil {
+	at := clk.base.Add(-time.Hour)
+	var msgs []events.CleanupMessage
+	for _, p := range projects {
+		for i := range p.snapshot {
+			name := fmt.Sprintf("snap-%05d", i)
+			tk := store.TaskKey{SessionID: benchSession, TaskID: fmt.Sprintf("%s-task-%04d", p.name, i/3)}
+			if i%3 == 0 {
+				if _, err := mem.UpdateTask(ctx, tk, func(*store.Task) (*store.Task, error) {
+					return &store.Task{State: store.TaskSucceeded, StateTime: at, FinishedAt: at}, nil
+				}); err != nil {
+					b.Fatal(err)
+				}
+			}
+			rec := &store.Snapshot{Project: p.name, Name: name, SessionID: benchSession, TaskID: tk.TaskID,
+				State: store.CleanupPending, CreatedAt: at, RegisteredAt: at, UpdatedAt: at, CleanupRequestedAt: at,
+				ExpiresAt: at.Add(72 * time.Hour)}
+			// The registry knows the Compute id, as from an event that sent it.
+			rec.ComputeID = strconv.FormatUint(fake.AddSnapshot(p.name, name, map[string]string{benchLabel: benchSession}), 10)
+			if err := mem.PutSnapshot(ctx, rec); err != nil {
 				b.Fatal(err)
 			}
+			msgs = append(msgs, events.CleanupMessage{Project: p.name, Name: name, SessionID: benchSession,
+				TaskID: tk.TaskID, Reason: events.ReasonTaskCompleted, RequestedAt: at})
 		}
-		rec := &store.Snapshot{Project: benchProject, Name: name, SessionID: benchSession, TaskID: tk.TaskID,
-			State: store.CleanupPending, CreatedAt: at, RegisteredAt: at, UpdatedAt: at, CleanupRequestedAt: at,
-			ExpiresAt: at.Add(72 * time.Hour)}
-		// The registry knows the Compute id, as from an event that sent it.
-		rec.ComputeID = strconv.FormatUint(fake.AddSnapshot(benchProject, name, map[string]string{benchLabel: benchSession}), 10)
-		if err := mem.PutSnapshot(ctx, rec); err != nil {
-			b.Fatal(err)
-		}
-		msgs = append(msgs, events.CleanupMessage{Project: benchProject, Name: name, SessionID: benchSession,
-			TaskID: tk.TaskID, Reason: events.ReasonTaskCompleted, RequestedAt: at})
 	}
+	// Push delivers the projects' messages interleaved.
+	rnd := rand.New(rand.NewPCG(1, 2))
+	rnd.Shuffle(len(msgs), func(i, j int) { msgs[i], msgs[j] = msgs[j], msgs[i] })
 
-	run := cleanupRun{n: n, results: map[cleanup.Result]int{}}
+	var run quotaRun
 	var (
 		mu      sync.Mutex
 		errs    []error
 		pending sync.WaitGroup
 		wg      sync.WaitGroup
 	)
-	queue := make(chan events.CleanupMessage, n) // never more than n outstanding
-	pending.Add(n)
+	queue := make(chan events.CleanupMessage, len(msgs)) // never more than all outstanding
+	pending.Add(len(msgs))
 	for _, m := range msgs {
 		queue <- m
 	}
 	b.StartTimer()
-	start := time.Now()
-	for range workers {
+	// The measured quota minutes start now, at a whole minute of the clock.
+	clk.run()
+	start := clk.base
+	for range benchWorkers {
 		wg.Go(func() {
 			for m := range queue {
-				t := time.Now()
 				out, err := engine.Handle(ctx, m)
-				d := time.Since(t)
 				retry := errors.Is(err, cleanup.ErrRetryLater) || (err == nil && out.Result == cleanup.ResultPending)
 				mu.Lock()
 				run.deliveries++
-				run.latencies = append(run.latencies, d)
 				switch {
 				case retry:
 					run.redeliveries++
 				case err != nil:
-					errs = append(errs, fmt.Errorf("%s: %w", m.Name, err))
-				default:
-					run.results[out.Result]++
+					errs = append(errs, fmt.Errorf("%s/%s: %w", m.Project, m.Name, err))
+				case out.Result != cleanup.ResultDeleted && out.Result != cleanup.ResultAlreadyGone:
+					errs = append(errs, fmt.Errorf("%s/%s: result %s (%s)", m.Project, m.Name, out.Result, out.Why))
 				}
 				mu.Unlock()
 				if retry {
@@ -237,7 +306,7 @@ func runCleanupWorkload(b *testing.B, n, workers int) cleanupRun {
 		})
 	}
 	pending.Wait()
-	run.elapsed = time.Since(start)
+	run.elapsed = time.Since(clk.start)
 	b.StopTimer()
 	close(queue)
 	wg.Wait()
@@ -245,65 +314,46 @@ func runCleanupWorkload(b *testing.B, n, workers int) cleanupRun {
 	if len(errs) > 0 {
 		b.Fatalf("%d messages failed for good, e.g. %v", len(errs), errs[0])
 	}
-	var first, lastCall time.Time
-	run.callsByMethod = map[string]int{}
-	for _, c := range fake.Calls() {
-		run.callsByMethod[c.Method]++
-		if c.Method != "snapshots.delete" {
-			continue
-		}
-		run.deleteCalls++
-		if first.IsZero() {
-			first = c.Time
-		}
-		lastCall = c.Time
-		if c.Status == 403 {
-			run.quotaErrors++
-			if c.Time.After(start.Add(time.Second)) {
-				run.quotaErrorsAfter1s++
-			}
-		}
+	byName := map[string]*projectRun{}
+	for _, p := range projects {
+		pr := &projectRun{benchProject: p, accepted: make([]int, benchMinutes), refused: make([]int, benchMinutes)}
+		byName[p.name] = pr
 	}
-	run.deleteSpan = lastCall.Sub(first)
-	perSec, rejected := map[int64]int{}, map[int64]int{}
 	for _, c := range fake.Calls() {
 		if c.Method != "snapshots.delete" {
 			continue
 		}
-		perSec[c.Time.Unix()]++
-		if c.Status == 403 {
-			rejected[c.Time.Unix()]++
-			if run.first403 == 0 {
-				run.first403 = c.Time.Sub(start)
-			}
+		minute := int(c.Time.Sub(start) / time.Minute)
+		if minute < 0 || minute >= benchMinutes {
+			continue
+		}
+		switch pr := byName[c.Project]; {
+		case c.Status == 200:
+			pr.accepted[minute]++
+		case c.Status == 403:
+			pr.refused[minute]++
 		}
 	}
-	var trace []string
-	for _, sec := range slices.Sorted(maps.Keys(perSec)) {
-		run.maxPerSecond = max(run.maxPerSecond, perSec[sec])
-		if perSec[sec] > benchQuota {
-			run.secondsOver++
-		}
-		trace = append(trace, fmt.Sprintf("%d/%d", perSec[sec], rejected[sec]))
-	}
-	run.perSecondTrace = strings.Join(trace, " ")
 	var problems []string
 	for _, m := range msgs {
 		if fake.Exists(m.Project, m.Name) {
-			problems = append(problems, m.Name+" still exists")
+			problems = append(problems, m.Project+"/"+m.Name+" still exists")
 		}
-		got := fake.SuccessfulDeletes(m.Project, m.Name)
-		run.maxSuccessfulDelete = max(run.maxSuccessfulDelete, got)
-		if got > 1 {
-			problems = append(problems, fmt.Sprintf("%s deleted %d times", m.Name, got))
+		if got := fake.SuccessfulDeletes(m.Project, m.Name); got > 1 {
+			problems = append(problems, fmt.Sprintf("%s/%s deleted %d times", m.Project, m.Name, got))
+		} else if got == 1 {
+			byName[m.Project].deleted++
 		}
 		rec, err := mem.GetSnapshot(ctx, store.Key{Project: m.Project, Name: m.Name})
 		if err != nil || rec.State != store.Deleted {
-			problems = append(problems, fmt.Sprintf("%s: registry state %v (%v), want deleted", m.Name, rec, err))
+			problems = append(problems, fmt.Sprintf("%s/%s: registry state %v (%v), want deleted", m.Project, m.Name, rec, err))
 		}
 	}
 	if len(problems) > 0 {
-		b.Fatalf("%d problems after the run (workers %d), e.g.: %v", len(problems), workers, problems[:min(5, len(problems))])
+		b.Fatalf("%d problems after the run: %s", len(problems), strings.Join(problems[:min(5, len(problems))], "; "))
+	}
+	for _, p := range projects {
+		run.projects = append(run.projects, *byName[p.name])
 	}
 	b.StartTimer()
 	return run

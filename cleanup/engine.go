@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -79,9 +80,15 @@ type EngineConfig struct {
 	SessionLabel string
 	// DryRun does everything but the delete call.
 	DryRun bool
-	// Rate is Compute delete calls per second (default 10); Concurrency
-	// bounds concurrent Compute calls (default 16).
-	Rate        float64
+	// Rate is Compute delete calls per second per project (default 10),
+	// RateByProject overrides it for single projects: Compute counts its
+	// rate quotas per project, so every project is paced on its own.
+	Rate          float64
+	RateByProject map[string]float64
+	// Concurrency bounds the concurrent Compute calls of this instance
+	// (default 16). Each allowlisted project has a share of its own,
+	// Concurrency divided by the number of projects (at least 1), so no
+	// project waits for another's calls.
 	Concurrency int
 	// Lease is how long a claim holds a snapshot (default 2m): a second
 	// delivery meanwhile is told to retry later; after it, the sweep or a
@@ -143,14 +150,17 @@ type SessionJudge interface {
 // record with a lease, re-reads the snapshot right before deleting and checks
 // the ownership label, deletes with a request id, and records the outcome.
 type Engine struct {
-	cfg     EngineConfig
-	limiter *rate.Limiter
-	sem     chan struct{}
+	cfg EngineConfig
+	// sem bounds the instance's concurrent Compute calls; each project's
+	// pace has its share of it.
+	sem chan struct{}
+	// breaker is global: it watches the health of the Compute API, which
+	// is one service for every project (docs/cleanup.md, "Pacing").
 	breaker *gobreaker.CircuitBreaker[any]
-	// quotaUntil pauses delete calls until the next quota refill after a
-	// rate-limit answer (unix nanoseconds), so one instance stops hammering
-	// a quota that is already spent.
-	quotaUntil atomic.Int64
+	// paces holds each project's rate limiter, quota pause and slots.
+	pacesMu sync.Mutex
+	paces   map[string]*pace
+	share   int // slots per project
 	// claims numbers this instance's claims (lease owners).
 	claims  atomic.Int64
 	metrics engineMetrics
@@ -213,9 +223,10 @@ func NewEngine(cfg EngineConfig) *Engine {
 		cfg.QuotaRefill = gce.RetryAt
 	}
 	e := &Engine{
-		cfg:     cfg,
-		limiter: rate.NewLimiter(rate.Limit(cfg.Rate), 1),
-		sem:     make(chan struct{}, cfg.Concurrency),
+		cfg:   cfg,
+		sem:   make(chan struct{}, cfg.Concurrency),
+		paces: map[string]*pace{},
+		share: max(1, cfg.Concurrency/max(1, len(cfg.Policy.Projects))),
 	}
 	e.metrics = newEngineMetrics(cfg.Meter, e)
 	if cfg.Tracer == nil {
@@ -415,31 +426,22 @@ func (e *Engine) breakerRefuses() bool {
 	return false
 }
 
-// call runs one Compute call through the concurrency limit and the breaker.
+// call runs one Compute call through the breaker, the project's pacing
+// (deletes) and its concurrency share.
 // pre, when set, runs after every wait and right before the call: it is the
 // last check of the rules (see arm), and an error from it stops the call.
-func (e *Engine) call(ctx context.Context, op string, pre, fn func(ctx context.Context) error) error {
+func (e *Engine) call(ctx context.Context, op, project string, pre, fn func(ctx context.Context) error) error {
 	// Wait for an open breaker before taking a slot, so that waiting
 	// deliveries do not hold the slots of calls that could go out.
 	if err := e.waitBreaker(ctx); err != nil {
 		return err
 	}
-	select {
-	case e.sem <- struct{}{}:
-	case <-ctx.Done():
-		return ctx.Err()
+	p := e.pace(project)
+	if err := e.takeSlot(ctx, p, op == opDelete); err != nil {
+		return err
 	}
-	defer func() { <-e.sem }()
-	if op == opDelete {
-		// Every delete call, retries included, takes a token, and takes it
-		// while holding its concurrency slot, so that the call follows the
-		// token at once instead of queueing behind the slot and bunching up
-		// with others into a burst the quota window refuses.
-		if err := e.waitQuota(ctx); err != nil {
-			return fmt.Errorf("wait for delete quota: %w: %w", ErrRetryLater, err)
-		}
-	}
-	// The quota wait may have outlasted a breaker change: check again, so
+	defer e.freeSlot(p)
+	// The pacing wait may have outlasted a breaker change: check again, so
 	// that the last check (pre) is not made for a call the breaker refuses.
 	if err := e.waitBreaker(ctx); err != nil {
 		return err
@@ -471,10 +473,11 @@ func (s errStop) Unwrap() error { return s.err }
 // retryable runs fn until it succeeds, fails for good, or the budget ends.
 // Transient, in-use and rate-limited answers are retried with exponential
 // backoff and jitter; a rate-limited answer also waits for the next quota
-// refill (if the budget allows) and pauses this instance's other deletes.
+// refill (if the budget allows) and pauses this instance's other deletes of
+// the same project (Compute's quotas are per project).
 // refused, when set, is told of answers that prove the call was not
 // executed (quota, in use), before the wait.
-func (e *Engine) retryable(ctx context.Context, op string, attempts *int, pre func(ctx context.Context) error, refused func(), fn func(ctx context.Context) error) error {
+func (e *Engine) retryable(ctx context.Context, op, project string, attempts *int, pre func(ctx context.Context) error, refused func(), fn func(ctx context.Context) error) error {
 	b := e.cfg.Backoff()
 	wrapped := pre
 	if pre != nil {
@@ -487,7 +490,7 @@ func (e *Engine) retryable(ctx context.Context, op string, attempts *int, pre fu
 	}
 	for {
 		*attempts++
-		err := e.call(ctx, op, wrapped, fn)
+		err := e.call(ctx, op, project, wrapped, fn)
 		var stop errStop
 		if err == nil || errors.Is(err, ErrRetryLater) || errors.As(err, &stop) {
 			return err
@@ -505,7 +508,11 @@ func (e *Engine) retryable(ctx context.Context, op string, attempts *int, pre fu
 		d, stop2 := b.Next()
 		if class == gce.ClassRateLimited {
 			refill := e.cfg.QuotaRefill(e.cfg.Now())
-			e.quotaUntil.Store(refill.UnixNano())
+			if op == opDelete {
+				// The delete quota (Compute's write group) is spent; a spent
+				// read quota is another group and leaves deletes alone.
+				e.pace(project).pauseUntil(refill)
+			}
 			d = max(d, refill.Sub(e.cfg.Now()))
 		}
 		if dl, ok := ctx.Deadline(); stop2 || (ok && e.cfg.Now().Add(d).After(dl)) {
@@ -517,9 +524,91 @@ func (e *Engine) retryable(ctx context.Context, op string, attempts *int, pre fu
 	}
 }
 
-// waitQuota waits for the rate limiter and for a quota pause to end.
-func (e *Engine) waitQuota(ctx context.Context) error {
-	if until := time.Unix(0, e.quotaUntil.Load()); until.After(e.cfg.Now()) {
+// pace is one project's pacing in this instance: its delete rate, the
+// pause after a rate-limited answer, and its share of the call slots.
+// Compute counts rate quotas per project, so one project's spent quota
+// never slows another project's deletes.
+type pace struct {
+	limiter *rate.Limiter
+	// quotaUntil pauses the project's delete calls until the next quota
+	// refill after a rate-limit answer (unix nanoseconds), so that the
+	// instance stops spending calls on a quota that is already spent.
+	quotaUntil atomic.Int64
+	slots      chan struct{}
+}
+
+func (p *pace) pauseUntil(t time.Time) {
+	for {
+		cur := p.quotaUntil.Load()
+		if cur >= t.UnixNano() || p.quotaUntil.CompareAndSwap(cur, t.UnixNano()) {
+			return
+		}
+	}
+}
+
+func (p *pace) pausedUntil() time.Time { return time.Unix(0, p.quotaUntil.Load()) }
+
+// pace returns the pacing of project, made on first use.
+func (e *Engine) pace(project string) *pace {
+	e.pacesMu.Lock()
+	defer e.pacesMu.Unlock()
+	p := e.paces[project]
+	if p == nil {
+		r := e.cfg.Rate
+		if pr, ok := e.cfg.RateByProject[project]; ok && pr > 0 {
+			r = pr
+		}
+		p = &pace{limiter: rate.NewLimiter(rate.Limit(r), 1), slots: make(chan struct{}, e.share)}
+		e.paces[project] = p
+	}
+	return p
+}
+
+// takeSlot takes one of the project's call slots and one of the
+// instance's. A delete first waits for the project's pace — its quota
+// pause and its rate limiter — holding no slot, so a paused or throttled
+// project never holds slots that other projects' calls need; and it looks
+// at the pause again once it holds the slots, so that a pause another
+// delivery started meanwhile is not spent on a call the quota refuses. A
+// call whose token came before its slot may go out a little later than
+// the token said; Compute counts whole minutes, so that costs nothing as
+// long as the minute's total stays within the quota.
+func (e *Engine) takeSlot(ctx context.Context, p *pace, paced bool) error {
+	// A few looks at most: with a clock that does not move (tests), the
+	// call goes out and the quota's answer decides.
+	for look := 0; ; look++ {
+		if paced {
+			if err := e.waitPace(ctx, p); err != nil {
+				return fmt.Errorf("wait for delete quota: %w: %w", ErrRetryLater, err)
+			}
+		}
+		select {
+		case p.slots <- struct{}{}:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		select {
+		case e.sem <- struct{}{}:
+		case <-ctx.Done():
+			<-p.slots
+			return ctx.Err()
+		}
+		if !paced || look >= 3 || !p.pausedUntil().After(e.cfg.Now()) {
+			return nil
+		}
+		e.freeSlot(p)
+	}
+}
+
+func (e *Engine) freeSlot(p *pace) {
+	<-e.sem
+	<-p.slots
+}
+
+// waitPace waits for a project's quota pause to end and for its rate
+// limiter.
+func (e *Engine) waitPace(ctx context.Context, p *pace) error {
+	if until := p.pausedUntil(); until.After(e.cfg.Now()) {
 		if dl, ok := ctx.Deadline(); ok && until.Sub(e.cfg.Now()) > time.Until(dl) {
 			// The quota refills after this request's deadline: answer now
 			// rather than hold the request until it ends.
@@ -529,7 +618,27 @@ func (e *Engine) waitQuota(ctx context.Context) error {
 			return err
 		}
 	}
-	return e.limiter.Wait(ctx)
+	// The limiter runs on the engine's clock (Now and Sleep), like every
+	// other wait of the engine, so that one clock can drive them all.
+	now := e.cfg.Now()
+	r := p.limiter.ReserveN(now, 1)
+	if !r.OK() {
+		return errors.New("rate limiter refuses a single token")
+	}
+	d := r.DelayFrom(now)
+	if d <= 0 {
+		return nil
+	}
+	if dl, ok := ctx.Deadline(); ok && d > time.Until(dl) {
+		// As rate.Limiter.Wait does: no wait past the request's deadline.
+		r.CancelAt(now)
+		return fmt.Errorf("rate limit: the next delete call of the project is %s away, after the request's deadline", d.Round(time.Millisecond))
+	}
+	if err := e.cfg.Sleep(ctx, d); err != nil {
+		r.CancelAt(e.cfg.Now())
+		return err
+	}
+	return nil
 }
 
 // opWait is how long to wait for a delete operation now: OpWait, or less
@@ -564,7 +673,7 @@ func (e *Engine) delete(ctx context.Context, c claim, dry bool) (Outcome, error)
 	rec := c.rec
 	out := Outcome{}
 	var snap gce.Snapshot
-	err := e.retryable(ctx, "get snapshot", &out.Attempts, nil, nil, func(ctx context.Context) error {
+	err := e.retryable(ctx, "get snapshot", rec.Project, &out.Attempts, nil, nil, func(ctx context.Context) error {
 		var err error
 		snap, err = e.cfg.Compute.Get(ctx, rec.Project, rec.Name)
 		return err
@@ -642,7 +751,7 @@ func (e *Engine) delete(ctx context.Context, c claim, dry bool) (Outcome, error)
 	}
 	reqID := gce.RequestID(rec.Project, rec.Name, snap.ID, rec.Attempt)
 	var opName string
-	err = e.retryable(ctx, opDelete, &out.Attempts, arm, disarm, func(ctx context.Context) error {
+	err = e.retryable(ctx, opDelete, rec.Project, &out.Attempts, arm, disarm, func(ctx context.Context) error {
 		var err error
 		opName, err = e.cfg.Compute.Delete(ctx, rec.Project, rec.Name, reqID)
 		return err

@@ -224,76 +224,85 @@ func TestEnginePermanentFailureIsRecorded(t *testing.T) {
 	}
 }
 
-// TestEngineUnderFaults drives many snapshots through 30 % 503s, a quota,
-// and in-use errors, redelivering every message the engine asks to retry
-// (as Pub/Sub does), and checks that every snapshot ends deleted with at
-// most one successful delete call each.
+// TestEngineUnderFaults drives many snapshots through 30 % 503s, a delete
+// quota of 50 a minute, and in-use errors, redelivering every message the
+// engine asks to retry 5 s later (as Pub/Sub does with a retry policy), and
+// checks that every snapshot ends deleted with at most one successful
+// delete call each. It runs in a synctest bubble: the quota minutes pass in
+// fake time.
 func TestEngineUnderFaults(t *testing.T) {
 	t.Parallel()
-	const n = 120
-	f := newFixture(t, gcefake.Options{QuotaPerSecond: 40, Seed: 7}, func(c *cleanup.EngineConfig) {
-		c.Now = time.Now
-		c.Budget = 3 * time.Second
-		c.Backoff = func() retry.Backoff {
-			return retry.WithMaxRetries(6, retry.WithJitterPercent(20, retry.NewExponential(5*time.Millisecond)))
+	synctest.Test(t, func(t *testing.T) {
+		const n = 120
+		f := newFixture(t, gcefake.Options{Quota: map[string]int{gcefake.GroupWrites: 50}, Seed: 7}, func(c *cleanup.EngineConfig) {
+			c.Now = time.Now
+			c.Budget = 3 * time.Second
+			c.Backoff = func() retry.Backoff {
+				return retry.WithMaxRetries(6, retry.WithJitterPercent(20, retry.NewExponential(5*time.Millisecond)))
+			}
+			c.BreakerMinRequests = 1 << 30 // this test is about retries, not the breaker
+		})
+		var msgs []events.CleanupMessage
+		for i := range n {
+			name := fmt.Sprintf("snap-%03d", i)
+			msgs = append(msgs, f.register(t, "proj-a", name, "s1", store.TaskSucceeded, store.CleanupPending, map[string]string{label: "s1"}))
+			if i%10 == 0 {
+				f.fake.InUse("proj-a", name, 2)
+			}
 		}
-		c.QuotaRefill = func(now time.Time) time.Time { return now.Truncate(time.Second).Add(time.Second) }
-		c.BreakerMinRequests = 1 << 30 // this test is about retries, not the breaker
-	})
-	var msgs []events.CleanupMessage
-	for i := range n {
-		name := fmt.Sprintf("snap-%03d", i)
-		msgs = append(msgs, f.register(t, "proj-a", name, "s1", store.TaskSucceeded, store.CleanupPending, map[string]string{label: "s1"}))
-		if i%10 == 0 {
-			f.fake.InUse("proj-a", name, 2)
-		}
-	}
-	f.fake.SetFailureRate(http.StatusServiceUnavailable, "backendError", 0.3)
+		f.fake.SetFailureRate(http.StatusServiceUnavailable, "backendError", 0.3)
 
-	pending := msgs
-	retries := 0
-	for round := 0; len(pending) > 0; round++ {
-		if round > 200 {
-			t.Fatalf("%d snapshots still not deleted after 200 redelivery rounds", len(pending))
+		pending := msgs
+		retries := 0
+		for round := 0; len(pending) > 0; round++ {
+			if round > 200 {
+				t.Fatalf("%d snapshots still not deleted after 200 redelivery rounds", len(pending))
+			}
+			if round > 0 {
+				time.Sleep(5 * time.Second) // the redelivery delay
+			}
+			var mu sync.Mutex
+			var next []events.CleanupMessage
+			var wg sync.WaitGroup
+			for _, m := range pending {
+				wg.Go(func() {
+					out, err := f.engine.Handle(context.Background(), m)
+					mu.Lock()
+					defer mu.Unlock()
+					switch {
+					case errors.Is(err, cleanup.ErrRetryLater):
+						next = append(next, m)
+					case err != nil:
+						t.Errorf("%s: unexpected error %v", m.Name, err)
+					case out.Result == cleanup.ResultPending:
+						next = append(next, m)
+					case out.Result != cleanup.ResultDeleted && out.Result != cleanup.ResultAlreadyGone:
+						t.Errorf("%s: result %s (%s)", m.Name, out.Result, out.Why)
+					}
+				})
+			}
+			wg.Wait()
+			retries += len(next)
+			pending = next
 		}
-		var mu sync.Mutex
-		var next []events.CleanupMessage
-		var wg sync.WaitGroup
-		for _, m := range pending {
-			wg.Go(func() {
-				out, err := f.engine.Handle(context.Background(), m)
-				mu.Lock()
-				defer mu.Unlock()
-				switch {
-				case errors.Is(err, cleanup.ErrRetryLater):
-					next = append(next, m)
-				case err != nil:
-					t.Errorf("%s: unexpected error %v", m.Name, err)
-				case out.Result == cleanup.ResultPending:
-					next = append(next, m)
-				case out.Result != cleanup.ResultDeleted && out.Result != cleanup.ResultAlreadyGone:
-					t.Errorf("%s: result %s (%s)", m.Name, out.Result, out.Why)
-				}
-			})
+		for _, m := range msgs {
+			if f.fake.Exists(m.Project, m.Name) {
+				t.Errorf("%s still exists", m.Name)
+			}
+			if got := f.fake.SuccessfulDeletes(m.Project, m.Name); got > 1 {
+				t.Errorf("%s deleted %d times", m.Name, got)
+			}
+			rec, _ := f.store.GetSnapshot(context.Background(), store.Key{Project: m.Project, Name: m.Name})
+			if rec.State != store.Deleted {
+				t.Errorf("%s: registry state %s, want deleted", m.Name, rec.State)
+			}
 		}
-		wg.Wait()
-		retries += len(next)
-		pending = next
-	}
-	for _, m := range msgs {
-		if f.fake.Exists(m.Project, m.Name) {
-			t.Errorf("%s still exists", m.Name)
+		st := f.fake.Stats()
+		if st.QuotaErrors == 0 {
+			t.Errorf("the quota never refused a call (%+v): the test did not test it", st)
 		}
-		if got := f.fake.SuccessfulDeletes(m.Project, m.Name); got > 1 {
-			t.Errorf("%s deleted %d times", m.Name, got)
-		}
-		rec, _ := f.store.GetSnapshot(context.Background(), store.Key{Project: m.Project, Name: m.Name})
-		if rec.State != store.Deleted {
-			t.Errorf("%s: registry state %s, want deleted", m.Name, rec.State)
-		}
-	}
-	st := f.fake.Stats()
-	t.Logf("redeliveries: %d; fake stats: %+v", retries, st)
+		t.Logf("redeliveries: %d; fake stats: %+v", retries, st)
+	})
 }
 
 // TestBreakerOpensAndCloses runs in a synctest bubble: the breaker's

@@ -39,7 +39,7 @@ type Config struct {
 	MaxLiveSnapshots    int           `env:"SNAPSWEEP_MAX_LIVE_SNAPSHOTS, default=1000" help:"live snapshots above which the sweep runs emergency cleanup and reports failing"`
 	MaxDeletesPerSweep  int           `env:"SNAPSWEEP_MAX_DELETES_PER_SWEEP, default=500" help:"cap on cleanup messages per sweep"`
 	FailureTolerance    float64       `env:"SNAPSWEEP_SESSION_FAILURE_TOLERANCE, default=0.05" help:"share of a session's deletions that may fail, 0 to 1"`
-	DeleteRate          float64       `env:"SNAPSWEEP_DELETE_RATE, default=10" help:"Compute delete calls per second per instance"`
+	DeleteRate          float64       `env:"SNAPSWEEP_DELETE_RATE, default=10" help:"Compute delete calls per second per project per instance"`
 	DeleteConcurrency   int           `env:"SNAPSWEEP_DELETE_CONCURRENCY, default=16" help:"concurrent Compute calls per instance"`
 	DryRun              bool          `env:"SNAPSWEEP_DRY_RUN, default=false" help:"do everything but the delete call"`
 	ComputeEndpoint     string        `env:"SNAPSWEEP_COMPUTE_ENDPOINT" help:"base URL of the Compute API; plain http:// means no credentials"`
@@ -70,6 +70,9 @@ type Config struct {
 	// PriceFile replaces the built-in snapshot storage prices (package
 	// cost; docs/operations.md says where the defaults come from).
 	PriceFile string `env:"SNAPSWEEP_PRICE_FILE" help:"YAML or JSON price table (per GiB-month by snapshot type and location) replacing the built-in list prices"`
+	// DeleteRateByProject overrides DeleteRate for single projects:
+	// "a=5,b=20" (DeleteRates parses it).
+	DeleteRateByProject string `env:"SNAPSWEEP_DELETE_RATE_BY_PROJECT" help:"per-project overrides of --delete-rate, e.g. a=5,b=20 (projects of --projects)"`
 }
 
 // Prices returns the price table: the price file's, or the built-in one.
@@ -86,6 +89,56 @@ func (c *Config) Policy() lifecycle.Policy {
 	return lifecycle.Policy{TTL: c.SnapshotTTL, FailedRetention: c.FailedRetention, MaxClockSkew: c.MaxClockSkew,
 		OrphanGrace: c.OrphanGrace, OrphanTTL: c.SnapshotTTL, MaxRedrives: c.MaxRedrives,
 		Projects: events.NewAllowlist(c.Projects)}.WithDefaults()
+}
+
+// DeleteRates returns the delete rate of every project that has its own
+// (SNAPSWEEP_DELETE_RATE_BY_PROJECT); the others run at DeleteRate. Call it
+// on a validated Config.
+func (c *Config) DeleteRates() map[string]float64 {
+	rates, _ := c.parseDeleteRates()
+	return rates
+}
+
+// parseDeleteRates parses DeleteRateByProject: comma-separated
+// project=rate pairs, each project allowlisted and named once, each rate a
+// positive number of delete calls per second. Every bad pair is reported,
+// quoted as the user typed it.
+func (c *Config) parseDeleteRates() (map[string]float64, []string) {
+	rates := map[string]float64{}
+	var errs []string
+	if strings.TrimSpace(c.DeleteRateByProject) == "" {
+		return rates, nil
+	}
+	allowed := map[string]bool{}
+	for _, p := range c.Projects {
+		allowed[p] = true
+	}
+	for _, pair := range strings.Split(c.DeleteRateByProject, ",") {
+		item := strings.TrimSpace(pair)
+		if item == "" {
+			continue
+		}
+		project, text, ok := strings.Cut(item, "=")
+		project, text = strings.TrimSpace(project), strings.TrimSpace(text)
+		r, err := strconv.ParseFloat(text, 64)
+		switch {
+		case !ok || project == "":
+			errs = append(errs, fmt.Sprintf("%q is not project=rate (e.g. my-project=5)", item))
+			continue
+		case err != nil || math.IsNaN(r) || math.IsInf(r, 0) || r <= 0:
+			errs = append(errs, fmt.Sprintf("%q: the rate %q is not a positive number of delete calls per second", item, text))
+			continue
+		case !allowed[project]:
+			errs = append(errs, fmt.Sprintf("%q: project %q is not in SNAPSWEEP_PROJECTS", item, project))
+			continue
+		}
+		if _, dup := rates[project]; dup {
+			errs = append(errs, fmt.Sprintf("%q: project %q is named more than once", item, project))
+			continue
+		}
+		rates[project] = r
+	}
+	return rates, errs
 }
 
 var (
@@ -157,6 +210,11 @@ func (c *Config) problems() []problem {
 	}
 	if c.DeleteRate <= 0 {
 		bad("SNAPSWEEP_DELETE_RATE", "must be positive, got %g", c.DeleteRate)
+	}
+	if _, errs := c.parseDeleteRates(); len(errs) > 0 {
+		for _, e := range errs {
+			bad("SNAPSWEEP_DELETE_RATE_BY_PROJECT", "%s", e)
+		}
 	}
 	if c.DeleteConcurrency <= 0 {
 		bad("SNAPSWEEP_DELETE_CONCURRENCY", "must be positive, got %d", c.DeleteConcurrency)

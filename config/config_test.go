@@ -174,3 +174,55 @@ func TestFlagsDescribeThemselves(t *testing.T) {
 		}
 	}
 }
+
+func TestDeleteRateByProject(t *testing.T) {
+	t.Parallel()
+	base := map[string]string{"GOOGLE_CLOUD_PROJECT": "proj-a", "SNAPSWEEP_PROJECTS": "proj-a,proj-b"}
+	tests := []struct {
+		name    string
+		value   string
+		want    map[string]float64
+		wantErr []string // parts of the error, each naming what the user typed
+	}{
+		{name: "unset", value: "", want: map[string]float64{}},
+		{name: "two projects", value: "proj-a=5, proj-b=20.5", want: map[string]float64{"proj-a": 5, "proj-b": 20.5}},
+		{name: "trailing comma", value: "proj-a=5,", want: map[string]float64{"proj-a": 5}},
+		{name: "not a pair", value: "proj-a", wantErr: []string{`SNAPSWEEP_DELETE_RATE_BY_PROJECT: "proj-a" is not project=rate`}},
+		{name: "no project", value: "=5", wantErr: []string{`"=5" is not project=rate`}},
+		{name: "bad rate", value: "proj-a=fast", wantErr: []string{`"proj-a=fast": the rate "fast" is not a positive number`}},
+		{name: "zero rate", value: "proj-b=0", wantErr: []string{`"proj-b=0": the rate "0" is not a positive number`}},
+		{name: "not allowlisted", value: "proj-c=5", wantErr: []string{`"proj-c=5": project "proj-c" is not in SNAPSWEEP_PROJECTS`}},
+		{name: "twice", value: "proj-a=5,proj-a=6", wantErr: []string{`"proj-a=6": project "proj-a" is named more than once`}},
+		{name: "all at once, with other errors", value: "proj-a=x,proj-c=1", wantErr: []string{`"proj-a=x"`, `"proj-c=1"`, "SNAPSWEEP_DELETE_RATE:"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			env := map[string]string{"SNAPSWEEP_DELETE_RATE_BY_PROJECT": tc.value}
+			for k, v := range base {
+				env[k] = v
+			}
+			if len(tc.wantErr) > 2 {
+				env["SNAPSWEEP_DELETE_RATE"] = "-1"
+			}
+			cfg, err := config.Load(context.Background(), envconfig.MapLookuper(env))
+			if tc.wantErr != nil {
+				if err == nil {
+					t.Fatalf("no error for %q", tc.value)
+				}
+				for _, part := range tc.wantErr {
+					if !strings.Contains(err.Error(), part) {
+						t.Errorf("error does not say %q:\n%v", part, err)
+					}
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(tc.want, cfg.DeleteRates()); diff != "" {
+				t.Errorf("DeleteRates (-want +got):\n%s", diff)
+			}
+		})
+	}
+}

@@ -168,7 +168,7 @@ func NewComponents(ctx context.Context, cfg *config.Config, opts Options) (_ *Co
 	hostname, _ := os.Hostname()
 	c.Engine = cleanup.NewEngine(cleanup.EngineConfig{
 		Store: reg, Compute: compute, Policy: policy, SessionLabel: cfg.SessionLabel, DryRun: cfg.DryRun,
-		Rate: cfg.DeleteRate, Concurrency: cfg.DeleteConcurrency, Judge: judge, Now: opts.Now,
+		Rate: cfg.DeleteRate, RateByProject: cfg.DeleteRates(), Concurrency: cfg.DeleteConcurrency, Judge: judge, Now: opts.Now,
 		Tracer: opts.Tracer, Meter: opts.Meter, Lease: cfg.DeleteLease,
 		// The push deadline bounds each delivery; the engine keeps to it and
 		// waits for a delete operation at most this long within it.

@@ -50,6 +50,7 @@ locals {
     SNAPSWEEP_MAX_DELETES_PER_SWEEP     = tostring(var.max_deletes_per_sweep)
     SNAPSWEEP_SESSION_FAILURE_TOLERANCE = tostring(var.session_failure_tolerance)
     SNAPSWEEP_DELETE_RATE               = tostring(var.delete_rate)
+    SNAPSWEEP_DELETE_RATE_BY_PROJECT    = join(",", [for p, r in var.delete_rate_by_project : "${p}=${r}"])
     SNAPSWEEP_DELETE_CONCURRENCY        = tostring(var.delete_concurrency)
     SNAPSWEEP_DRY_RUN                   = tostring(var.dry_run)
     SNAPSWEEP_ADOPT_ORPHANS             = tostring(var.adopt_orphans)

@@ -208,7 +208,7 @@ variable "session_failure_tolerance" {
 
 variable "delete_rate" {
   type        = number
-  description = "Compute delete calls per second per instance (SNAPSWEEP_DELETE_RATE)."
+  description = "Compute delete calls per second per project per instance (SNAPSWEEP_DELETE_RATE). Compute counts delete quota per project and minute: keep delete_rate x max_instances x 60 below each project's quota."
   default     = 10
 
   validation {
@@ -217,9 +217,20 @@ variable "delete_rate" {
   }
 }
 
+variable "delete_rate_by_project" {
+  type        = map(number)
+  description = "Per-project overrides of delete_rate, delete calls per second per instance by project id (SNAPSWEEP_DELETE_RATE_BY_PROJECT); every key must be one of managed_projects (the service refuses to start otherwise)."
+  default     = {}
+
+  validation {
+    condition     = alltrue([for p, r in var.delete_rate_by_project : can(regex("^[a-z][a-z0-9-]{4,28}[a-z0-9]$", p)) && r > 0])
+    error_message = "Every key of delete_rate_by_project must be a GCP project id and every rate > 0."
+  }
+}
+
 variable "delete_concurrency" {
   type        = number
-  description = "Concurrent Compute delete calls per instance (SNAPSWEEP_DELETE_CONCURRENCY)."
+  description = "Concurrent Compute calls per instance (SNAPSWEEP_DELETE_CONCURRENCY); each managed project has an equal share of them (at least one)."
   default     = 16
 
   validation {
@@ -275,7 +286,7 @@ variable "min_instances" {
 
 variable "max_instances" {
   type        = number
-  description = "Maximum Cloud Run instances. With delete_rate it bounds the Compute delete calls per second of the whole service."
+  description = "Maximum Cloud Run instances. With delete_rate it bounds the Compute delete calls per second of the whole service in each project."
   default     = 10
 
   validation {

@@ -67,7 +67,7 @@ type Faults struct {
 	OpLatency         time.Duration // how long a delete operation runs
 	CallMin, CallMax  time.Duration // latency added to every call
 	FailureRate       float64       // share of calls answered 503
-	QuotaPerSecond    int           // delete calls per second per project
+	QuotaPerMinute    int           // delete calls per project and wall-clock minute, as Compute counts
 	DeleteRate        int           // the service's SNAPSWEEP_DELETE_RATE
 	DeleteConcurrency int
 	// ProgressEvery is the interval of progress lines off a terminal.
@@ -77,7 +77,7 @@ type Faults struct {
 func DefaultFaults() Faults {
 	return Faults{
 		OpLatency: 350 * time.Millisecond, CallMin: 20 * time.Millisecond, CallMax: 50 * time.Millisecond,
-		FailureRate: 0.10, QuotaPerSecond: 60, DeleteRate: 25, DeleteConcurrency: 16,
+		FailureRate: 0.10, QuotaPerMinute: 1200, DeleteRate: 25, DeleteConcurrency: 16,
 		ProgressEvery: time.Second,
 	}
 }
@@ -131,7 +131,7 @@ func Run(ctx context.Context, opts Options) (_ *Result, err error) {
 	// Sizes are final at once (no UPDATING period): the demo deletes within
 	// seconds, and its savings line is checked against the fake's sizes.
 	// The fake counts quota per wall-clock minute, as Compute does.
-	d.fake = gcefake.New(gcefake.Options{Latency: f.OpLatency, Quota: map[string]int{gcefake.GroupWrites: 60 * f.QuotaPerSecond}, Seed: opts.Seed, SizingTime: -1})
+	d.fake = gcefake.New(gcefake.Options{Latency: f.OpLatency, Quota: map[string]int{gcefake.GroupWrites: f.QuotaPerMinute}, Seed: opts.Seed, SizingTime: -1})
 	d.fake.SetFailureRate(http.StatusServiceUnavailable, "backendError", f.FailureRate)
 	computeSrv := httptest.NewServer(withCallLatency(d.fake.AdminHandler(), f.CallMin, f.CallMax, opts.Seed))
 	cleanups = append(cleanups, computeSrv.Close)

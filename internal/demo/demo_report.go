@@ -88,7 +88,7 @@ type demoRetries struct {
 	Unavailable int `json:"unavailable503"`
 	InUse       int `json:"inUse"`
 	Quota       int `json:"quota"`
-	QuotaLimit  int `json:"quotaPerSecond"`
+	QuotaLimit  int `json:"quotaPerMinute"`
 	DeleteRate  int `json:"deleteRate"`
 	// Redeliveries are pushes answered with an error and delivered again.
 	Redeliveries int64 `json:"redeliveries"`
@@ -213,7 +213,7 @@ func (d *demoRun) report(ctx context.Context, swept *sweep.Report, settled time.
 		Reordered: d.stats.Reordered.Load(), Pushes: d.bridge.deliveries()}
 	st := d.fake.Stats()
 	rep.Retries = demoRetries{Unavailable: st.ByStatus[http.StatusServiceUnavailable], Quota: st.QuotaErrors,
-		QuotaLimit: d.opts.Faults.QuotaPerSecond, DeleteRate: d.opts.Faults.DeleteRate,
+		QuotaLimit: d.opts.Faults.QuotaPerMinute, DeleteRate: d.opts.Faults.DeleteRate,
 		Redeliveries: d.bridge.nacks(), ComputeCalls: st.Calls}
 	for _, c := range d.fake.Calls() {
 		if c.Method == "snapshots.delete" && c.Status == http.StatusBadRequest {
@@ -367,8 +367,8 @@ func (d *demoRun) printHeader(registry string) {
 	w := d.opts.Progress
 	fmt.Fprintf(w, "snapsweep demo: %d sessions × %d tasks (seed %d), project %s, registry: %s\n",
 		d.opts.Sessions, d.opts.Tasks, d.opts.Seed, d.plan.Project, registry)
-	fmt.Fprintf(w, "Compute fake: delete operations take %s, calls %s–%s, %.0f%% of calls fail with 503, a few snapshots in use, quota %d deletes/s (service rate %d/s)\n\n",
-		f.OpLatency, f.CallMin, f.CallMax, f.FailureRate*100, f.QuotaPerSecond, f.DeleteRate)
+	fmt.Fprintf(w, "Compute fake: delete operations take %s, calls %s–%s, %.0f%% of calls fail with 503, a few snapshots in use, quota %d deletes/min (service rate %d/s)\n\n",
+		f.OpLatency, f.CallMin, f.CallMax, f.FailureRate*100, f.QuotaPerMinute, f.DeleteRate)
 }
 
 func secs(ms int64) string { return fmt.Sprintf("%.2fs", float64(ms)/1000) }
@@ -404,7 +404,7 @@ func (d *demoRun) printReport(r *Report) error {
 	slices.Sort(rej)
 	fmt.Fprintf(tw, "rejected\t%d\t%s (acknowledged, recorded, never retried)\n", total, strings.Join(rej, ", "))
 	fmt.Fprintf(tw, "events\t%d\t%d sent twice, %d tasks reported out of order; %d pushes\n", r.Events.Published, r.Events.Duplicates, r.Events.Reordered, r.Events.Pushes)
-	fmt.Fprintf(tw, "retries\t\tCompute: %d × 503, %d × in use, %d × quota (limit %d/s, service rate %d/s); %d push redeliveries\n",
+	fmt.Fprintf(tw, "retries\t\tCompute: %d × 503, %d × in use, %d × quota (limit %d/min, service rate %d/s); %d push redeliveries\n",
 		r.Retries.Unavailable, r.Retries.InUse, r.Retries.Quota, r.Retries.QuotaLimit, r.Retries.DeleteRate, r.Retries.Redeliveries)
 	fmt.Fprintf(tw, "throughput\t%.1f\tdeletes/s (%d deletions in %s)\n", r.DeletesPerSecond, r.Deleted, secs(r.DeleteWindowMs))
 	fmt.Fprintf(tw, "latency\t\ttask completed → snapshot deleted: p50 %s, p90 %s, p99 %s, max %s (%d snapshots)\n",
