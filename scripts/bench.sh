@@ -42,6 +42,7 @@ ingest_cmd="go test -run '^\$' -bench '^BenchmarkIngest\$' -benchtime 1x -count 
 sweep_cmd="go test -run '^\$' -bench '^BenchmarkSweepReads\$' -benchtime 1x -count 1 -timeout 60m ./sweep/"
 load_cmd="go test -run '^\$' -bench '^BenchmarkLoadBurst\$' -benchtime 1x -count 1 -timeout 10m ./cmd/snapsweep/"
 judge_cmd="go test -run '^\$' -bench '^BenchmarkSessionJudgement\$' -benchtime 1x -count 1 -timeout 30m ./cleanup/"
+pacing_cmd="bin/snapsweep-chaos bench --bin bin/snapsweep --logdir bin/bench one-project three-projects fast-alone latency gcloud-peer"
 
 step "build the test binaries (not timed)"
 go test -c -o "$work/" ./cleanup/ ./cmd/snapsweep/
@@ -69,6 +70,10 @@ run ingest "$ingest_cmd" || failed=1
 run sweep "$sweep_cmd" || failed=1
 run load "$load_cmd" || failed=1
 run judge "$judge_cmd" || failed=1
+step "build bin/snapsweep and bin/snapsweep-chaos"
+go build -o bin/snapsweep ./cmd/snapsweep
+go build -o bin/snapsweep-chaos ./cmd/snapsweep-chaos
+run pacing "$pacing_cmd" || failed=1
 step "scripts/bench-process.sh"
 bash scripts/bench-process.sh 5 >"$work/process.md" || failed=1
 
@@ -137,6 +142,7 @@ i="$work/ingest.txt"
 	echo "$sweep_cmd"
 	echo "$load_cmd"
 	echo "$judge_cmd"
+	echo "$pacing_cmd   # after go build -o bin/ ./cmd/snapsweep ./cmd/snapsweep-chaos"
 	echo "scripts/bench-process.sh"
 	echo '```'
 	echo
@@ -258,6 +264,27 @@ i="$work/ingest.txt"
 	echo '```'
 	grep -E '^(Benchmark|    session_bench_test)' "$work/judge.txt" || true
 	echo '```'
+	echo "## Pacing through \`snapsweep serve\` (\`snapsweep-chaos bench\`) — $(status_of pacing)"
+	echo
+	echo "Two \`snapsweep serve\` processes (\`SNAPSWEEP_DELETE_RATE=10\` per project and instance, the"
+	echo "default concurrency) on the Firestore and Pub/Sub emulators. The driver plays Pub/Sub push"
+	echo "at production concurrency: it pulls both subscriptions and posts push envelopes, up to 64"
+	echo "in flight per subscription, with Pub/Sub's adaptive push window (it halves on a nack), and"
+	echo "nacked messages come back after a 1 s to 10 s backoff. Compute is \`snapsweep fake-compute\`"
+	echo "(\`gcefake\`), which counts each project's delete quota in synchronized wall-clock minutes"
+	echo "as Compute does. Every task first registers its snapshots (3 per task, 1 in \`latency\`);"
+	echo "once all are registered, every task.completed is published at once (\`latency\`: evenly over"
+	echo "one minute). Deletion times are the fake's (when each delete operation took effect)."
+	echo "\"Whole minutes\" are the synchronized minutes between a project's first and last deletion;"
+	echo "the ratio is their deletions ÷ their quota. Quota errors are the fake's 403"
+	echo "\`rateLimitExceeded\` answers for the project, per instance and minute of deleting."
+	echo "\`fast-alone\` is the 1,200/min project of \`three-projects\` without the other two, for its"
+	echo "top speed alone. \`gcloud-peer\` is the peer on the same fake and quota: one"
+	echo "\`gcloud compute snapshots delete\` naming the 900 snapshots of \`one-project\`."
+	echo
+	sed -n '/^| scenario/,$p' "$work/pacing.txt"
+	echo
+	echo "Load average $(tr '\n' ';' <"$work/pacing.load" | sed 's/;$//; s/;/; /g')."
 	echo
 	echo "## Load burst (\`BenchmarkLoadBurst\`, ./cmd/snapsweep) — $(status_of load)"
 	echo

@@ -25,6 +25,9 @@ import (
 )
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "bench" {
+		os.Exit(bench(os.Args[2:]))
+	}
 	os.Exit(run())
 }
 
@@ -79,7 +82,7 @@ func run() int {
 	suffix := make([]byte, 3)
 	_, _ = rand.Read(suffix)
 	cfg := chaos.Config{
-		DeleteRates: []float64{4, 4},
+		DeleteRates: []float64{4, 4, 4},
 		KillAt:      []time.Duration{25 * time.Second, 45 * time.Second},
 		Out:         os.Stdout,
 	}
@@ -118,8 +121,11 @@ func run() int {
 	fs.Var((*durations)(&cfg.KillAt), "kill-at", "when to SIGKILL the victim instance (comma list, after the first publish)")
 	fs.IntVar(&cfg.Victim, "victim", 1, "index of the serve instance that is killed")
 	fs.DurationVar(&cfg.RestartAfter, "restart-after", 2*time.Second, "how long the victim stays down")
-	fs.DurationVar(&cfg.FaultsFor, "faults-for", 60*time.Second, "earliest time the Compute faults are cleared (after the first publish; then once half the eligible snapshots are deleted, at most 2m later)")
-	fs.DurationVar(&cfg.SettleTimeout, "settle-timeout", 4*time.Minute, "how long to sweep for quiet after the faults")
+	fs.DurationVar(&cfg.FaultsFor, "faults-for", 60*time.Second, "earliest time the Compute faults are cleared (after the first publish; then once half the eligible snapshots are deleted, at most --faults-max later)")
+	fs.DurationVar(&cfg.FaultsMax, "faults-max", 5*time.Minute, "how much longer than --faults-for the faults may stay on waiting for the quota and in-use paths and half the eligible deletions")
+	fs.Float64Var(&cfg.MinFaultThroughput, "min-fault-throughput", 0.5, "share of the granted delete quota the service must use while the Compute faults are on (0: only report it)")
+	fs.DurationVar(&cfg.DrainTimeout, "drain-timeout", 10*time.Minute, "how long to wait, after the faults, for every event message to be acked")
+	fs.DurationVar(&cfg.SettleTimeout, "settle-timeout", 4*time.Minute, "how long to sweep for quiet once the events are in")
 	fs.DurationVar(&cfg.Lease, "lease", time.Minute, "SNAPSWEEP_DELETE_LEASE given to serve (keep it above the engine's 45 s budget per message)")
 	fs.DurationVar(&cfg.StuckAfter, "stuck-after", time.Minute, "SNAPSWEEP_SWEEP_STUCK_AFTER given to serve (at least the lease)")
 	fs.IntVar(&cfg.RSSLimitMB, "rss-limit-mb", 300, "peak RSS each serve process must stay under")
@@ -139,6 +145,9 @@ func run() int {
 	}
 	if cfg.Inflight < 1 {
 		bad = append(bad, "--inflight must be at least 1")
+	}
+	if cfg.Quota < 0 || cfg.FaultsMax < 0 || cfg.MinFaultThroughput < 0 || cfg.MinFaultThroughput > 1 {
+		bad = append(bad, "want --quota, --faults-max >= 0 and --min-fault-throughput within [0, 1]")
 	}
 	if cfg.FailRate < 0 || cfg.FailRate > 1 {
 		bad = append(bad, "--fail-rate must be within [0, 1]")

@@ -94,6 +94,7 @@ func (f *Fake) CurrentFaults() Faults {
 func (f *Fake) AdminHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/compute/v1/", f)
+	mux.Handle("/batch/compute/v1", f)
 	mux.HandleFunc("POST /fake/snapshots", func(w http.ResponseWriter, r *http.Request) {
 		var req struct {
 			Project string            `json:"project"`

@@ -105,7 +105,7 @@ func TestAdminHandler(t *testing.T) {
 		t.Fatalf("GET /fake/snapshots: %v in %s", err, body)
 	}
 	want := []gcefake.Facts{
-		{Name: "s-0", DeleteCalls: 1, SuccessfulDeletes: 1},
+		{Name: "s-0", DeleteCalls: 1, SuccessfulDeletes: 1, DeletedAt: clk.Now()}, // Latency 0: at the call
 		{Name: "s-1", Exists: true, Status: "READY", Labels: map[string]string{"migration-session": "s1"}, DeleteCalls: 1, QuotaRejected: 1},
 		{Name: "s-2", Exists: true, Status: "READY", Labels: map[string]string{"migration-session": "s1"}},
 	}

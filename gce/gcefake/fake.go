@@ -143,6 +143,7 @@ type Fake struct {
 	calls      []Call
 	deleteCall map[key]int
 	deleted    map[key]int
+	deletedAt  map[key]time.Time // when a delete operation last removed it
 	stats      Stats
 
 	quotaDefault   map[string]int      // by group
@@ -205,6 +206,7 @@ func New(opts Options) *Fake {
 		slowOps:    map[key]time.Duration{},
 		deleteCall: map[key]int{},
 		deleted:    map[key]int{},
+		deletedAt:  map[key]time.Time{},
 		stats: Stats{ByStatus: map[int]int{}, ByMethod: map[string]int{},
 			QuotaErrorsByProject: map[string]int{}, QuotaErrorsByProjectMinute: map[string]map[string]int{}},
 		quotaDefault:   map[string]int{},
@@ -230,6 +232,7 @@ func New(opts Options) *Fake {
 	f.mux.HandleFunc("GET "+base+"snapshots", f.serve("snapshots.list", f.listSnapshots))
 	f.mux.HandleFunc("GET "+base+"operations/{name}", f.serve("globalOperations.get", f.getOperation))
 	f.mux.HandleFunc("POST "+base+"operations/{name}/wait", f.waitOperation)
+	f.mux.HandleFunc("POST /batch/compute/v1", f.serveBatch)
 	// Anything else is a bug in the caller or a gap in the fake. Say so with a 400, never a
 	// 404, which a delete would take for "already gone".
 	f.mux.HandleFunc("/", f.serve("unsupported", func(r *http.Request, c *Call) response {
@@ -580,6 +583,7 @@ func (f *Fake) settleLocked(now time.Time) {
 		}
 		delete(f.snapshots, op.target)
 		f.deleted[op.target]++
+		f.deletedAt[op.target] = op.doneAt
 		f.stats.Deleted++
 	}
 }
@@ -849,6 +853,9 @@ type Facts struct {
 	DeleteCalls       int `json:"deleteCalls"`
 	SuccessfulDeletes int `json:"successfulDeletes"`
 	QuotaRejected     int `json:"quotaRejected,omitempty"`
+	// DeletedAt is when a delete operation last removed it (its doneAt by the Now clock:
+	// operations settle lazily, so this is not the time someone looked).
+	DeletedAt time.Time `json:"deletedAt,omitzero"`
 }
 
 // Facts returns the facts of every snapshot added to project or named by a delete call,
@@ -861,7 +868,8 @@ func (f *Fake) Facts(project string) []Facts {
 	out := make([]Facts, 0, len(names))
 	for _, n := range names {
 		k := key{project, n}
-		fc := Facts{Name: n, DeleteCalls: f.deleteCall[k], SuccessfulDeletes: f.deleted[k], QuotaRejected: f.quotaRejected[k]}
+		fc := Facts{Name: n, DeleteCalls: f.deleteCall[k], SuccessfulDeletes: f.deleted[k], QuotaRejected: f.quotaRejected[k],
+			DeletedAt: f.deletedAt[k]}
 		if s := f.snapshots[k]; s != nil {
 			fc.Exists, fc.Status, fc.Labels = true, s.Status, maps.Clone(s.Labels)
 		}

@@ -83,8 +83,17 @@ type Config struct {
 	Victim              int
 	RestartAfter        time.Duration
 	FaultsFor           time.Duration
+	// FaultsMax bounds the fault phase beyond FaultsFor: the faults stay on
+	// until the quota and in-use paths were exercised and half the eligible
+	// snapshots are deleted, at most this much longer.
+	FaultsMax time.Duration
+	// MinFaultThroughput is the share of the granted delete quota the
+	// service must use while the Compute faults are on (0: report only).
+	MinFaultThroughput float64
 
-	// SettleTimeout bounds the phase after the faults: sweeps until quiet.
+	// DrainTimeout bounds the wait, after the faults, for every event
+	// message to be acked; SettleTimeout the sweeps until quiet after it.
+	DrainTimeout  time.Duration
 	SettleTimeout time.Duration
 	// Lease is SNAPSWEEP_DELETE_LEASE (how long a cleanup claim holds a
 	// snapshot; a killed instance's claims block redeliveries that long)
@@ -113,10 +122,13 @@ type Result struct {
 	SweepWork map[string]int `json:"sweepWork"`
 	// Pending counts the cleanups the engine left pending (delete issued,
 	// not confirmed in time), from the serve logs.
-	Pending   int      `json:"pendingCleanups"`
-	Quiet     bool     `json:"quiet"`
-	DurationS float64  `json:"durationSeconds"`
-	Errors    []string `json:"errors,omitempty"`
+	Pending int `json:"pendingCleanups"`
+	// FaultPhase is the cleanup throughput while the Compute faults were
+	// on, against the granted quota, and the breakers' open time.
+	FaultPhase *FaultThroughput `json:"faultPhase,omitempty"`
+	Quiet      bool             `json:"quiet"`
+	DurationS  float64          `json:"durationSeconds"`
+	Errors     []string         `json:"errors,omitempty"`
 }
 
 // coverage is what the faults actually hit: a run whose faults hit
@@ -229,27 +241,12 @@ func (r *runner) run(ctx context.Context) error {
 		r.logf("warning: the delete rates (sum %g/s, %g/min) do not exceed the quota (%d/min)", sum, sum*60, cfg.Quota)
 	}
 
-	// Pub/Sub: topics and pull subscriptions.
-	ps, err := pubsub.NewClient(ctx, cfg.Project)
+	ps, subs, err := newPubSub(ctx, cfg.Project, cfg.AckDeadline)
 	if err != nil {
-		return fmt.Errorf("pubsub client: %w", err)
+		return err
 	}
 	defer ps.Close()
 	r.ps = ps
-	subs := map[string]string{}
-	for _, topic := range []string{"migration-events", "snapshot-cleanup"} {
-		tname := "projects/" + cfg.Project + "/topics/" + topic
-		if _, err := ps.TopicAdminClient.CreateTopic(ctx, &pubsubpb.Topic{Name: tname}); err != nil {
-			return fmt.Errorf("create topic %s: %w", topic, err)
-		}
-		sname := "projects/" + cfg.Project + "/subscriptions/chaos-" + topic
-		if _, err := ps.SubscriptionAdminClient.CreateSubscription(ctx, &pubsubpb.Subscription{
-			Name: sname, Topic: tname, AckDeadlineSeconds: int32(cfg.AckDeadline / time.Second),
-		}); err != nil {
-			return fmt.Errorf("create subscription %s: %w", sname, err)
-		}
-		subs[topic] = sname
-	}
 
 	// Firestore, read through the same store code as the service.
 	fs, err := firestore.NewClient(ctx, cfg.Project)
@@ -260,22 +257,14 @@ func (r *runner) run(ctx context.Context) error {
 	r.reg = store.NewFirestore(fs)
 
 	// The Compute fake, faulty from the start.
-	port, err := freePort()
-	if err != nil {
-		return err
-	}
-	r.fakeURL = fmt.Sprintf("http://127.0.0.1:%d", port)
-	fake, err := startProc("fake-compute", cfg.Bin, []string{"fake-compute", "--addr", fmt.Sprintf("127.0.0.1:%d", port),
-		"--latency", cfg.OpLatency.String(), "--fail-rate", strconv.FormatFloat(cfg.FailRate, 'g', -1, 64),
-		"--fail-code", strconv.Itoa(cfg.FailCode), "--quota", strconv.Itoa(cfg.Quota),
-		"--seed", strconv.FormatUint(cfg.Workload.Seed, 10)}, os.Environ(), filepath.Join(cfg.LogDir, "fake-compute.log"))
+	fake, fakeURL, err := startFake(ctx, cfg.Bin, cfg.LogDir, "--latency", cfg.OpLatency.String(),
+		"--fail-rate", strconv.FormatFloat(cfg.FailRate, 'g', -1, 64), "--fail-code", strconv.Itoa(cfg.FailCode),
+		"--quota", strconv.Itoa(cfg.Quota), "--seed", strconv.FormatUint(cfg.Workload.Seed, 10))
 	if err != nil {
 		return err
 	}
 	defer fake.stop(5 * time.Second)
-	if err := waitHTTP(ctx, fake, r.fakeURL+"/fake/faults", 30*time.Second); err != nil {
-		return err
-	}
+	r.fakeURL = fakeURL
 
 	// The workload, and its snapshots in Compute.
 	w := Generate(cfg.Workload)
@@ -286,27 +275,22 @@ func (r *runner) run(ctx context.Context) error {
 	}
 
 	// The serve instances.
-	for i, rate := range cfg.DeleteRates {
-		port, err := freePort()
-		if err != nil {
-			return err
-		}
-		in := &instance{idx: i, name: fmt.Sprintf("serve-%d", i), port: port, rate: rate, bin: cfg.Bin,
-			log: filepath.Join(cfg.LogDir, fmt.Sprintf("serve-%d.log", i))}
-		in.env = serveEnv(cfg, port, rate, r.fakeURL)
-		r.instances = append(r.instances, in)
-	}
-	for _, in := range r.instances {
-		if err := in.start(ctx); err != nil {
-			return err
-		}
-		r.logf("%s up on :%d (pid %d, delete rate %g/s)", in.name, in.port, in.cur.pid(), in.rate)
-	}
 	defer func() {
 		for _, in := range r.instances {
 			in.stop()
 		}
 	}()
+	for i, rate := range cfg.DeleteRates {
+		in, err := startServe(ctx, i, cfg.Bin, cfg.LogDir, serveEnv(cfg.Project, r.fakeURL, rate,
+			"SNAPSWEEP_DELETE_LEASE="+cfg.Lease.String(), "SNAPSWEEP_SWEEP_STUCK_AFTER="+cfg.StuckAfter.String()))
+		if in != nil {
+			r.instances = append(r.instances, in)
+		}
+		if err != nil {
+			return err
+		}
+		r.logf("%s up on :%d (pid %d, delete rate %g/s)", in.name, in.port, in.cur.pid(), rate)
+	}
 
 	bg, stopBG := context.WithCancel(ctx)
 	defer stopBG()
@@ -330,6 +314,12 @@ func (r *runner) run(ctx context.Context) error {
 
 	// Chaos: publish in waves while Firestore freezes and an instance dies.
 	t0 := time.Now()
+	samples := &sampler{}
+	sampleCtx, stopSampling := context.WithCancel(ctx)
+	var sampleWG sync.WaitGroup
+	sampleWG.Go(func() { samples.run(sampleCtx, r.fakeURL) })
+	defer sampleWG.Wait()
+	defer stopSampling()
 	var chaos sync.WaitGroup
 	chaos.Go(func() {
 		if err := r.publish(ctx, w); err != nil {
@@ -380,19 +370,36 @@ func (r *runner) run(ctx context.Context) error {
 		return err
 	}
 	// Clear the faults once they have bitten: half the eligible snapshots
-	// deleted under them, quota and in-use errors seen (or two minutes on).
+	// deleted under them and the quota and in-use paths exercised (or
+	// FaultsMax on; faults-exercised then names what was not).
 	eligible := r.res.Workload["eligible"]
 	var st computeStats
-	r.await(ctx, t0.Add(cfg.FaultsFor), 2*time.Minute, "half the eligible snapshots deleted under the faults", func() bool {
+	r.await(ctx, t0.Add(cfg.FaultsFor), cfg.FaultsMax, "half the eligible snapshots deleted and the quota and in-use paths exercised under the faults", func() bool {
 		if getJSON(ctx, r.fakeURL+"/fake/calls", &st) != nil {
 			return false
 		}
-		return st.Deleted*2 >= eligible && st.QuotaErrors > 0 && st.ByStatus["400"] > 0
+		quota := cfg.Quota == 0 || st.QuotaErrors > 0
+		inUse := cfg.Workload.InUse == 0 || st.ByStatus["400"] > 0
+		return st.Deleted*2 >= eligible && quota && inUse
 	})
 	if err := getJSON(ctx, r.fakeURL+"/fake/calls", &st); err != nil {
 		return fmt.Errorf("read the fake's calls: %w", err)
 	}
 	r.cov.Compute = st
+	cleared := time.Now()
+	stopSampling()
+	sampleWG.Wait()
+	samples.add(callSample{At: cleared, Deleted: st.Deleted, DeleteCalls: st.ByMethod["snapshots.delete"], QuotaErrors: st.QuotaErrors})
+	fp := throughput(samples.all(), cfg.Quota, cleared)
+	fp.BreakerOpen = map[string]time.Duration{}
+	for _, in := range r.instances {
+		d, err := breakerOpen(in.log, fp.Start, cleared)
+		if err != nil {
+			r.fail(fmt.Errorf("read %s's breaker changes: %w", in.name, err))
+		}
+		fp.BreakerOpen[in.name] = d
+	}
+	r.res.FaultPhase = &fp
 	zero := 0
 	var zeroF float64
 	if err := postJSON(ctx, r.fakeURL+"/fake/faults", map[string]any{"failRate": zeroF, "quota": zero}, nil); err != nil {
@@ -400,6 +407,8 @@ func (r *runner) run(ctx context.Context) error {
 	}
 	r.mark("Compute faults cleared (fail rate 0, no quota) after %d calls under them: %d answered %d, %d over quota, %d in use or not ready (400); %d of %d eligible snapshots deleted so far",
 		st.Calls, st.ByStatus[strconv.Itoa(cfg.FailCode)], cfg.FailCode, st.QuotaErrors, st.ByStatus["400"], st.Deleted, eligible)
+
+	r.mark("fault phase: %s", fp)
 
 	r.settle(ctx, w)
 
@@ -429,7 +438,7 @@ func (r *runner) run(ctx context.Context) error {
 		return err
 	}
 	r.res.Invariants = checkInvariants(w, es, r.instances, cfg.RSSLimitMB, r.events.ackedCount(), len(w.Deliveries))
-	r.res.Invariants = append(r.res.Invariants, r.cov.check(cfg))
+	r.res.Invariants = append(r.res.Invariants, r.cov.check(cfg), checkFaultThroughput(fp, cfg.MinFaultThroughput))
 	return nil
 }
 
@@ -451,8 +460,9 @@ func describe(members map[int]string) string {
 }
 
 // serveEnv is the environment of one serve instance: the caller's (for the
-// emulator variables and PATH) without any snapsweep setting, plus the run's.
-func serveEnv(cfg Config, port int, rate float64, fakeURL string) []string {
+// emulator variables and PATH) without any snapsweep setting, plus the run's
+// and extra (KEY=value).
+func serveEnv(project, fakeURL string, rate float64, extra ...string) []string {
 	var env []string
 	for _, kv := range os.Environ() {
 		k, _, _ := strings.Cut(kv, "=")
@@ -461,16 +471,74 @@ func serveEnv(cfg Config, port int, rate float64, fakeURL string) []string {
 		}
 		env = append(env, kv)
 	}
-	return append(env,
-		"GOOGLE_CLOUD_PROJECT="+cfg.Project,
-		"PORT="+strconv.Itoa(port),
+	env = append(env,
+		"GOOGLE_CLOUD_PROJECT="+project,
 		"SNAPSWEEP_COMPUTE_ENDPOINT="+fakeURL,
 		"SNAPSWEEP_DELETE_RATE="+strconv.FormatFloat(rate, 'g', -1, 64),
 		"SNAPSWEEP_TELEMETRY=none",
 		"SNAPSWEEP_LOG_LEVEL=info",
-		"SNAPSWEEP_DELETE_LEASE="+cfg.Lease.String(),
-		"SNAPSWEEP_SWEEP_STUCK_AFTER="+cfg.StuckAfter.String(),
 	)
+	return append(env, extra...)
+}
+
+// newPubSub creates the two topics and a pull subscription on each (the
+// driver plays push from them) and returns the client and the
+// subscriptions by topic.
+func newPubSub(ctx context.Context, project string, ackDeadline time.Duration) (*pubsub.Client, map[string]string, error) {
+	ps, err := pubsub.NewClient(ctx, project)
+	if err != nil {
+		return nil, nil, fmt.Errorf("pubsub client: %w", err)
+	}
+	subs := map[string]string{}
+	for _, topic := range []string{"migration-events", "snapshot-cleanup"} {
+		tname := "projects/" + project + "/topics/" + topic
+		if _, err := ps.TopicAdminClient.CreateTopic(ctx, &pubsubpb.Topic{Name: tname}); err != nil {
+			ps.Close()
+			return nil, nil, fmt.Errorf("create topic %s: %w", topic, err)
+		}
+		sname := "projects/" + project + "/subscriptions/chaos-" + topic
+		if _, err := ps.SubscriptionAdminClient.CreateSubscription(ctx, &pubsubpb.Subscription{
+			Name: sname, Topic: tname, AckDeadlineSeconds: int32(ackDeadline / time.Second),
+		}); err != nil {
+			ps.Close()
+			return nil, nil, fmt.Errorf("create subscription %s: %w", sname, err)
+		}
+		subs[topic] = sname
+	}
+	return ps, subs, nil
+}
+
+// startFake starts `snapsweep fake-compute` with args on a free port and
+// waits until it answers.
+func startFake(ctx context.Context, bin, logDir string, args ...string) (*proc, string, error) {
+	port, err := freePort()
+	if err != nil {
+		return nil, "", err
+	}
+	url := fmt.Sprintf("http://127.0.0.1:%d", port)
+	fake, err := startProc("fake-compute", bin, append([]string{"fake-compute", "--addr", fmt.Sprintf("127.0.0.1:%d", port)}, args...),
+		os.Environ(), filepath.Join(logDir, "fake-compute.log"))
+	if err != nil {
+		return nil, "", err
+	}
+	if err := waitHTTP(ctx, fake, url+"/fake/faults", 30*time.Second); err != nil {
+		fake.stop(time.Second)
+		return nil, "", err
+	}
+	return fake, url, nil
+}
+
+// startServe starts serve instance i with env (PORT added) and waits until
+// it answers /health. A non-nil instance is returned even on error, for the
+// caller to stop.
+func startServe(ctx context.Context, i int, bin, logDir string, env []string) (*instance, error) {
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	in := &instance{idx: i, name: fmt.Sprintf("serve-%d", i), port: port, bin: bin,
+		log: filepath.Join(logDir, fmt.Sprintf("serve-%d.log", i)), env: append(env, "PORT="+strconv.Itoa(port))}
+	return in, in.start(ctx)
 }
 
 func sleepUntil(ctx context.Context, t time.Time) bool {
@@ -733,11 +801,22 @@ func (r *runner) sweep(ctx context.Context, n int) (*sweepReport, error) {
 // settle lets the pushes drain and sweeps until two sweeps in a row find
 // no work, nothing is cleanup_pending or deleting, and no message waits.
 func (r *runner) settle(ctx context.Context, w *Workload) {
+	// First every event message is delivered and acked: at fleet scale on
+	// the emulator that takes minutes, and the sweeps only count once the
+	// stream is in.
+	idle := func() bool {
+		return r.events.ackedCount() >= len(w.Deliveries) && r.events.idleFor(3*time.Second) && r.cleanups.idleFor(3*time.Second)
+	}
+	if !r.await(ctx, time.Now(), r.cfg.DrainTimeout, "every event message acked and both subscriptions idle", idle) {
+		r.mark("not drained after %s: %d of %d event messages acked; checking the invariants anyway", r.cfg.DrainTimeout, r.events.ackedCount(), len(w.Deliveries))
+		r.dump()
+		return
+	}
+	r.mark("drained: every event message acked, both subscriptions idle")
 	deadline := time.Now().Add(r.cfg.SettleTimeout)
 	quiet := 0
 	for time.Now().Before(deadline) && ctx.Err() == nil {
-		idle := r.events.ackedCount() >= len(w.Deliveries) && r.events.idleFor(3*time.Second) && r.cleanups.idleFor(3*time.Second)
-		if !idle {
+		if !idle() {
 			time.Sleep(time.Second)
 			continue
 		}
@@ -777,7 +856,12 @@ func (r *runner) settle(ctx context.Context, w *Workload) {
 		time.Sleep(2 * time.Second)
 	}
 	r.mark("not quiet after %s of sweeps (%d sweeps): checking the invariants anyway", r.cfg.SettleTimeout, r.res.Sweeps)
-	// A goroutine dump of every serve process (SIGQUIT), for the post-mortem.
+	r.dump()
+}
+
+// dump asks every serve process for a goroutine dump (SIGQUIT), for the
+// post-mortem.
+func (r *runner) dump() {
 	for _, in := range r.instances {
 		if pid := in.quit(); pid > 0 {
 			r.logf("%s (pid %d): goroutine dump (SIGQUIT) in %s", in.name, pid, in.log)

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/snapsweep/snapsweep/store"
 )
@@ -47,6 +48,8 @@ type fakeFacts struct {
 	DeleteCalls       int               `json:"deleteCalls"`
 	SuccessfulDeletes int               `json:"successfulDeletes"`
 	QuotaRejected     int               `json:"quotaRejected"`
+	// DeletedAt is when a delete operation last removed the snapshot.
+	DeletedAt time.Time `json:"deletedAt"`
 }
 
 // endState is everything the invariants are judged on.
@@ -403,5 +406,23 @@ func (c coverage) check(cfg Config) Invariant {
 	}
 	iv.OK = len(iv.Problems) == 0
 	iv.Detail = strings.Join(parts, "; ")
+	return iv
+}
+
+// checkFaultThroughput judges the cleanup throughput while Compute was
+// sick: the service must use at least min of the delete quota the fake
+// granted (whole synchronized minutes when the phase spans any). With min
+// 0 the figure is only reported.
+func checkFaultThroughput(f FaultThroughput, min float64) Invariant {
+	iv := Invariant{Name: "fault-throughput", Detail: f.String()}
+	switch {
+	case f.QuotaPerMinute <= 0:
+		iv.Detail = "no quota set: nothing to measure against"
+	case f.DeleteCalls == 0:
+		iv.Problems = append(iv.Problems, "no delete call during the fault phase")
+	case f.Figure() < min:
+		iv.Problems = append(iv.Problems, fmt.Sprintf("used %.2f of the granted quota under the faults, want at least %.2f", f.Figure(), min))
+	}
+	iv.OK = len(iv.Problems) == 0
 	return iv
 }

@@ -160,7 +160,6 @@ type instance struct {
 	idx  int
 	name string
 	port int
-	rate float64
 	bin  string
 	env  []string
 	log  string

@@ -147,23 +147,32 @@ type WorkloadConfig struct {
 func Generate(cfg WorkloadConfig) *Workload {
 	r := rand.New(rand.NewPCG(cfg.Seed, 0xc4a05))
 	w := &Workload{Project: cfg.Project}
-	at := time.Now().UTC().Add(-time.Hour).Truncate(time.Second)
+	// Events are a second apart, the last an hour ago: at any scale the
+	// stream lies in the past, never beyond snapsweep's clock-skew bound
+	// (a stream stamped into the future is rejected as future_time).
+	var evs []events.Event
 	next := func(session, task string, typ events.Type, snap, errText string) {
-		at = at.Add(time.Second)
-		id := fmt.Sprintf("ev-%d", len(w.Events)+1)
-		ev := events.Event{ID: id, Type: typ, Time: at, SessionID: session, TaskID: task, Error: errText}
+		ev := events.Event{ID: fmt.Sprintf("ev-%d", len(evs)+1), Type: typ, SessionID: session, TaskID: task, Error: errText}
 		if snap != "" {
 			ev.Snapshot = &events.SnapshotRef{Project: cfg.Project, Name: snap,
 				SourceDisk: fmt.Sprintf("projects/%s/zones/us-central1-a/disks/%s", cfg.Project, snap)}
 		}
-		if err := ev.Validate(); err != nil {
-			panic(fmt.Sprintf("chaos: generated an invalid event: %v", err))
+		evs = append(evs, ev)
+	}
+	stamp := func() {
+		at := time.Now().UTC().Add(-time.Hour).Truncate(time.Second).Add(-time.Duration(len(evs)) * time.Second)
+		for _, ev := range evs {
+			at = at.Add(time.Second)
+			ev.Time = at
+			if err := ev.Validate(); err != nil {
+				panic(fmt.Sprintf("chaos: generated an invalid event: %v", err))
+			}
+			data, err := json.Marshal(ev)
+			if err != nil {
+				panic(err)
+			}
+			w.Events = append(w.Events, Event{ID: ev.ID, Type: ev.Type, Data: data})
 		}
-		data, err := json.Marshal(ev)
-		if err != nil {
-			panic(err)
-		}
-		w.Events = append(w.Events, Event{ID: id, Type: typ, Data: data})
 	}
 	for s := range cfg.Sessions {
 		session := fmt.Sprintf("chaos-sess-%d", s)
@@ -236,6 +245,7 @@ func Generate(cfg WorkloadConfig) *Workload {
 		sn.SlowOp = true
 	}
 
+	stamp()
 	for i := range w.Events {
 		for range 1 + r.IntN(3) {
 			w.Deliveries = append(w.Deliveries, i)

@@ -3,6 +3,7 @@ package chaos
 import (
 	"encoding/json"
 	"testing"
+	"time"
 
 	"github.com/snapsweep/snapsweep/events"
 	"github.com/snapsweep/snapsweep/store"
@@ -75,5 +76,33 @@ func TestGenerateMarksWhatTheRulesSay(t *testing.T) {
 	}
 	if _, err := json.Marshal(w.Counts()); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestWorkloadNeverStampsTheFuture: at fleet scale (thousands of events a
+// second apart) the stream must still lie in the past; snapsweep rejects
+// events stamped beyond its clock-skew bound as future_time.
+func TestWorkloadNeverStampsTheFuture(t *testing.T) {
+	t.Parallel()
+	w := Generate(WorkloadConfig{Project: "snapsweep-chaos-t", Sessions: 90, TasksMin: 9, TasksMax: 15, SnapsMax: 4, Seed: 3})
+	if len(w.Events) < 5000 {
+		t.Fatalf("only %d events; the test wants a fleet-scale stream", len(w.Events))
+	}
+	now := time.Now()
+	var prev time.Time
+	for _, e := range w.Events {
+		var ev struct {
+			Time time.Time `json:"time"`
+		}
+		if err := json.Unmarshal(e.Data, &ev); err != nil {
+			t.Fatal(err)
+		}
+		if !ev.Time.Before(now) {
+			t.Fatalf("event %s stamped %s, not before now (%s)", e.ID, ev.Time, now)
+		}
+		if !ev.Time.After(prev) {
+			t.Fatalf("event %s stamped %s, not after the one before (%s)", e.ID, ev.Time, prev)
+		}
+		prev = ev.Time
 	}
 }
