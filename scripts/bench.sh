@@ -264,6 +264,7 @@ i="$work/ingest.txt"
 	echo '```'
 	grep -E '^(Benchmark|    session_bench_test)' "$work/judge.txt" || true
 	echo '```'
+	echo
 	echo "## Pacing through \`snapsweep serve\` (\`snapsweep-chaos bench\`) — $(status_of pacing)"
 	echo
 	echo "Two \`snapsweep serve\` processes (\`SNAPSWEEP_DELETE_RATE=10\` per project and instance, the"
