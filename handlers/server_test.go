@@ -4,46 +4,27 @@ import (
 	"context"
 	"encoding/json"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
 
-	"cloud.google.com/go/pubsub/v2"
-	"cloud.google.com/go/pubsub/v2/apiv1/pubsubpb"
-	"cloud.google.com/go/pubsub/v2/pstest"
 	"github.com/google/go-cmp/cmp"
-	"github.com/sethvargo/go-envconfig"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
-	"google.golang.org/api/option"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
-	"github.com/snapsweep/snapsweep/config"
 	"github.com/snapsweep/snapsweep/events"
-	"github.com/snapsweep/snapsweep/gce/gcefake"
 	"github.com/snapsweep/snapsweep/handlers"
-	"github.com/snapsweep/snapsweep/service"
+	"github.com/snapsweep/snapsweep/service/servicetest"
 	"github.com/snapsweep/snapsweep/store"
 )
 
-const project = "proj-a"
-
-// handlerTransport serves a client's requests with a handler in process.
-type handlerTransport struct{ h http.Handler }
-
-func (t handlerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
-	rec := httptest.NewRecorder()
-	t.h.ServeHTTP(rec, r)
-	return rec.Result(), nil
-}
+const project = servicetest.Project
 
 // server is the service's HTTP surface, built by service.NewComponents on
-// store.Memory, pstest and gcefake (the real clients of each), with the
-// metrics it records.
+// store.Memory, pstest and gcefake (servicetest: the real clients of
+// each), with the metrics it records.
 type server struct {
 	h       http.Handler
 	reg     *store.Memory
@@ -52,44 +33,10 @@ type server struct {
 
 func newServer(t *testing.T, settings map[string]string) *server {
 	t.Helper()
-	ctx := context.Background()
-	vars := map[string]string{"GOOGLE_CLOUD_PROJECT": project, "SNAPSWEEP_COMPUTE_ENDPOINT": "http://compute.test"}
-	for k, v := range settings {
-		vars[k] = v
-	}
-	cfg, err := config.Load(ctx, envconfig.MapLookuper(vars))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ps := pstest.NewServer()
-	t.Cleanup(func() { ps.Close() })
-	conn, err := grpc.NewClient(ps.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	client, err := pubsub.NewClient(ctx, project, option.WithGRPCConn(conn))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { client.Close() })
-	for _, topic := range []string{cfg.EventsTopic, cfg.CleanupTopic} {
-		if _, err := client.TopicAdminClient.CreateTopic(ctx, &pubsubpb.Topic{Name: "projects/" + project + "/topics/" + topic}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	s := &server{reg: store.NewMemory(), metrics: sdkmetric.NewManualReader()}
-	c, err := service.NewComponents(ctx, cfg, service.Options{
-		Registry: s.reg, PubSub: client, Logger: slog.New(slog.DiscardHandler),
-		ComputeHTTP: &http.Client{Transport: handlerTransport{gcefake.New(gcefake.Options{})}},
-		Meter:       sdkmetric.NewMeterProvider(sdkmetric.WithReader(s.metrics)),
-		// The verifier never fetches keys: no request here carries a token.
-		AuthOptions: []option.ClientOption{option.WithHTTPClient(&http.Client{Transport: handlerTransport{http.NotFoundHandler()}})},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close)
-	s.h = c.Handler
+	env := servicetest.New(t, settings)
+	s := &server{reg: env.Reg, metrics: sdkmetric.NewManualReader()}
+	env.Options.Meter = sdkmetric.NewMeterProvider(sdkmetric.WithReader(s.metrics))
+	s.h = env.Components(t).Handler
 	return s
 }
 

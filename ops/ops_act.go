@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/url"
 	"slices"
 	"strings"
 	"time"
@@ -322,16 +321,16 @@ errors, or reported failing health checks.`,
 	return cmd
 }
 
-// checkServiceURL accepts a plain-http base URL and returns its client.
+// serviceClient accepts a plain-http base URL and returns its client.
 func (o *opsOptions) serviceClient(cmd *cobra.Command, raw string) (*status.Client, error) {
-	u, err := url.Parse(raw)
-	if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
+	c, err := status.NewClient(raw, o.deps.HTTP)
+	if err != nil {
 		return nil, UsageError(cmd, "--url %q: want the service's base URL, e.g. http://127.0.0.1:8080", raw)
 	}
-	if u.Scheme == "https" {
+	if c.URL.Scheme == "https" {
 		return nil, UsageError(cmd, "--url %q: https (Cloud Run with an identity token) is not supported yet; run 'gcloud run services proxy SERVICE --port 8080' and use --url http://127.0.0.1:8080", raw)
 	}
-	return &status.Client{URL: u, HTTP: o.deps.HTTP}, nil
+	return c, nil
 }
 
 // remoteSweep asks a running service for a sweep.
@@ -519,7 +518,7 @@ there is none yet.`,
 				records = []store.HealthRecord{{At: st.Health.At, Status: st.Health.Status, Report: string(st.Health.Report)}}
 			}
 			if last > 1 {
-				fmt.Fprintf(cmd.ErrOrStderr(), "a service's /st0 has only its latest report; for the last %d, leave out --url (the registry has them)\n", last)
+				fmt.Fprintf(cmd.ErrOrStderr(), "a service's /status has only its latest report; for the last %d, leave out --url (the registry has them)\n", last)
 			}
 		} else {
 			reg, done, err := o.registry(ctx)

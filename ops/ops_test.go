@@ -397,7 +397,7 @@ func TestHealth(t *testing.T) {
 			return
 		}
 		json.NewEncoder(w).Encode(status.Report{Breaker: "closed", Version: "test",
-			Health: status.NewHealth(store.HealthRecord{At: now, Status: "ok", Report: string(b)})})
+			Health: status.NewHealth(now, "ok", string(b))})
 	}))
 	defer svc.Close()
 	r = e.Run(t, "health", "--url", svc.URL)

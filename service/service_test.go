@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -14,84 +13,32 @@ import (
 	"testing"
 	"time"
 
-	"cloud.google.com/go/pubsub/v2"
-	"cloud.google.com/go/pubsub/v2/apiv1/pubsubpb"
-	"cloud.google.com/go/pubsub/v2/pstest"
-	"github.com/sethvargo/go-envconfig"
-	"google.golang.org/api/option"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-
-	"github.com/snapsweep/snapsweep/config"
 	"github.com/snapsweep/snapsweep/events"
-	"github.com/snapsweep/snapsweep/gce/gcefake"
 	"github.com/snapsweep/snapsweep/handlers"
 	"github.com/snapsweep/snapsweep/internal/emulators"
 	"github.com/snapsweep/snapsweep/service"
+	"github.com/snapsweep/snapsweep/service/servicetest"
 	"github.com/snapsweep/snapsweep/store"
 )
 
 // OpenFirestore is tested against the Firestore emulator; the rest runs on
-// store.Memory, pstest and gcefake.
+// store.Memory, pstest and gcefake (servicetest).
 func TestMain(m *testing.M) { emulators.Main(m, emulators.Firestore) }
 
-const project = "proj-a"
-
-// parts are the injected clients of a service under test.
-type parts struct {
-	cfg  *config.Config
-	opts service.Options
-	reg  *store.Memory
-	fake *gcefake.Fake
-}
-
-func newParts(t *testing.T, settings map[string]string) *parts {
-	t.Helper()
-	ctx := context.Background()
-	p := &parts{reg: store.NewMemory(), fake: gcefake.New(gcefake.Options{})}
-	fakeSrv := httptest.NewServer(p.fake)
-	t.Cleanup(fakeSrv.Close)
-	vars := map[string]string{"GOOGLE_CLOUD_PROJECT": project, "SNAPSWEEP_COMPUTE_ENDPOINT": fakeSrv.URL}
-	for k, v := range settings {
-		vars[k] = v
-	}
-	cfg, err := config.Load(ctx, envconfig.MapLookuper(vars))
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.cfg = cfg
-	ps := pstest.NewServer()
-	t.Cleanup(func() { ps.Close() })
-	conn, err := grpc.NewClient(ps.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	client, err := pubsub.NewClient(ctx, project, option.WithGRPCConn(conn))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { client.Close() })
-	for _, topic := range []string{cfg.EventsTopic, cfg.CleanupTopic} {
-		if _, err := client.TopicAdminClient.CreateTopic(ctx, &pubsubpb.Topic{Name: "projects/" + project + "/topics/" + topic}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	p.opts = service.Options{Registry: p.reg, PubSub: client, Logger: slog.New(slog.DiscardHandler), Version: "v-test"}
-	return p
-}
+const project = servicetest.Project
 
 // TestServeThenShutDown: New listens before Run (the address is known
 // at once); Run serves the handler over HTTP, and returns nil once its
 // context ends, after which nothing listens.
 func TestServeThenShutDown(t *testing.T) {
 	t.Parallel()
-	p := newParts(t, nil)
+	p := servicetest.New(t, nil)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	p.opts.Listener = lis
-	svc, err := service.New(context.Background(), p.cfg, p.opts)
+	p.Options.Listener = lis
+	svc, err := service.New(context.Background(), p.Config, p.Options)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -125,8 +72,8 @@ func TestServeThenShutDown(t *testing.T) {
 func TestComponentsShareOneRegistry(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	p := newParts(t, nil)
-	c, err := service.NewComponents(ctx, p.cfg, p.opts)
+	p := servicetest.New(t, nil)
+	c, err := service.NewComponents(ctx, p.Config, p.Options)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -143,14 +90,14 @@ func TestComponentsShareOneRegistry(t *testing.T) {
 	if rec.Code != http.StatusOK {
 		t.Fatalf("push: %d %s", rec.Code, rec.Body)
 	}
-	if _, err := p.reg.GetSnapshot(ctx, store.Key{Project: project, Name: "snap-1"}); err != nil {
+	if _, err := p.Reg.GetSnapshot(ctx, store.Key{Project: project, Name: "snap-1"}); err != nil {
 		t.Errorf("the injected registry has no record of the pushed event: %v", err)
 	}
 	st, err := c.Status.Session(ctx, "s1")
-	if err != nil || st.Counts[store.Active] != 1 {
+	if err != nil || st.Counts[string(store.Active)] != 1 {
 		t.Errorf("status of s1: %+v, %v; want 1 active", st, err)
 	}
-	p.fake.AddSnapshot(project, "snap-1", map[string]string{p.cfg.SessionLabel: "s1"})
+	p.Fake.AddSnapshot(project, "snap-1", map[string]string{p.Config.SessionLabel: "s1"})
 	rep, err := c.Sweeper.Run(ctx, true, "run-1")
 	if err != nil || !rep.DryRun {
 		t.Errorf("dry-run sweep: %+v, %v", rep, err)
