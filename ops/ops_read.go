@@ -338,7 +338,7 @@ func sessionsCommand(deps Deps) *cobra.Command {
 		defer done()
 		id := args[0]
 		prices := cost.DefaultPrices()
-		if pf := so.env("SNAPSWEEP_PRICE_FILE", ""); pf != "" {
+		if pf := so.setting("SNAPSWEEP_PRICE_FILE"); pf != "" {
 			if prices, err = cost.LoadPrices(pf); err != nil {
 				return &ConfigError{err}
 			}

@@ -148,7 +148,7 @@ func runPublish(t *testing.T, vars map[string]string, stdin string, args ...stri
 	t.Helper()
 	lookup := func(k string) (string, bool) { v, ok := vars[k]; return v, ok }
 	root := &cobra.Command{Use: "snapsweep", SilenceUsage: true, SilenceErrors: true}
-	root.AddCommand(newPublishCommand(lookup, nil))
+	root.AddCommand(publishCommand(ops.Deps{Lookup: lookup}))
 	var out, errOut bytes.Buffer
 	root.SetArgs(args)
 	root.SetIn(strings.NewReader(stdin))

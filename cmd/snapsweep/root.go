@@ -15,7 +15,7 @@ func rootCommand() *cobra.Command { return newRootCommand(ops.DefaultDeps()) }
 // newRootCommand builds the command tree; the operator commands and the
 // demo reach the outside world through deps (tests inject their own).
 func newRootCommand(deps ops.Deps) *cobra.Command {
-	return ops.Root(version, deps, serveCommand(), fakeComputeCommand(), publishCommand(), demoCommand(deps), versionCommand())
+	return ops.Root(version, deps, serveCommand(deps), fakeComputeCommand(), publishCommand(deps), demoCommand(deps), versionCommand())
 }
 
 // versionCommand is `snapsweep version`.

@@ -14,7 +14,7 @@ import (
 	"github.com/snapsweep/snapsweep/telemetry"
 )
 
-func serveCommand() *cobra.Command {
+func serveCommand(deps ops.Deps) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Run the snapsweep service (Cloud Run): push endpoints, sweep, probes",
@@ -24,7 +24,7 @@ func serveCommand() *cobra.Command {
 	}
 	flags := config.Flags(cmd.Flags())
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
-		cfg, err := config.Load(cmd.Context(), flags, envconfig.OsLookuper())
+		cfg, err := config.Load(cmd.Context(), flags, envconfig.LookuperFunc(deps.Lookup))
 		if err != nil {
 			return &ops.ConfigError{Err: err}
 		}
