@@ -114,7 +114,7 @@ type opsOptions struct {
 	output string
 
 	// flags are the service settings the command takes as flags
-	// (config.FlagsFor: --project, --database, and per command
+	// (config.FlagsFor: --project, --firestore-database, and per command
 	// --cleanup-topic, --compute-endpoint, --projects, --price-file);
 	// unset, the environment, then the service's default, decide.
 	flags []envconfig.Lookuper
@@ -203,9 +203,6 @@ func (o *opsOptions) check(cmd *cobra.Command) error {
 		problems = append(problems, "no project: set --project or GOOGLE_CLOUD_PROJECT")
 	case !events.ValidProjectID(o.project):
 		problems = append(problems, fmt.Sprintf("--project %q is not a valid project id", o.project))
-	}
-	if o.database == "" {
-		problems = append(problems, "--database must not be empty")
 	}
 	if len(problems) > 0 {
 		return UsageError(cmd, "%s", strings.Join(problems, "; "))
