@@ -1,5 +1,9 @@
 // Package config is snapsweep's service configuration: the settings of the
 // contract, read from the environment and from flags, validated all at once.
+//
+// It owns the settings, their defaults and their validation, and generates
+// the commands' flags from them (Flags, FlagsFor); code elsewhere must not
+// read the environment for a setting itself.
 package config
 
 import (

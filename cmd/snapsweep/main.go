@@ -1,6 +1,10 @@
 // Command snapsweep is the snapsweep service and its operator tools: `serve`
 // runs the Cloud Run service; the other subcommands talk to a running
 // service or to its registry.
+//
+// Package main parses flags and prints: the service is package service, what
+// the operator commands do is package ops, and no decision about a
+// snapshot is made here.
 package main
 
 import (
