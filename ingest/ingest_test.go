@@ -9,12 +9,8 @@ import (
 	"time"
 
 	"cloud.google.com/go/pubsub/v2"
-	"cloud.google.com/go/pubsub/v2/apiv1/pubsubpb"
 	"cloud.google.com/go/pubsub/v2/pstest"
 	"github.com/google/go-cmp/cmp"
-	"google.golang.org/api/option"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/snapsweep/snapsweep/bus"
 	"github.com/snapsweep/snapsweep/cleanup"
@@ -22,6 +18,7 @@ import (
 	"github.com/snapsweep/snapsweep/ingest"
 	"github.com/snapsweep/snapsweep/internal/emulators"
 	"github.com/snapsweep/snapsweep/lifecycle"
+	"github.com/snapsweep/snapsweep/service/servicetest"
 	"github.com/snapsweep/snapsweep/store"
 )
 
@@ -48,26 +45,16 @@ type fixture struct {
 // noTopic is set (every publish fails).
 func newFixture(t *testing.T, reg store.Registry, projects []string, noTopic bool) *fixture {
 	t.Helper()
-	ctx := context.Background()
 	if reg == nil {
 		reg = store.NewMemory()
 	}
-	f := &fixture{reg: reg, ps: pstest.NewServer(), topic: "projects/" + project + "/topics/snapshot-cleanup"}
-	t.Cleanup(func() { f.ps.Close() })
-	conn, err := grpc.NewClient(f.ps.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	client, err := pubsub.NewClient(ctx, project, option.WithGRPCConn(conn))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { client.Close() })
+	f := &fixture{reg: reg, topic: "projects/" + project + "/topics/snapshot-cleanup"}
+	var topics []string
 	if !noTopic {
-		if _, err := client.TopicAdminClient.CreateTopic(ctx, &pubsubpb.Topic{Name: f.topic}); err != nil {
-			t.Fatal(err)
-		}
+		topics = append(topics, "snapshot-cleanup")
 	}
+	var client *pubsub.Client
+	f.ps, client = servicetest.PubSub(t, project, topics...)
 	pub := bus.NewPublisher(client, f.topic, bus.Options{Timeout: 2 * time.Second})
 	t.Cleanup(pub.Stop)
 	now := func() time.Time { return t0 }

@@ -638,23 +638,14 @@ cleanup deletes it until 'snapsweep release'. Holding is safe and needs no
 		}
 		defer done()
 		at := o.deps.Now().UTC().Truncate(time.Microsecond)
-		var refused error
 		already := false
 		policy := cfg.Policy()
-		rec, err := reg.UpdateSnapshot(ctx, key, store.TaskKey{}, func(cur *store.Snapshot, _ *store.Task) (*store.Snapshot, error) {
+		rec, err := transition(ctx, reg, "hold", key, func(cur *store.Snapshot, _ *store.Task) (*store.Snapshot, error) {
 			already = cur != nil && cur.State == store.Held
-			next, err := policy.HoldFor(cur, by, reason, at)
-			refused = err
-			if errors.Is(err, store.ErrNotFound) {
-				refused = errNoRecord
-			}
-			return next, nil
+			return policy.HoldFor(cur, by, reason, at)
 		})
 		if err != nil {
-			return fmt.Errorf("hold %s: %w", key, err)
-		}
-		if refused != nil {
-			return fmt.Errorf("hold %s: %w", key, refused)
+			return err
 		}
 		if o.json() {
 			return o.write(cmd.OutOrStdout(), rec)
@@ -724,25 +715,16 @@ be deleted. Without --yes it only shows what would change.`,
 			return nil
 		}
 		at := o.deps.Now().UTC().Truncate(time.Microsecond)
-		var refused error
 		var was store.Snapshot
 		policy := cfg.Policy()
-		rec, err := reg.UpdateSnapshot(ctx, key, store.TaskKey{}, func(cur *store.Snapshot, t *store.Task) (*store.Snapshot, error) {
+		rec, err := transition(ctx, reg, "release", key, func(cur *store.Snapshot, t *store.Task) (*store.Snapshot, error) {
 			if cur != nil {
 				was = *cur
 			}
-			next, err := policy.UnholdFor(cur, t, at)
-			refused = err
-			if errors.Is(err, store.ErrNotFound) {
-				refused = errNoRecord
-			}
-			return next, nil
+			return policy.UnholdFor(cur, t, at)
 		})
 		if err != nil {
-			return fmt.Errorf("release %s: %w", key, err)
-		}
-		if refused != nil {
-			return fmt.Errorf("release %s: %w", key, refused)
+			return err
 		}
 		if o.json() {
 			return o.write(w, rec)
@@ -762,4 +744,27 @@ func (o *opsOptions) pubsubEndpoint(project, topic string) string {
 		return fmt.Sprintf("the Pub/Sub emulator at %s (topic %s of project %s)", h, topic, project)
 	}
 	return fmt.Sprintf("Pub/Sub (pubsub.googleapis.com, topic %s of project %s)", topic, project)
+}
+
+// transition runs an operator's lifecycle transition (fn) on a record in a
+// registry transaction. A transition that refuses (fn's error) changes
+// nothing and is reported as the command's failure, as is a record that
+// does not exist (errNoRecord).
+func transition(ctx context.Context, reg store.Registry, verb string, key store.Key, fn store.SnapshotFunc) (*store.Snapshot, error) {
+	var refused error
+	rec, err := reg.UpdateSnapshot(ctx, key, store.TaskKey{}, func(cur *store.Snapshot, t *store.Task) (*store.Snapshot, error) {
+		next, err := fn(cur, t)
+		refused = err
+		if errors.Is(err, store.ErrNotFound) {
+			refused = errNoRecord
+		}
+		return next, nil
+	})
+	if err == nil {
+		err = refused
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%s %s: %w", verb, key, err)
+	}
+	return rec, nil
 }

@@ -4,11 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"go/parser"
-	"go/token"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -190,39 +187,6 @@ func TestClientErrors(t *testing.T) {
 	for _, bad := range []string{"snapsweep.example", "://x", "ftp://x.example", "/status"} {
 		if _, err := status.NewClient(bad, nil); err == nil || !strings.Contains(err.Error(), strconv.Quote(bad)) {
 			t.Errorf("NewClient(%q) = %v; want an error naming it", bad, err)
-		}
-	}
-}
-
-// TestImports keeps the wire light for jobs (package reporter): status
-// and cost/figures import the standard library, events and each other
-// only, nothing of the service.
-func TestImports(t *testing.T) {
-	t.Parallel()
-	allowed := map[string]bool{
-		"github.com/snapsweep/snapsweep/events":       true,
-		"github.com/snapsweep/snapsweep/cost/figures": true,
-	}
-	for _, glob := range []string{"*.go", "../cost/figures/*.go"} {
-		files, err := filepath.Glob(glob)
-		if err != nil || len(files) == 0 {
-			t.Fatalf("%s: %v (%d files)", glob, err, len(files))
-		}
-		for _, f := range files {
-			if strings.HasSuffix(f, "_test.go") {
-				continue
-			}
-			parsed, err := parser.ParseFile(token.NewFileSet(), f, nil, parser.ImportsOnly)
-			if err != nil {
-				t.Fatal(err)
-			}
-			for _, imp := range parsed.Imports {
-				path, _ := strconv.Unquote(imp.Path.Value)
-				std := !strings.Contains(strings.SplitN(path, "/", 2)[0], ".")
-				if !std && !allowed[path] {
-					t.Errorf("%s imports %s; the wire may depend on events and cost/figures only", f, path)
-				}
-			}
 		}
 	}
 }

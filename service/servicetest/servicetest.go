@@ -49,8 +49,7 @@ type Env struct {
 func New(t testing.TB, settings map[string]string) *Env {
 	t.Helper()
 	ctx := context.Background()
-	e := &Env{Reg: store.NewMemory(), Fake: gcefake.New(gcefake.Options{}), PubSub: pstest.NewServer()}
-	t.Cleanup(func() { e.PubSub.Close() })
+	e := &Env{Reg: store.NewMemory(), Fake: gcefake.New(gcefake.Options{})}
 	fakeSrv := httptest.NewServer(e.Fake)
 	t.Cleanup(fakeSrv.Close)
 	vars := map[string]string{"GOOGLE_CLOUD_PROJECT": Project, "SNAPSWEEP_COMPUTE_ENDPOINT": fakeSrv.URL}
@@ -62,20 +61,8 @@ func New(t testing.TB, settings map[string]string) *Env {
 		t.Fatal(err)
 	}
 	e.Config = cfg
-	conn, err := grpc.NewClient(e.PubSub.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	client, err := pubsub.NewClient(ctx, Project, option.WithGRPCConn(conn))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { client.Close() })
-	for _, topic := range []string{cfg.EventsTopic, cfg.CleanupTopic} {
-		if _, err := client.TopicAdminClient.CreateTopic(ctx, &pubsubpb.Topic{Name: "projects/" + Project + "/topics/" + topic}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	var client *pubsub.Client
+	e.PubSub, client = PubSub(t, Project, cfg.EventsTopic, cfg.CleanupTopic)
 	e.Options = service.Options{
 		Registry: e.Reg, PubSub: client, Logger: slog.New(slog.DiscardHandler), Version: "v-test",
 		// The OIDC verifier never fetches keys: no test request carries a
@@ -83,6 +70,31 @@ func New(t testing.TB, settings map[string]string) *Env {
 		AuthOptions: []option.ClientOption{option.WithHTTPClient(&http.Client{Transport: noNetwork{}})},
 	}
 	return e
+}
+
+// PubSub is an in-process Pub/Sub server (pstest) and the real client of
+// project on it, with the topics (ids) created; both close when the test
+// ends.
+func PubSub(t testing.TB, project string, topics ...string) (*pstest.Server, *pubsub.Client) {
+	t.Helper()
+	ctx := context.Background()
+	srv := pstest.NewServer()
+	t.Cleanup(func() { srv.Close() })
+	conn, err := grpc.NewClient(srv.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	client, err := pubsub.NewClient(ctx, project, option.WithGRPCConn(conn))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { client.Close() })
+	for _, topic := range topics {
+		if _, err := client.TopicAdminClient.CreateTopic(ctx, &pubsubpb.Topic{Name: "projects/" + project + "/topics/" + topic}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return srv, client
 }
 
 // Components builds the service's parts (closed when the test ends).
