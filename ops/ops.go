@@ -236,6 +236,20 @@ func (o *opsOptions) registry(ctx context.Context) (store.Registry, func(), erro
 	}, nil
 }
 
+// open loads the service configuration and opens the registry (close it
+// with the func when done).
+func (o *opsOptions) open(ctx context.Context) (*config.Config, store.Registry, func(), error) {
+	cfg, err := o.config(ctx)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	reg, done, err := o.registry(ctx)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return cfg, reg, done, nil
+}
+
 // config loads the service configuration the way `snapsweep serve` does
 // (flags first, then the environment), so that the policy, the ownership
 // label and the allowlist are the service's.

@@ -114,11 +114,7 @@ type CleanupResult struct {
 
 func (o *opsOptions) manualCleanup(cmd *cobra.Command, session, task string, yes bool) error {
 	ctx := cmd.Context()
-	cfg, err := o.config(ctx)
-	if err != nil {
-		return err
-	}
-	reg, done, err := o.registry(ctx)
+	cfg, reg, done, err := o.open(ctx)
 	if err != nil {
 		return err
 	}
@@ -361,11 +357,7 @@ func (o *opsOptions) remoteSweep(ctx context.Context, cmd *cobra.Command, raw st
 // localSweep runs a sweep in this process with the service's own wiring
 // (service.NewComponents builds the sweeper; nothing listens).
 func (o *opsOptions) localSweep(ctx context.Context, dryRun bool) (*sweep.Report, error) {
-	cfg, err := o.config(ctx)
-	if err != nil {
-		return nil, err
-	}
-	reg, done, err := o.registry(ctx)
+	cfg, reg, done, err := o.open(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -628,11 +620,7 @@ cleanup deletes it until 'snapsweep release'. Holding is safe and needs no
 			by = o.env("USER", "operator")
 		}
 		ctx := cmd.Context()
-		cfg, err := o.config(ctx)
-		if err != nil {
-			return err
-		}
-		reg, done, err := o.registry(ctx)
+		cfg, reg, done, err := o.open(ctx)
 		if err != nil {
 			return err
 		}
@@ -686,11 +674,7 @@ be deleted. Without --yes it only shows what would change.`,
 			return err
 		}
 		ctx := cmd.Context()
-		cfg, err := o.config(ctx)
-		if err != nil {
-			return err
-		}
-		reg, done, err := o.registry(ctx)
+		cfg, reg, done, err := o.open(ctx)
 		if err != nil {
 			return err
 		}
