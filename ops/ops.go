@@ -13,7 +13,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/snapsweep/snapsweep/service"
 	"io"
 	"net/http"
 	"os"
@@ -29,6 +28,7 @@ import (
 
 	"github.com/snapsweep/snapsweep/config"
 	"github.com/snapsweep/snapsweep/events"
+	"github.com/snapsweep/snapsweep/service"
 	"github.com/snapsweep/snapsweep/store"
 )
 

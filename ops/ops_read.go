@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/snapsweep/snapsweep/service"
-	"github.com/snapsweep/snapsweep/status"
 	"net/http"
 	"slices"
 	"strings"
@@ -17,6 +15,8 @@ import (
 	"github.com/snapsweep/snapsweep/cost"
 	"github.com/snapsweep/snapsweep/events"
 	"github.com/snapsweep/snapsweep/gce"
+	"github.com/snapsweep/snapsweep/service"
+	"github.com/snapsweep/snapsweep/status"
 	"github.com/snapsweep/snapsweep/store"
 )
 

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"github.com/snapsweep/snapsweep/ops"
 	"os"
 	"time"
 
@@ -10,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/snapsweep/snapsweep/config"
+	"github.com/snapsweep/snapsweep/ops"
 	"github.com/snapsweep/snapsweep/service"
 	"github.com/snapsweep/snapsweep/telemetry"
 )
