@@ -14,6 +14,8 @@ import (
 	"github.com/snapsweep/snapsweep/telemetry"
 )
 
+// serveCommand is `snapsweep serve`: the service, configured from its flags
+// (config.Flags) and the environment (deps.Lookup).
 func serveCommand(deps ops.Deps) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "serve",
