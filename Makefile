@@ -48,6 +48,10 @@ bench: ## run the benchmarks and write BENCHMARKS.md (scripts/bench.sh); with BE
 chaos: ## chaos run: 2+ serve processes, faulty Compute, Firestore freeze, SIGKILLs; checks the invariants (docs/chaos.md; CHAOS_RUNS=N, ARGS=driver flags)
 	bash scripts/chaos.sh $(ARGS)
 
+.PHONY: chaos-fleet
+chaos-fleet: ## the chaos run at fleet scale: 88 sessions (>5,000 events, >10,000 deliveries), quota 60/min (CHAOS_RUNS=N, ARGS=more driver flags)
+	bash scripts/chaos.sh --sessions 88 --quota 60 $(ARGS)
+
 container-check: ## build as the Dockerfile does; check it runs as non-root and answers /health
 	bash scripts/container-check.sh
 

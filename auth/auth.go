@@ -19,6 +19,9 @@
 // the signature, expiry and audience only, so this package checks the rest
 // itself: the algorithm (RS256 only, before any key is fetched), the issuer,
 // email_verified and the email allowlist.
+//
+// It owns the check only: it must not look into the request body, and it
+// decides nothing about snapshots or messages.
 package auth
 
 import (

@@ -1,6 +1,9 @@
 // Package bus publishes snapsweep's own messages (cleanup requests) to
 // Pub/Sub, carrying the W3C trace context in message attributes so that a
 // trace continues from the migration event into the deletion.
+//
+// It owns the publish only: what to publish, and what a failed publish
+// means for the record, is the caller's (cleanup.Scheduler).
 package bus
 
 import (

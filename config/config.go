@@ -1,5 +1,9 @@
 // Package config is snapsweep's service configuration: the settings of the
 // contract, read from the environment and from flags, validated all at once.
+//
+// It owns the settings, their defaults and their validation, and generates
+// the commands' flags from them (Flags, FlagsFor); code elsewhere must not
+// read the environment for a setting itself.
 package config
 
 import (
@@ -400,9 +404,24 @@ func (l *flagLookuper) NameOf(key string) string { return "--" + FlagName(key) }
 
 // Flags registers one flag per setting on fs, with its meaning, type and
 // default, and returns a lookuper of the flags the user set.
-func Flags(fs *pflag.FlagSet) envconfig.Lookuper {
+func Flags(fs *pflag.FlagSet) envconfig.Lookuper { return FlagsFor(fs) }
+
+// FlagsFor registers the flags of the named settings only (all of them
+// when none is named), generated from Config like Flags: the operator
+// commands declare their shared settings (--project, --cleanup-topic,
+// --compute-endpoint, ...) with it. It panics on a name that is not a
+// setting, a programming error.
+func FlagsFor(fs *pflag.FlagSet, envs ...string) envconfig.Lookuper {
+	want, unknown := map[string]bool{}, map[string]bool{}
+	for _, e := range envs {
+		want[e], unknown[e] = true, true
+	}
 	l := &flagLookuper{fs: fs, vals: map[string]*flagValue{}}
 	for _, s := range Settings() {
+		if len(want) > 0 && !want[s.Env] {
+			continue
+		}
+		delete(unknown, s.Env)
 		v := &flagValue{kind: s.Kind}
 		l.vals[s.Env] = v
 		f := fs.VarPF(v, FlagName(s.Env), "", s.Help+" (env "+s.Env+")")
@@ -414,7 +433,32 @@ func Flags(fs *pflag.FlagSet) envconfig.Lookuper {
 			f.NoOptDefVal = "true"
 		}
 	}
+	for e := range unknown {
+		panic(fmt.Sprintf("config.FlagsFor: %s is not a setting", e))
+	}
 	return l
+}
+
+// Value is the text of one setting as Load would read it: from the first
+// lookuper that has it (not empty), else its default (a "$NAME" default
+// is setting NAME's value). Commands that need one setting before, or
+// without, the whole configuration (the registry's project and database)
+// read it with Value.
+func Value(env string, lookupers ...envconfig.Lookuper) string {
+	for _, l := range lookupers {
+		if v, ok := l.Lookup(env); ok && strings.TrimSpace(v) != "" {
+			return v
+		}
+	}
+	for _, s := range Settings() {
+		if s.Env == env {
+			if ref, ok := strings.CutPrefix(s.Default, "$"); ok {
+				return Value(ref, lookupers...)
+			}
+			return s.Default
+		}
+	}
+	return ""
 }
 
 // FlagLookuper wraps a lookuper of flag values so that Load names its

@@ -226,3 +226,42 @@ func TestDeleteRateByProject(t *testing.T) {
 		})
 	}
 }
+
+// TestFlagsForDeclaresOnlyTheNamedSettings: a command's shared settings
+// are flags generated from Config (name, type, meaning, default), set
+// flags win over the environment, and Value reads one setting the way Load
+// does, defaults and "$NAME" defaults included.
+func TestFlagsForDeclaresOnlyTheNamedSettings(t *testing.T) {
+	t.Parallel()
+	fs := pflag.NewFlagSet("sweep", pflag.ContinueOnError)
+	flags := config.FlagsFor(fs, "GOOGLE_CLOUD_PROJECT", "SNAPSWEEP_PROJECTS", "SNAPSWEEP_COMPUTE_ENDPOINT")
+	var names []string
+	fs.VisitAll(func(f *pflag.Flag) { names = append(names, f.Name) })
+	if diff := cmp.Diff([]string{"compute-endpoint", "project", "projects"}, names); diff != "" {
+		t.Errorf("flags (-want +got):\n%s", diff)
+	}
+	if err := fs.Parse([]string{"--project", "from-flag"}); err != nil {
+		t.Fatal(err)
+	}
+	env := envconfig.MapLookuper(map[string]string{"GOOGLE_CLOUD_PROJECT": "from-env", "SNAPSWEEP_COMPUTE_ENDPOINT": "http://127.0.0.1:1"})
+	got := map[string]string{}
+	for _, e := range []string{"GOOGLE_CLOUD_PROJECT", "SNAPSWEEP_PROJECTS", "SNAPSWEEP_COMPUTE_ENDPOINT", "SNAPSWEEP_FIRESTORE_DATABASE", "SNAPSWEEP_AUTH_AUDIENCE"} {
+		got[e] = config.Value(e, flags, env)
+	}
+	want := map[string]string{
+		"GOOGLE_CLOUD_PROJECT":         "from-flag",
+		"SNAPSWEEP_PROJECTS":           "from-flag", // default $GOOGLE_CLOUD_PROJECT
+		"SNAPSWEEP_COMPUTE_ENDPOINT":   "http://127.0.0.1:1",
+		"SNAPSWEEP_FIRESTORE_DATABASE": "(default)",
+		"SNAPSWEEP_AUTH_AUDIENCE":      "",
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("Value (-want +got):\n%s", diff)
+	}
+	defer func() {
+		if recover() == nil {
+			t.Error("FlagsFor accepted a name that is not a setting")
+		}
+	}()
+	config.FlagsFor(pflag.NewFlagSet("x", pflag.ContinueOnError), "SNAPSWEEP_NO_SUCH")
+}

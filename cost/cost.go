@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/snapsweep/snapsweep/cost/figures"
 	"github.com/snapsweep/snapsweep/store"
 )
 
@@ -18,21 +19,29 @@ const GiB = 1 << 30
 // HoursPerMonth is the month Google's price list counts in.
 const HoursPerMonth = 730
 
-// Reason is why a snapshot is still kept.
-type Reason string
+// The figures of the account are package figures' types (the /status wire
+// and the job-side reporter carry them without the registry); cost
+// computes them.
+type (
+	Reason       = figures.Reason
+	Amount       = figures.Amount
+	Retention    = figures.Retention
+	Figures      = figures.Figures
+	MissingPrice = figures.MissingPrice
+)
 
 // Reasons a snapshot is kept, in report order.
 const (
-	Retained Reason = "retained" // its task failed: kept until its retention ends
-	Running  Reason = "running"  // its task has not finished (or an adopted orphan not expired)
-	Deleting Reason = "deleting" // a cleanup is under way
-	Held     Reason = "held"     // an operator holds it
-	Refused  Reason = "refused"  // the ownership check failed: never deleted by snapsweep
-	Failed   Reason = "failed"   // a delete failed permanently: an operator must look
+	Retained = figures.Retained
+	Running  = figures.Running
+	Deleting = figures.Deleting
+	Held     = figures.Held
+	Refused  = figures.Refused
+	Failed   = figures.Failed
 )
 
 // Reasons lists every reason in report order.
-func Reasons() []Reason { return []Reason{Retained, Running, Deleting, Held, Refused, Failed} }
+func Reasons() []Reason { return figures.Reasons() }
 
 // ReasonOf is why a live record is kept ("" for a closed one).
 func ReasonOf(st store.State) Reason {
@@ -53,65 +62,6 @@ func ReasonOf(st store.State) Reason {
 	return ""
 }
 
-// Amount is storage and its monthly cost.
-type Amount struct {
-	Snapshots int `json:"snapshots"`
-	// Bytes is Compute's storageBytes summed; for a size still UPDATING
-	// the source disk's size bounds it (see NotFinal). For deleted
-	// snapshots it is an upper bound of what was freed.
-	Bytes int64 `json:"bytes"`
-	// MonthlyCost is the cost of Bytes per month, over the snapshots that
-	// have a price (Unpriced counts the others).
-	MonthlyCost float64 `json:"monthlyCost"`
-	// Unmeasured counts snapshots whose size snapsweep never read (not in
-	// Bytes); NotFinal those whose size was still UPDATING when read;
-	// Unpriced those with no price for their type and location.
-	Unmeasured int `json:"unmeasured,omitempty"`
-	NotFinal   int `json:"notFinal,omitempty"`
-	Unpriced   int `json:"unpriced,omitempty"`
-}
-
-func (a *Amount) add(b Amount) {
-	a.Snapshots += b.Snapshots
-	a.Bytes += b.Bytes
-	a.MonthlyCost += b.MonthlyCost
-	a.Unmeasured += b.Unmeasured
-	a.NotFinal += b.NotFinal
-	a.Unpriced += b.Unpriced
-}
-
-// Retention is one retained snapshot and what keeping it until its
-// retention ends costs.
-type Retention struct {
-	Project   string    `json:"project"`
-	Name      string    `json:"name"`
-	SessionID string    `json:"sessionId"`
-	Until     time.Time `json:"until"`
-	Bytes     int64     `json:"bytes"`
-	// Cost is Bytes at its price from now until Until (nil: no size or no
-	// price).
-	Cost *float64 `json:"cost,omitempty"`
-}
-
-// Figures are the figures of one scope (a session, a project, or all).
-type Figures struct {
-	// Deleted is what snapsweep deleted: Bytes is the storage those
-	// snapshots held when read right before their delete, an upper bound
-	// of what was freed; MonthlyCost the monthly cost that avoids.
-	Deleted Amount `json:"deleted"`
-	// Kept is what is still kept, by reason; KeptTotal sums it.
-	Kept      map[Reason]Amount `json:"kept"`
-	KeptTotal Amount            `json:"keptTotal"`
-	// RetentionCost is the cost of keeping every retained snapshot until
-	// its retention ends (over those with a size and a price).
-	RetentionCost float64 `json:"retentionCost"`
-	// GoneOtherwise counts snapshots closed without snapsweep deleting
-	// them (the job deleted them, or they vanished): no saving claimed.
-	GoneOtherwise int `json:"goneOtherwise,omitempty"`
-}
-
-func newFigures() *Figures { return &Figures{Kept: map[Reason]Amount{}} }
-
 // Chain is an incremental chain (one source disk, or one chain name) with
 // a deleted snapshot and a kept one, both registered: Compute moved the
 // data the kept ones still need into them, so the chain's total before and
@@ -129,14 +79,6 @@ type Chain struct {
 	After  *int64 `json:"after,omitempty"`
 	// Freed is Before - After.
 	Freed *int64 `json:"freed,omitempty"`
-}
-
-// MissingPrice is a type and location snapshots are stored in that the
-// price table has no price for: their cost is left out, not guessed.
-type MissingPrice struct {
-	Where     string `json:"where"`
-	Snapshots int    `json:"snapshots"`
-	Bytes     int64  `json:"bytes"`
 }
 
 // Report is the whole account.
@@ -171,7 +113,7 @@ func Compute(records []store.Snapshot, prices Prices, now time.Time) *Report {
 		cur = "USD"
 	}
 	r := &Report{At: now.UTC(), Currency: cur, Prices: prices.Source + "; taken " + prices.TakenOn,
-		Overall: *newFigures(), Projects: map[string]*Figures{}, Sessions: map[string]*Figures{}, Bounds: Bounds}
+		Overall: *figures.New(), Projects: map[string]*Figures{}, Sessions: map[string]*Figures{}, Bounds: Bounds}
 	missing := map[string]*MissingPrice{}
 	type member struct {
 		rec     store.Snapshot
@@ -194,7 +136,7 @@ func Compute(records []store.Snapshot, prices Prices, now time.Time) *Report {
 		switch {
 		case s.State == store.Deleted && s.DeletedBy == "snapsweep":
 			for _, f := range scopes {
-				f.Deleted.add(a)
+				f.Deleted.Add(a)
 			}
 			if k, ok := chainKey(s); ok {
 				chains[k] = append(chains[k], member{s, true})
@@ -209,9 +151,9 @@ func Compute(records []store.Snapshot, prices Prices, now time.Time) *Report {
 			why := ReasonOf(s.State)
 			for _, f := range scopes {
 				k := f.Kept[why]
-				k.add(a)
+				k.Add(a)
 				f.Kept[why] = k
-				f.KeptTotal.add(a)
+				f.KeptTotal.Add(a)
 			}
 			if k, ok := chainKey(s); ok {
 				chains[k] = append(chains[k], member{s, false})
@@ -305,7 +247,7 @@ func Compute(records []store.Snapshot, prices Prices, now time.Time) *Report {
 func scope(m map[string]*Figures, k string) *Figures {
 	f := m[k]
 	if f == nil {
-		f = newFigures()
+		f = figures.New()
 		m[k] = f
 	}
 	return f
@@ -330,7 +272,6 @@ func AmountOf(z *store.Size, prices Prices) Amount {
 }
 
 // Add adds b to a.
-func (a *Amount) Add(b Amount) { a.add(b) }
 
 // measure is one snapshot's amount, its price and whether it has one.
 func measure(z *store.Size, prices Prices) (Amount, float64, bool) {

@@ -4,6 +4,10 @@
 // per project and overall. It computes from registry records only (the
 // sizes Compute reported when snapsweep read each snapshot) and a price
 // table that is configuration, never fetched at run time.
+//
+// It reads records and never changes them; its figures are reports, and no
+// decision about a snapshot may depend on them. Its vocabulary (Amount,
+// Figures, ...) is package cost/figures', aliased here.
 package cost
 
 import (

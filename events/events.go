@@ -7,6 +7,9 @@
 //
 // The JSON Schemas in schema/ describe the same rules for producers; a test
 // keeps them and the Go code in agreement.
+//
+// It knows messages, not state: it must not read the registry or decide
+// what an event does to a record (ingest and lifecycle do).
 package events
 
 import (

@@ -5,6 +5,10 @@
 //
 // The adapter makes one attempt per call (list pages excepted, see ListByLabel): retries,
 // backoff, rate limiting and circuit breaking belong to the caller, which sees the class.
+//
+// It must not decide whether a snapshot may be deleted: the ownership and
+// identity checks are lifecycle's, run by the cleanup engine before it calls
+// Delete.
 package gce
 
 import (

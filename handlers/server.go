@@ -2,6 +2,10 @@
 // Cloud Scheduler sweep endpoint and the probes. It decodes requests, hands
 // them to the packages that do the work, and maps outcomes to status codes:
 // 2xx acknowledges, 5xx only for trouble a redelivery may fix.
+//
+// It must not decide anything about a snapshot or keep state between
+// requests: ingest, cleanup and sweep do the work, and every answer is safe
+// to repeat (Pub/Sub redelivers).
 package handlers
 
 import (

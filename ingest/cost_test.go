@@ -25,8 +25,6 @@ import (
 	"github.com/snapsweep/snapsweep/store"
 )
 
-func TestMain(m *testing.M) { emulators.Main(m, emulators.Firestore) }
-
 const label = "migration-session"
 
 // handlerTransport serves Compute requests from the fake in-process.

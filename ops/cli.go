@@ -22,6 +22,51 @@ type ConfigError struct{ Err error }
 func (e *ConfigError) Error() string { return e.Err.Error() }
 func (e *ConfigError) Unwrap() error { return e.Err }
 
+// The exit-code rule of the whole CLI, in one place:
+//
+//	0  the command did what it was asked
+//	1  it failed (an unknown session, a failing health report, a registry
+//	   that did not answer in time, ...)
+//	2  the command line or the configuration is wrong: unknown commands,
+//	   flags or arguments, missing arguments, invalid ids, bad settings
+//
+// Every error cobra returns before a command runs is a usage error
+// (Execute sees to it); commands mark their own with UsageError
+// (ConfigError).
+const (
+	ExitOK      = 0
+	ExitFailure = 1
+	ExitUsage   = 2
+)
+
+// ExitCode maps a command's error to its exit code.
+func ExitCode(err error) int {
+	var ce *ConfigError
+	switch {
+	case err == nil:
+		return ExitOK
+	case errors.As(err, &ce):
+		return ExitUsage
+	}
+	return ExitFailure
+}
+
+// Root is the snapsweep command tree: the operator commands and the
+// commands of package main (more), with every flag error a usage error.
+func Root(version string, deps Deps, more ...*cobra.Command) *cobra.Command {
+	root := &cobra.Command{
+		Use:           "snapsweep",
+		Short:         "Keep disk migrations from leaking Compute Engine snapshots",
+		Version:       version,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.AddCommand(more...)
+	root.AddCommand(Commands(deps)...)
+	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return UsageError(c, "%v", err) })
+	return root
+}
+
 // UsageError is an invalid command line (exit code 2).
 func UsageError(cmd *cobra.Command, format string, args ...any) error {
 	return &ConfigError{fmt.Errorf("%s: %s (see %s --help)", cmd.CommandPath(), fmt.Sprintf(format, args...), cmd.CommandPath())}
@@ -81,7 +126,7 @@ func subcommandNames(c *cobra.Command) string {
 // --timeout, tells a terminal what a slow command waits for, explains a
 // command that ran out of time, and turns every error cobra raises before
 // a command runs (unknown command or flag, bad arguments) into a usage
-// error, so that exitCode is the CLI's one exit-code rule.
+// error, so that ExitCode is the CLI's one exit-code rule.
 // terminal says whether stderr is a terminal.
 func Execute(ctx context.Context, root *cobra.Command, args []string, terminal func(io.Writer) bool) error {
 	ran := false

@@ -13,7 +13,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/snapsweep/snapsweep/service"
 	"io"
 	"net/http"
 	"os"
@@ -29,6 +28,7 @@ import (
 
 	"github.com/snapsweep/snapsweep/config"
 	"github.com/snapsweep/snapsweep/events"
+	"github.com/snapsweep/snapsweep/service"
 	"github.com/snapsweep/snapsweep/store"
 )
 
@@ -110,16 +110,19 @@ func Commands(deps Deps) []*cobra.Command {
 
 // opsOptions are the flags every operator command shares.
 type opsOptions struct {
-	deps     Deps
+	deps   Deps
+	output string
+
+	// flags are the service settings the command takes as flags
+	// (config.FlagsFor: --project, --firestore-database, and per command
+	// --cleanup-topic, --compute-endpoint, --projects, --price-file);
+	// unset, the environment, then the service's default, decide.
+	flags []envconfig.Lookuper
+
+	// project and database are the registry's, read by check (and by
+	// registry, for completion, which runs without check).
 	project  string
 	database string
-	output   string
-
-	// Service settings that some commands take as flags; empty means the
-	// environment (or the service's default).
-	cleanupTopic    string
-	computeEndpoint string
-	projects        string
 
 	// remote is set when the command talks to a running service (--url)
 	// instead of the registry: then no project is needed.
@@ -137,25 +140,39 @@ const defaultTimeout = 30 * time.Second
 func newOpsOptions(cmd *cobra.Command, deps Deps) *opsOptions {
 	o := &opsOptions{deps: deps}
 	fl := cmd.Flags()
-	fl.StringVar(&o.project, "project", o.env("GOOGLE_CLOUD_PROJECT", ""), "project of the registry (Firestore) and of Pub/Sub (env GOOGLE_CLOUD_PROJECT)")
-	fl.StringVar(&o.database, "database", o.env("SNAPSWEEP_FIRESTORE_DATABASE", "(default)"), "Firestore database id (env SNAPSWEEP_FIRESTORE_DATABASE)")
+	o.addSettings(cmd, "GOOGLE_CLOUD_PROJECT", "SNAPSWEEP_FIRESTORE_DATABASE")
 	fl.StringVarP(&o.output, "output", "o", "table", "output format: table, json or yaml")
 	fl.DurationVar(&o.timeout, "timeout", defaultTimeout, "give up after this long, naming what did not answer")
 	cmd.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return UsageError(c, "%v", err) })
 	return o
 }
 
+// addSettings adds flags of service settings (generated from the
+// configuration by config.FlagsFor).
+func (o *opsOptions) addSettings(cmd *cobra.Command, envs ...string) {
+	o.flags = append(o.flags, config.FlagsFor(cmd.Flags(), envs...))
+}
+
 // addCleanupTopic adds --cleanup-topic (commands that publish cleanup messages).
 func (o *opsOptions) addCleanupTopic(cmd *cobra.Command) {
-	cmd.Flags().StringVar(&o.cleanupTopic, "cleanup-topic", "", "topic of cleanup messages (env SNAPSWEEP_CLEANUP_TOPIC, default snapshot-cleanup)")
+	o.addSettings(cmd, "SNAPSWEEP_CLEANUP_TOPIC")
 }
 
 // addCompute adds the flags of commands that call the Compute API.
 func (o *opsOptions) addCompute(cmd *cobra.Command) {
-	cmd.Flags().StringVar(&o.computeEndpoint, "compute-endpoint", "", "base URL of the Compute API, e.g. a local fake (env SNAPSWEEP_COMPUTE_ENDPOINT; default: the real API with Application Default Credentials)")
-	cmd.Flags().StringVar(&o.projects, "projects", "", "comma list of managed projects (env SNAPSWEEP_PROJECTS, default --project)")
+	o.addSettings(cmd, "SNAPSWEEP_COMPUTE_ENDPOINT", "SNAPSWEEP_PROJECTS")
 }
 
+// lookups are where settings come from: the flags, then the environment.
+func (o *opsOptions) lookups() []envconfig.Lookuper {
+	return append(slices.Clone(o.flags), envconfig.LookuperFunc(o.deps.Lookup))
+}
+
+// setting is one service setting's value (config.Value).
+func (o *opsOptions) setting(env string) string { return config.Value(env, o.lookups()...) }
+
+// env reads a variable that is no setting of the service (USER, the
+// emulator hosts).
 func (o *opsOptions) env(name, def string) string {
 	if v, ok := o.deps.Lookup(name); ok && v != "" {
 		return v
@@ -163,8 +180,14 @@ func (o *opsOptions) env(name, def string) string {
 	return def
 }
 
+// resolve reads the registry's project and database.
+func (o *opsOptions) resolve() {
+	o.project, o.database = o.setting("GOOGLE_CLOUD_PROJECT"), o.setting("SNAPSWEEP_FIRESTORE_DATABASE")
+}
+
 // check validates the shared flags (usage errors exit 2).
 func (o *opsOptions) check(cmd *cobra.Command) error {
+	o.resolve()
 	var problems []string
 	switch o.output {
 	case "table", "json", "yaml":
@@ -180,9 +203,6 @@ func (o *opsOptions) check(cmd *cobra.Command) error {
 		problems = append(problems, "no project: set --project or GOOGLE_CLOUD_PROJECT")
 	case !events.ValidProjectID(o.project):
 		problems = append(problems, fmt.Sprintf("--project %q is not a valid project id", o.project))
-	}
-	if o.database == "" {
-		problems = append(problems, "--database must not be empty")
 	}
 	if len(problems) > 0 {
 		return UsageError(cmd, "%s", strings.Join(problems, "; "))
@@ -204,6 +224,7 @@ func (o *opsOptions) write(w io.Writer, v any) error {
 
 // registry opens the registry; close it when done.
 func (o *opsOptions) registry(ctx context.Context) (store.Registry, func(), error) {
+	o.resolve()
 	reg, closeFn, err := o.deps.OpenRegistry(ctx, o.project, o.database, o.env("FIRESTORE_EMULATOR_HOST", ""))
 	if err != nil {
 		return nil, nil, err
@@ -215,22 +236,25 @@ func (o *opsOptions) registry(ctx context.Context) (store.Registry, func(), erro
 	}, nil
 }
 
+// open loads the service configuration and opens the registry (close it
+// with the func when done).
+func (o *opsOptions) open(ctx context.Context) (*config.Config, store.Registry, func(), error) {
+	cfg, err := o.config(ctx)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	reg, done, err := o.registry(ctx)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return cfg, reg, done, nil
+}
+
 // config loads the service configuration the way `snapsweep serve` does
 // (flags first, then the environment), so that the policy, the ownership
 // label and the allowlist are the service's.
 func (o *opsOptions) config(ctx context.Context) (*config.Config, error) {
-	flags := map[string]string{
-		"GOOGLE_CLOUD_PROJECT":         o.project,
-		"SNAPSWEEP_FIRESTORE_DATABASE": o.database,
-		"SNAPSWEEP_CLEANUP_TOPIC":      o.cleanupTopic,
-		"SNAPSWEEP_COMPUTE_ENDPOINT":   o.computeEndpoint,
-		"SNAPSWEEP_PROJECTS":           o.projects,
-	}
-	set := config.FlagLookuper(envconfig.LookuperFunc(func(key string) (string, bool) {
-		v, ok := flags[key]
-		return v, ok && v != ""
-	}))
-	cfg, err := config.Load(ctx, set, envconfig.LookuperFunc(o.deps.Lookup))
+	cfg, err := config.Load(ctx, o.lookups()...)
 	if err != nil {
 		return nil, &ConfigError{err}
 	}

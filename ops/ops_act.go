@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/url"
 	"slices"
 	"strings"
 	"time"
@@ -115,11 +114,7 @@ type CleanupResult struct {
 
 func (o *opsOptions) manualCleanup(cmd *cobra.Command, session, task string, yes bool) error {
 	ctx := cmd.Context()
-	cfg, err := o.config(ctx)
-	if err != nil {
-		return err
-	}
-	reg, done, err := o.registry(ctx)
+	cfg, reg, done, err := o.open(ctx)
 	if err != nil {
 		return err
 	}
@@ -322,16 +317,16 @@ errors, or reported failing health checks.`,
 	return cmd
 }
 
-// checkServiceURL accepts a plain-http base URL and returns its client.
+// serviceClient accepts a plain-http base URL and returns its client.
 func (o *opsOptions) serviceClient(cmd *cobra.Command, raw string) (*status.Client, error) {
-	u, err := url.Parse(raw)
-	if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
+	c, err := status.NewClient(raw, o.deps.HTTP)
+	if err != nil {
 		return nil, UsageError(cmd, "--url %q: want the service's base URL, e.g. http://127.0.0.1:8080", raw)
 	}
-	if u.Scheme == "https" {
+	if c.URL.Scheme == "https" {
 		return nil, UsageError(cmd, "--url %q: https (Cloud Run with an identity token) is not supported yet; run 'gcloud run services proxy SERVICE --port 8080' and use --url http://127.0.0.1:8080", raw)
 	}
-	return &status.Client{URL: u, HTTP: o.deps.HTTP}, nil
+	return c, nil
 }
 
 // remoteSweep asks a running service for a sweep.
@@ -362,11 +357,7 @@ func (o *opsOptions) remoteSweep(ctx context.Context, cmd *cobra.Command, raw st
 // localSweep runs a sweep in this process with the service's own wiring
 // (service.NewComponents builds the sweeper; nothing listens).
 func (o *opsOptions) localSweep(ctx context.Context, dryRun bool) (*sweep.Report, error) {
-	cfg, err := o.config(ctx)
-	if err != nil {
-		return nil, err
-	}
-	reg, done, err := o.registry(ctx)
+	cfg, reg, done, err := o.open(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -519,7 +510,7 @@ there is none yet.`,
 				records = []store.HealthRecord{{At: st.Health.At, Status: st.Health.Status, Report: string(st.Health.Report)}}
 			}
 			if last > 1 {
-				fmt.Fprintf(cmd.ErrOrStderr(), "a service's /st0 has only its latest report; for the last %d, leave out --url (the registry has them)\n", last)
+				fmt.Fprintf(cmd.ErrOrStderr(), "a service's /status has only its latest report; for the last %d, leave out --url (the registry has them)\n", last)
 			}
 		} else {
 			reg, done, err := o.registry(ctx)
@@ -629,33 +620,20 @@ cleanup deletes it until 'snapsweep release'. Holding is safe and needs no
 			by = o.env("USER", "operator")
 		}
 		ctx := cmd.Context()
-		cfg, err := o.config(ctx)
-		if err != nil {
-			return err
-		}
-		reg, done, err := o.registry(ctx)
+		cfg, reg, done, err := o.open(ctx)
 		if err != nil {
 			return err
 		}
 		defer done()
 		at := o.deps.Now().UTC().Truncate(time.Microsecond)
-		var refused error
 		already := false
 		policy := cfg.Policy()
-		rec, err := reg.UpdateSnapshot(ctx, key, store.TaskKey{}, func(cur *store.Snapshot, _ *store.Task) (*store.Snapshot, error) {
+		rec, err := transition(ctx, reg, "hold", key, func(cur *store.Snapshot, _ *store.Task) (*store.Snapshot, error) {
 			already = cur != nil && cur.State == store.Held
-			next, err := policy.HoldFor(cur, by, reason, at)
-			refused = err
-			if errors.Is(err, store.ErrNotFound) {
-				refused = errNoRecord
-			}
-			return next, nil
+			return policy.HoldFor(cur, by, reason, at)
 		})
 		if err != nil {
-			return fmt.Errorf("hold %s: %w", key, err)
-		}
-		if refused != nil {
-			return fmt.Errorf("hold %s: %w", key, refused)
+			return err
 		}
 		if o.json() {
 			return o.write(cmd.OutOrStdout(), rec)
@@ -696,11 +674,7 @@ be deleted. Without --yes it only shows what would change.`,
 			return err
 		}
 		ctx := cmd.Context()
-		cfg, err := o.config(ctx)
-		if err != nil {
-			return err
-		}
-		reg, done, err := o.registry(ctx)
+		cfg, reg, done, err := o.open(ctx)
 		if err != nil {
 			return err
 		}
@@ -725,25 +699,16 @@ be deleted. Without --yes it only shows what would change.`,
 			return nil
 		}
 		at := o.deps.Now().UTC().Truncate(time.Microsecond)
-		var refused error
 		var was store.Snapshot
 		policy := cfg.Policy()
-		rec, err := reg.UpdateSnapshot(ctx, key, store.TaskKey{}, func(cur *store.Snapshot, t *store.Task) (*store.Snapshot, error) {
+		rec, err := transition(ctx, reg, "release", key, func(cur *store.Snapshot, t *store.Task) (*store.Snapshot, error) {
 			if cur != nil {
 				was = *cur
 			}
-			next, err := policy.UnholdFor(cur, t, at)
-			refused = err
-			if errors.Is(err, store.ErrNotFound) {
-				refused = errNoRecord
-			}
-			return next, nil
+			return policy.UnholdFor(cur, t, at)
 		})
 		if err != nil {
-			return fmt.Errorf("release %s: %w", key, err)
-		}
-		if refused != nil {
-			return fmt.Errorf("release %s: %w", key, refused)
+			return err
 		}
 		if o.json() {
 			return o.write(w, rec)
@@ -763,4 +728,27 @@ func (o *opsOptions) pubsubEndpoint(project, topic string) string {
 		return fmt.Sprintf("the Pub/Sub emulator at %s (topic %s of project %s)", h, topic, project)
 	}
 	return fmt.Sprintf("Pub/Sub (pubsub.googleapis.com, topic %s of project %s)", topic, project)
+}
+
+// transition runs an operator's lifecycle transition (fn) on a record in a
+// registry transaction. A transition that refuses (fn's error) changes
+// nothing and is reported as the command's failure, as is a record that
+// does not exist (errNoRecord).
+func transition(ctx context.Context, reg store.Registry, verb string, key store.Key, fn store.SnapshotFunc) (*store.Snapshot, error) {
+	var refused error
+	rec, err := reg.UpdateSnapshot(ctx, key, store.TaskKey{}, func(cur *store.Snapshot, t *store.Task) (*store.Snapshot, error) {
+		next, err := fn(cur, t)
+		refused = err
+		if errors.Is(err, store.ErrNotFound) {
+			refused = errNoRecord
+		}
+		return next, nil
+	})
+	if err == nil {
+		err = refused
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%s %s: %w", verb, key, err)
+	}
+	return rec, nil
 }

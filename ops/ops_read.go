@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/snapsweep/snapsweep/service"
-	"github.com/snapsweep/snapsweep/status"
 	"net/http"
 	"slices"
 	"strings"
@@ -17,6 +15,8 @@ import (
 	"github.com/snapsweep/snapsweep/cost"
 	"github.com/snapsweep/snapsweep/events"
 	"github.com/snapsweep/snapsweep/gce"
+	"github.com/snapsweep/snapsweep/service"
+	"github.com/snapsweep/snapsweep/status"
 	"github.com/snapsweep/snapsweep/store"
 )
 
@@ -338,13 +338,13 @@ func sessionsCommand(deps Deps) *cobra.Command {
 		defer done()
 		id := args[0]
 		prices := cost.DefaultPrices()
-		if pf := so.env("SNAPSWEEP_PRICE_FILE", ""); pf != "" {
+		if pf := so.setting("SNAPSWEEP_PRICE_FILE"); pf != "" {
 			if prices, err = cost.LoadPrices(pf); err != nil {
 				return &ConfigError{err}
 			}
 		}
 		// The service's own session status (GET /status?session=ID).
-		st, err := (&status.Source{Store: reg, Prices: prices, Now: so.deps.Now}).Session(ctx, id)
+		st, err := (&service.StatusSource{Store: reg, Prices: prices, Now: so.deps.Now}).Session(ctx, id)
 		if errors.Is(err, store.ErrNotFound) {
 			return so.checkSession(ctx, reg, id)
 		}
@@ -353,10 +353,10 @@ func sessionsCommand(deps Deps) *cobra.Command {
 		}
 		sess := st.Session
 		type shown struct {
-			Session   *store.Session            `json:"session"`
-			Snapshots map[store.State]int64     `json:"snapshots"`
-			Tasks     map[store.TaskState]int64 `json:"tasks"`
-			Failed    []store.Task              `json:"failedTasks,omitempty"`
+			Session   status.SessionRecord `json:"session"`
+			Snapshots map[string]int64     `json:"snapshots"`
+			Tasks     map[string]int64     `json:"tasks"`
+			Failed    []status.Task        `json:"failedTasks,omitempty"`
 			// Storage is what the session's cleanup is worth (package cost).
 			Storage  *cost.Figures `json:"storage"`
 			Currency string        `json:"currency"`
@@ -379,10 +379,10 @@ func sessionsCommand(deps Deps) *cobra.Command {
 		fmt.Fprintf(tw, "completed\t%s\n", When(sess.CompletedAt))
 		var parts []string
 		for _, st := range store.States() {
-			parts = append(parts, fmt.Sprintf("%s %d", st, out.Snapshots[st]))
+			parts = append(parts, fmt.Sprintf("%s %d", st, out.Snapshots[string(st)]))
 		}
 		fmt.Fprintf(tw, "snapshots\t%s\n", strings.Join(parts, ", "))
-		fmt.Fprintf(tw, "tasks\trunning %d, succeeded %d, failed %d\n", out.Tasks[store.TaskRunning], out.Tasks[store.TaskSucceeded], out.Tasks[store.TaskFailed])
+		fmt.Fprintf(tw, "tasks\trunning %d, succeeded %d, failed %d\n", out.Tasks[string(store.TaskRunning)], out.Tasks[string(store.TaskSucceeded)], out.Tasks[string(store.TaskFailed)])
 		for _, t := range out.Failed {
 			fmt.Fprintf(tw, "  failed %s\t%s at %s\n", t.TaskID, Dash(clip(t.Error, 60)), When(t.StateTime))
 		}

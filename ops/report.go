@@ -31,12 +31,12 @@ Firestore read each).`,
 		Args: cobra.NoArgs,
 	}
 	o := newOpsOptions(cmd, deps)
-	var session, forProject, priceFile string
+	var session, forProject string
 	var since time.Duration
 	cmd.Flags().StringVar(&session, "session", "", "only this session")
 	cmd.Flags().StringVar(&forProject, "for-project", "", "only snapshots of this managed project (--project is the registry's)")
 	cmd.Flags().DurationVar(&since, "since", 0, "only snapshots registered in the last DURATION (e.g. 720h)")
-	cmd.Flags().StringVar(&priceFile, "price-file", o.env("SNAPSWEEP_PRICE_FILE", ""), "price table replacing the built-in prices (env SNAPSWEEP_PRICE_FILE)")
+	o.addSettings(cmd, "SNAPSWEEP_PRICE_FILE")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		if err := o.check(cmd); err != nil {
 			return err
@@ -48,7 +48,7 @@ Firestore read each).`,
 			return UsageError(cmd, "--since must be positive")
 		}
 		prices := cost.DefaultPrices()
-		if priceFile != "" {
+		if priceFile := o.setting("SNAPSWEEP_PRICE_FILE"); priceFile != "" {
 			p, err := cost.LoadPrices(priceFile)
 			if err != nil {
 				return &ConfigError{err}

@@ -3,8 +3,9 @@
 // migration events to Pub/Sub, and asks the running service how the
 // session's cleanup went.
 //
-// It depends on snapsweep's events package and the Pub/Sub client only, so a
-// job can import it without pulling in the service.
+// It depends on snapsweep's events and status packages (the /status wire
+// types and client) and the Pub/Sub client only, so a job can import it
+// without pulling in the service.
 //
 // A job creates one Reporter per session, puts Labels() on every snapshot it
 // creates (snapsweep deletes only snapshots that carry them), and reports:
@@ -30,12 +31,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
-	"net/url"
 	"regexp"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -43,6 +41,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/snapsweep/snapsweep/events"
+	"github.com/snapsweep/snapsweep/status"
 )
 
 // Defaults that mirror the service's configuration.
@@ -310,61 +309,36 @@ func NewMessage(ev events.Event) (*pubsub.Message, error) {
 }
 
 // Outcome is a completed session's cleanup outcome, as the service judges it
-// against SNAPSWEEP_SESSION_FAILURE_TOLERANCE.
-type Outcome string
+// against SNAPSWEEP_SESSION_FAILURE_TOLERANCE (package status).
+type Outcome = status.Outcome
 
 // The outcomes a session can have; a session that is not completed has none
 // ("").
 const (
 	// OutcomePending: the session is completed and deletions are under way.
-	OutcomePending Outcome = "pending"
+	OutcomePending = status.OutcomePending
 	// OutcomeCleaned: every snapshot due for deletion is deleted.
-	OutcomeCleaned Outcome = "cleaned"
+	OutcomeCleaned = status.OutcomeCleaned
 	// OutcomeCleanedWithErrors: some deletions failed or were refused, within
 	// the failure tolerance.
-	OutcomeCleanedWithErrors Outcome = "cleaned_with_errors"
+	OutcomeCleanedWithErrors = status.OutcomeCleanedWithErrors
 	// OutcomeCleanupFailed: more deletions failed than the tolerance allows;
 	// an operator must look.
-	OutcomeCleanupFailed Outcome = "cleanup_failed"
+	OutcomeCleanupFailed = status.OutcomeCleanupFailed
 )
 
-// Final reports whether the outcome is settled: cleanup is over, with or
-// without errors. Snapshots of failed tasks are retained, not pending, so
-// they do not keep a session from a final outcome.
-func (o Outcome) Final() bool {
-	return o == OutcomeCleaned || o == OutcomeCleanedWithErrors || o == OutcomeCleanupFailed
-}
-
 // Session is the service's record of a session.
-type Session struct {
-	SessionID string `json:"sessionId"`
-	// State is "running" or "completed" (after session.completed).
-	State       string    `json:"state"`
-	StartedAt   time.Time `json:"startedAt"`
-	CompletedAt time.Time `json:"completedAt"`
-	Outcome     Outcome   `json:"outcome"`
-	OutcomeAt   time.Time `json:"outcomeAt"`
-	// Deleted and Failed are the counts the outcome was judged on (failed
-	// includes refused).
-	Deleted   int64     `json:"deleted"`
-	Failed    int64     `json:"failed"`
-	UpdatedAt time.Time `json:"updatedAt"`
-}
+type Session = status.SessionRecord
 
-// SessionStatus is the answer of GET /status?session=ID: the session's
-// record and its snapshots counted by registry state (active, retained,
-// cleanup_pending, deleting, deleted, failed, refused, held).
-type SessionStatus struct {
-	Session Session          `json:"session"`
-	Counts  map[string]int64 `json:"counts"`
-}
+// SessionStatus is the answer of GET /status?session=ID (package status):
+// the session's record, its snapshots counted by registry state (active,
+// retained, cleanup_pending, deleting, deleted, failed, refused, held,
+// vanished), its tasks by state and what its cleanup is worth.
+type SessionStatus = status.Session
 
 // ErrSessionNotFound is returned by Status when the service knows no such
 // session (yet: events are processed asynchronously).
-var ErrSessionNotFound = errors.New("reporter: session not found")
-
-// maxStatusBytes bounds the status answer read.
-const maxStatusBytes = 1 << 20
+var ErrSessionNotFound = status.ErrSessionNotFound
 
 // CleanupStatus asks the service at serviceURL (its base URL, e.g.
 // https://snapsweep-xyz.a.run.app) for this session's status. See Status.
@@ -373,57 +347,19 @@ func (r *Reporter) CleanupStatus(ctx context.Context, serviceURL string, client 
 }
 
 // Status asks the service at serviceURL (its base URL) for the status of
-// session sessionID through GET /status?session=ID. client carries the
-// caller's credentials (on Cloud Run, e.g. idtoken.NewClient with the
-// service URL as audience); nil means http.DefaultClient. A session the
-// service does not know is ErrSessionNotFound.
+// session sessionID through GET /status?session=ID, with package status's
+// client. client carries the caller's credentials (on Cloud Run, e.g.
+// idtoken.NewClient with the service URL as audience); nil means
+// http.DefaultClient. A session the service does not know is
+// ErrSessionNotFound.
 func Status(ctx context.Context, client *http.Client, serviceURL, sessionID string) (SessionStatus, error) {
-	var st SessionStatus
-	if !events.ValidSessionID(sessionID) {
-		return st, fmt.Errorf("reporter: invalid session id %q", sessionID)
-	}
-	u, err := url.Parse(serviceURL)
-	if err != nil || u.Scheme == "" || u.Host == "" {
-		return st, fmt.Errorf("reporter: service URL %q must be an absolute http(s) URL", serviceURL)
-	}
-	u = u.JoinPath("status")
-	u.RawQuery = url.Values{"session": {sessionID}}.Encode()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	c, err := status.NewClient(serviceURL, client)
 	if err != nil {
-		return st, fmt.Errorf("reporter: status request: %w", err)
+		return SessionStatus{}, fmt.Errorf("reporter: %w", err)
 	}
-	req.Header.Set("Accept", "application/json")
-	if client == nil {
-		client = http.DefaultClient
-	}
-	resp, err := client.Do(req)
+	st, err := c.Session(ctx, sessionID)
 	if err != nil {
-		return st, fmt.Errorf("reporter: session status: %w", err)
+		return SessionStatus{}, fmt.Errorf("reporter: %w", err)
 	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, maxStatusBytes))
-	if err != nil {
-		return st, fmt.Errorf("reporter: session status: read answer: %w", err)
-	}
-	if resp.StatusCode == http.StatusNotFound {
-		return st, fmt.Errorf("%w: %s", ErrSessionNotFound, sessionID)
-	}
-	if resp.StatusCode != http.StatusOK {
-		var e struct {
-			Error string `json:"error"`
-		}
-		msg := strings.TrimSpace(string(body))
-		if json.Unmarshal(body, &e) == nil && e.Error != "" {
-			msg = e.Error
-		}
-		msg = events.Cut(msg, 200)
-		return st, fmt.Errorf("reporter: session status: %s: %s", resp.Status, msg)
-	}
-	if err := json.Unmarshal(body, &st); err != nil {
-		return st, fmt.Errorf("reporter: session status: decode answer: %w", err)
-	}
-	if st.Session.SessionID == "" {
-		return st, fmt.Errorf("reporter: session status: answer has no session record")
-	}
-	return st, nil
+	return *st, nil
 }

@@ -540,31 +540,46 @@ func TestOutcomeFinal(t *testing.T) {
 }
 
 // TestReporterImports keeps the package light for jobs: the standard
-// library, events and the Pub/Sub client, nothing of the service.
+// library, events, status and the Pub/Sub client, nothing of the service;
+// and status (the /status wire) and cost/figures, which it brings along,
+// import only events and each other.
 func TestReporterImports(t *testing.T) {
 	t.Parallel()
-	allowed := map[string]bool{
-		"cloud.google.com/go/pubsub/v2":         true,
-		"github.com/google/uuid":                true,
-		"github.com/snapsweep/snapsweep/events": true,
+	wire := map[string]bool{
+		"github.com/snapsweep/snapsweep/events":       true,
+		"github.com/snapsweep/snapsweep/cost/figures": true,
 	}
-	files, err := filepath.Glob("*.go")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, f := range files {
-		if strings.HasSuffix(f, "_test.go") {
-			continue
+	for _, pkg := range []struct {
+		glob    string
+		allowed map[string]bool
+	}{
+		{"*.go", map[string]bool{
+			"cloud.google.com/go/pubsub/v2":         true,
+			"github.com/google/uuid":                true,
+			"github.com/snapsweep/snapsweep/events": true,
+			"github.com/snapsweep/snapsweep/status": true,
+		}},
+		{"../status/*.go", wire},
+		{"../cost/figures/*.go", wire},
+	} {
+		files, err := filepath.Glob(pkg.glob)
+		if err != nil || len(files) == 0 {
+			t.Fatalf("%s: %v (%d files)", pkg.glob, err, len(files))
 		}
-		parsed, err := parser.ParseFile(token.NewFileSet(), f, nil, parser.ImportsOnly)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, imp := range parsed.Imports {
-			path, _ := strconv.Unquote(imp.Path.Value)
-			std := !strings.Contains(strings.SplitN(path, "/", 2)[0], ".")
-			if !std && !allowed[path] {
-				t.Errorf("%s imports %s; the reporter may depend on events and Pub/Sub only", f, path)
+		for _, f := range files {
+			if strings.HasSuffix(f, "_test.go") {
+				continue
+			}
+			parsed, err := parser.ParseFile(token.NewFileSet(), f, nil, parser.ImportsOnly)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, imp := range parsed.Imports {
+				path, _ := strconv.Unquote(imp.Path.Value)
+				std := !strings.Contains(strings.SplitN(path, "/", 2)[0], ".")
+				if !std && !pkg.allowed[path] {
+					t.Errorf("%s imports %s; what a job imports must not pull in the service", f, path)
+				}
 			}
 		}
 	}

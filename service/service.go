@@ -45,7 +45,6 @@ import (
 	"github.com/snapsweep/snapsweep/gce"
 	"github.com/snapsweep/snapsweep/handlers"
 	"github.com/snapsweep/snapsweep/ingest"
-	"github.com/snapsweep/snapsweep/status"
 	"github.com/snapsweep/snapsweep/store"
 	"github.com/snapsweep/snapsweep/sweep"
 	"github.com/snapsweep/snapsweep/telemetry"
@@ -91,7 +90,7 @@ type Components struct {
 	// tracing and the logger in every request's context).
 	Handler http.Handler
 	// Status answers GET /status.
-	Status  *status.Source
+	Status  *StatusSource
 	closers []func() error
 }
 
@@ -193,7 +192,7 @@ func NewComponents(ctx context.Context, cfg *config.Config, opts Options) (_ *Co
 		CheckPublish: checkTopic, Breaker: c.Engine.BreakerState, Now: opts.Now, Meter: opts.Meter, Judge: judge,
 		Prices: &prices,
 	})
-	c.Status = &status.Source{Store: reg, Prices: prices, Now: opts.Now, Breaker: c.Engine.BreakerState,
+	c.Status = &StatusSource{Store: reg, Prices: prices, Now: opts.Now, Breaker: c.Engine.BreakerState,
 		DryRun: cfg.DryRun, Version: opts.Version}
 	var guard func(http.Handler) http.Handler
 	if acfg := (auth.Config{Audience: cfg.AuthAudience, ServiceAccounts: cfg.AuthServiceAccounts, Meter: opts.Meter}); auth.Enabled(acfg) {

@@ -1,10 +1,13 @@
-// Package status is GET /status: its wire types, the code that computes
-// them from the registry (the service's handler and `snapsweep sessions
-// show` both call it), and the one client of it (the CLI and the
-// job-side reporter).
+// Package status is GET /status on the wire: its types and the one client
+// of a running service (GET /status, GET /status?session=ID, POST
+// /scheduler/sweep), used by the operator commands and the job-side
+// reporter.
 //
-// It reads the registry and never changes it; it makes no decision about
-// a snapshot.
+// It imports nothing of the service (no registry, no Firestore), so that a
+// migration job can read its session's status through package reporter
+// without pulling the service in. The service computes the answer from
+// the registry (service.StatusSource); this package neither reads nor
+// decides anything.
 package status
 
 import (
@@ -19,19 +22,20 @@ import (
 	"strings"
 	"time"
 
-	"github.com/snapsweep/snapsweep/cost"
+	"github.com/snapsweep/snapsweep/cost/figures"
 	"github.com/snapsweep/snapsweep/events"
-	"github.com/snapsweep/snapsweep/store"
 )
 
 // Report is GET /status.
 type Report struct {
-	Counts   map[store.State]int64 `json:"counts"`
-	Sessions []store.Session       `json:"sessions"`
-	Breaker  string                `json:"breaker"`
-	DryRun   bool                  `json:"dryRun"`
-	Health   *Health               `json:"lastHealth,omitempty"`
-	Version  string                `json:"version"`
+	// Counts counts the registry's snapshots by state (active, retained,
+	// cleanup_pending, deleting, deleted, failed, refused, held, vanished).
+	Counts   map[string]int64 `json:"counts"`
+	Sessions []SessionRecord  `json:"sessions"`
+	Breaker  string           `json:"breaker"`
+	DryRun   bool             `json:"dryRun"`
+	Health   *Health          `json:"lastHealth,omitempty"`
+	Version  string           `json:"version"`
 	// Storage is what the cleanup is worth, overall and per project
 	// (package cost); per session: /status?session=ID.
 	Storage *Storage `json:"storage,omitempty"`
@@ -39,13 +43,13 @@ type Report struct {
 
 // Storage is the cost account of /status.
 type Storage struct {
-	Currency string                   `json:"currency"`
-	Prices   string                   `json:"prices"`
-	Overall  cost.Figures             `json:"overall"`
-	Projects map[string]*cost.Figures `json:"projects"`
-	Missing  []cost.MissingPrice      `json:"missingPrices,omitempty"`
-	Savings  string                   `json:"savings"`
-	Bounds   []string                 `json:"bounds"`
+	Currency string                      `json:"currency"`
+	Prices   string                      `json:"prices"`
+	Overall  figures.Figures             `json:"overall"`
+	Projects map[string]*figures.Figures `json:"projects"`
+	Missing  []figures.MissingPrice      `json:"missingPrices,omitempty"`
+	Savings  string                      `json:"savings"`
+	Bounds   []string                    `json:"bounds"`
 	// Partial is set when the registry held more than MaxRecords records:
 	// `snapsweep report` reads them all.
 	Partial bool `json:"partial,omitempty"`
@@ -63,14 +67,15 @@ type Health struct {
 	Report json.RawMessage `json:"report,omitempty"`
 }
 
-// NewHealth is the wire form of a stored health report.
-func NewHealth(h store.HealthRecord) *Health {
-	out := &Health{At: h.At, Status: h.Status}
-	if json.Valid([]byte(h.Report)) {
-		out.Report = json.RawMessage(h.Report)
-	} else if h.Report != "" {
+// NewHealth is the wire form of a health report stored at at with status
+// st as text.
+func NewHealth(at time.Time, st, report string) *Health {
+	out := &Health{At: at, Status: st}
+	if json.Valid([]byte(report)) {
+		out.Report = json.RawMessage(report)
+	} else if report != "" {
 		// Never hide a stored report, even one that is not JSON.
-		out.Report, _ = json.Marshal(h.Report)
+		out.Report, _ = json.Marshal(report)
 	}
 	return out
 }
@@ -79,103 +84,83 @@ func NewHealth(h store.HealthRecord) *Health {
 // cleanup outcome), its snapshots counted by state, its tasks by state
 // (with the failed ones) and what its cleanup is worth.
 type Session struct {
-	Session *store.Session        `json:"session"`
-	Counts  map[store.State]int64 `json:"counts"`
-	// Tasks counts the session's tasks by state; Failed are its failed
-	// tasks (with their errors).
-	Tasks  map[store.TaskState]int64 `json:"tasks"`
-	Failed []store.Task              `json:"failedTasks,omitempty"`
+	Session SessionRecord `json:"session"`
+	// Counts counts the session's snapshots by state.
+	Counts map[string]int64 `json:"counts"`
+	// Tasks counts the session's tasks by state (running, succeeded,
+	// failed); Failed are its failed tasks (with their errors).
+	Tasks  map[string]int64 `json:"tasks"`
+	Failed []Task           `json:"failedTasks,omitempty"`
 	// Storage is what the session's cleanup is worth; Retained the cost of
 	// keeping each of its retained snapshots until its retention ends.
-	Storage  *cost.Figures       `json:"storage"`
-	Currency string              `json:"currency"`
-	Retained []cost.Retention    `json:"retained,omitempty"`
-	Missing  []cost.MissingPrice `json:"missingPrices,omitempty"`
-	Savings  string              `json:"savings"`
+	Storage  *figures.Figures       `json:"storage"`
+	Currency string                 `json:"currency"`
+	Retained []figures.Retention    `json:"retained,omitempty"`
+	Missing  []figures.MissingPrice `json:"missingPrices,omitempty"`
+	Savings  string                 `json:"savings"`
 }
 
-// Source computes the status from the registry.
-type Source struct {
-	Store  store.Registry
-	Prices cost.Prices
-	// Now is the clock (default time.Now); Breaker reports the Compute
-	// breaker's state (nil: "unknown").
-	Now     func() time.Time
-	Breaker func() string
-	DryRun  bool
-	Version string
+// SessionRecord is the service's record of a session (the registry's
+// session record, field for field).
+type SessionRecord struct {
+	SessionID string `json:"sessionId,omitempty"`
+	// State is "running" or "completed" (after session.completed).
+	State       string    `json:"state,omitempty"`
+	StartedAt   time.Time `json:"startedAt,omitzero"`
+	CompletedAt time.Time `json:"completedAt,omitzero"`
+	Outcome     Outcome   `json:"outcome,omitempty"`
+	OutcomeAt   time.Time `json:"outcomeAt,omitzero"`
+	// Deleted and Failed are the counts the outcome was judged on (failed
+	// includes refused).
+	Deleted   int64     `json:"deleted,omitempty"`
+	Failed    int64     `json:"failed,omitempty"`
+	UpdatedAt time.Time `json:"updatedAt,omitzero"`
 }
 
-func (s *Source) now() time.Time {
-	if s.Now != nil {
-		return s.Now()
-	}
-	return time.Now()
+// Task is the service's record of a task (the registry's task record,
+// field for field).
+type Task struct {
+	SessionID string `json:"sessionId,omitempty"`
+	TaskID    string `json:"taskId,omitempty"`
+	// State is running, succeeded or failed; StateTime the source time of
+	// the event that set it.
+	State        string    `json:"state,omitempty"`
+	StateTime    time.Time `json:"stateTime,omitzero"`
+	StateEventID string    `json:"stateEventId,omitempty"`
+	// FailedAt is the source time of the task's latest failure, whatever
+	// its state is now; FailureSeenAt is when snapsweep saw that failure.
+	FailedAt      time.Time `json:"failedAt,omitzero"`
+	FailureSeenAt time.Time `json:"failureSeenAt,omitzero"`
+	StartedAt     time.Time `json:"startedAt,omitzero"`
+	FinishedAt    time.Time `json:"finishedAt,omitzero"`
+	Error         string    `json:"error,omitempty"`
+	UpdatedAt     time.Time `json:"updatedAt,omitzero"`
 }
 
-// Overall is GET /status.
-func (s *Source) Overall(ctx context.Context) (Report, error) {
-	counts, err := s.Store.CountByState(ctx)
-	if err != nil {
-		return Report{}, err
-	}
-	sessions, err := s.Store.ListSessions(ctx, 50)
-	if err != nil {
-		return Report{}, err
-	}
-	rep := Report{Counts: counts, Sessions: sessions, Breaker: "unknown", DryRun: s.DryRun, Version: s.Version}
-	if s.Breaker != nil {
-		rep.Breaker = s.Breaker()
-	}
-	if h, err := s.Store.LatestHealth(ctx, 1); err == nil && len(h) > 0 {
-		rep.Health = NewHealth(h[0])
-	}
-	recs, _, partial, err := cost.Load(ctx, s.Store, cost.Filter{Max: MaxRecords})
-	if err != nil {
-		return Report{}, err
-	}
-	c := cost.Compute(recs, s.Prices, s.now())
-	rep.Storage = &Storage{Currency: c.Currency, Prices: c.Prices, Overall: c.Overall, Projects: c.Projects,
-		Missing: c.Missing, Savings: cost.Line(c.Overall, c.Currency), Bounds: c.Bounds, Partial: partial}
-	return rep, nil
-}
+// Outcome is a completed session's cleanup outcome, as the service judges it
+// against SNAPSWEEP_SESSION_FAILURE_TOLERANCE.
+type Outcome string
 
-// Session is GET /status?session=ID. A session the registry does not know
-// is store.ErrNotFound.
-func (s *Source) Session(ctx context.Context, id string) (Session, error) {
-	sess, err := s.Store.GetSession(ctx, id)
-	if err != nil {
-		return Session{}, err
-	}
-	out := Session{Session: sess, Counts: map[store.State]int64{}, Tasks: map[store.TaskState]int64{}}
-	for _, st := range store.States() {
-		n, err := s.Store.CountSnapshots(ctx, store.Query{SessionID: id, States: []store.State{st}})
-		if err != nil {
-			return Session{}, fmt.Errorf("count snapshots: %w", err)
-		}
-		out.Counts[st] = n
-	}
-	for _, st := range []store.TaskState{store.TaskRunning, store.TaskSucceeded, store.TaskFailed} {
-		tasks, err := s.Store.ListTasks(ctx, id, st)
-		if err != nil {
-			return Session{}, fmt.Errorf("list tasks: %w", err)
-		}
-		out.Tasks[st] = int64(len(tasks))
-		if st == store.TaskFailed {
-			out.Failed = tasks
-		}
-	}
-	recs, _, _, err := cost.Load(ctx, s.Store, cost.Filter{SessionID: id})
-	if err != nil {
-		return Session{}, err
-	}
-	c := cost.Compute(recs, s.Prices, s.now())
-	out.Storage, out.Retained, out.Missing, out.Currency = c.Sessions[id], c.Retained, c.Missing, c.Currency
-	if out.Storage == nil {
-		out.Storage = &cost.Figures{Kept: map[cost.Reason]cost.Amount{}}
-	}
-	out.Savings = cost.Line(*out.Storage, c.Currency)
-	return out, nil
+// The outcomes a session can have; a session that is not completed has none
+// ("").
+const (
+	// OutcomePending: the session is completed and deletions are under way.
+	OutcomePending Outcome = "pending"
+	// OutcomeCleaned: every snapshot due for deletion is deleted.
+	OutcomeCleaned Outcome = "cleaned"
+	// OutcomeCleanedWithErrors: some deletions failed or were refused, within
+	// the failure tolerance.
+	OutcomeCleanedWithErrors Outcome = "cleaned_with_errors"
+	// OutcomeCleanupFailed: more deletions failed than the tolerance allows;
+	// an operator must look.
+	OutcomeCleanupFailed Outcome = "cleanup_failed"
+)
+
+// Final reports whether the outcome is settled: cleanup is over, with or
+// without errors. Snapshots of failed tasks are retained, not pending, so
+// they do not keep a session from a final outcome.
+func (o Outcome) Final() bool {
+	return o == OutcomeCleaned || o == OutcomeCleanedWithErrors || o == OutcomeCleanupFailed
 }
 
 // ErrSessionNotFound is returned by Client.Session when the service knows
@@ -213,21 +198,28 @@ func (c *Client) Status(ctx context.Context) (*Report, error) {
 	return &rep, nil
 }
 
-// Session reads GET /status?session=ID into v (a *Session, or any type
-// that reads the part of it the caller needs). A session the service does
-// not know is ErrSessionNotFound.
-func (c *Client) Session(ctx context.Context, id string, v any) error {
+// Session reads GET /status?session=ID. A session the service does not
+// know is ErrSessionNotFound; an id that is not a valid session id is
+// refused before any request.
+func (c *Client) Session(ctx context.Context, id string) (*Session, error) {
+	if !events.ValidSessionID(id) {
+		return nil, fmt.Errorf("invalid session id %q", id)
+	}
 	u := c.URL.JoinPath("status")
 	u.RawQuery = url.Values{"session": {id}}.Encode()
-	err := c.do(ctx, http.MethodGet, u, nil, v)
+	var st Session
+	err := c.do(ctx, http.MethodGet, u, nil, &st)
 	var he *HTTPError
 	if errors.As(err, &he) && he.Code == http.StatusNotFound {
-		return fmt.Errorf("%w: %s", ErrSessionNotFound, id)
+		return nil, fmt.Errorf("%w: %s", ErrSessionNotFound, id)
 	}
 	if err != nil {
-		return fmt.Errorf("session status: %w", err)
+		return nil, fmt.Errorf("session status: %w", err)
 	}
-	return nil
+	if st.Session.SessionID == "" {
+		return nil, errors.New("session status: answer has no session record")
+	}
+	return &st, nil
 }
 
 // Sweep asks the service for a sweep (POST /scheduler/sweep) and returns

@@ -1,6 +1,9 @@
 // Package telemetry sets up snapsweep's logs, traces and metrics: log/slog
 // JSON in Cloud Logging's field names with trace correlation, and the
 // OpenTelemetry providers.
+//
+// It owns the plumbing only; what to log, count or trace is decided where
+// the work is done, and it must never log secrets or whole config structs.
 package telemetry
 
 import (

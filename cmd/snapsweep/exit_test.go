@@ -1,11 +1,11 @@
 package main
 
 import (
-	"github.com/snapsweep/snapsweep/ops"
 	"io"
 	"strings"
 	"testing"
-	"time"
+
+	"github.com/snapsweep/snapsweep/ops"
 )
 
 // TestExitCodeRule: 0 ok, 1 failure, 2 usage or configuration, for every
@@ -78,64 +78,15 @@ func TestExitCodeRule(t *testing.T) {
 		t.Run(strings.Join(c.args, " "), func(t *testing.T) {
 			t.Parallel()
 			r := runCLI(t, deps, c.args...)
-			if r.code != c.code {
-				t.Fatalf("exit code %d, want %d (err %v)\nstdout:\n%.500s\nstderr:\n%.500s", r.code, c.code, r.err, r.stdout, r.stderr)
+			if r.Code != c.code {
+				t.Fatalf("exit code %d, want %d (err %v)\nstdout:\n%.500s\nstderr:\n%.500s", r.Code, c.code, r.Err, r.Stdout, r.Stderr)
 			}
-			got := r.stdout
-			if r.err != nil {
-				got = r.err.Error()
+			got := r.Stdout
+			if r.Err != nil {
+				got = r.Err.Error()
 			}
 			if !strings.Contains(got, c.say) {
 				t.Errorf("output does not say %q:\n%.800s", c.say, got)
-			}
-		})
-	}
-}
-
-// TestUnreachableRegistryFailsWithinItsDeadline: with the registry
-// unreachable, a command says on a terminal what it waits for, gives up
-// at its --timeout and names the endpoint and the cause.
-func TestUnreachableRegistryFailsWithinItsDeadline(t *testing.T) {
-	t.Parallel()
-	cases := []struct {
-		name string
-		args []string
-	}{
-		{"sessions list", []string{"sessions", "list"}},
-		{"sessions show", []string{"sessions", "show", "wave-1"}},
-		{"snapshots list", []string{"snapshots", "list", "--session", "wave-1"}},
-		{"health", []string{"health"}},
-		{"cleanup session", []string{"cleanup", "session", "--session", "wave-1"}},
-	}
-	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
-			t.Parallel()
-			deps := ops.DefaultDeps()
-			deps.Lookup = func(k string) (string, bool) {
-				v, ok := map[string]string{"GOOGLE_CLOUD_PROJECT": "my-project", "FIRESTORE_EMULATOR_HOST": "127.0.0.1:9"}[k]
-				return v, ok
-			}
-			deps.Terminal = func(io.Writer) bool { return true }
-			start := time.Now()
-			r := runCLI(t, deps, append(c.args, "--timeout", "3s")...)
-			took := time.Since(start)
-			if r.code != 1 {
-				t.Fatalf("exit code %d, want 1 (err %v)", r.code, r.err)
-			}
-			if took > 20*time.Second {
-				t.Errorf("took %s with --timeout 3s", took)
-			}
-			if want := "no answer from the Firestore emulator at 127.0.0.1:9 (project my-project) within 3s"; !strings.Contains(r.err.Error(), want) {
-				t.Errorf("error does not say %q:\n%v", want, r.err)
-			}
-			// The cause is the last error seen: the refused connection, or
-			// (on a loaded machine, when no attempt finished in time) the
-			// deadline.
-			if msg := r.err.Error(); !strings.Contains(msg, "connection refused") && !strings.Contains(msg, "deadline exceeded") {
-				t.Errorf("error names no cause:\n%v", r.err)
-			}
-			if want := "waiting for the Firestore emulator at 127.0.0.1:9 (project my-project)"; !strings.Contains(r.stderr, want) {
-				t.Errorf("stderr does not say %q:\n%s", want, r.stderr)
 			}
 		})
 	}

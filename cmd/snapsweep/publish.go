@@ -7,23 +7,20 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/snapsweep/snapsweep/ops"
 	"io"
-	"os"
 	"strings"
 	"time"
 
 	"cloud.google.com/go/pubsub/v2"
 	"github.com/google/uuid"
+	"github.com/sethvargo/go-envconfig"
 	"github.com/spf13/cobra"
 
+	"github.com/snapsweep/snapsweep/config"
 	"github.com/snapsweep/snapsweep/events"
+	"github.com/snapsweep/snapsweep/ops"
 	"github.com/snapsweep/snapsweep/reporter"
 )
-
-// publishCommand returns `snapsweep publish`, configured from the process
-// environment.
-func publishCommand() *cobra.Command { return newPublishCommand(os.LookupEnv, nil) }
 
 // publishSettings are the flags every publish command shares.
 type publishSettings struct {
@@ -59,22 +56,21 @@ var eventCommands = []struct {
 	{"session-completed", events.SessionCompleted, "Every task is done: session-level cleanup and outcome", false, false, false},
 }
 
-// newPublishCommand returns `snapsweep publish`. lookup reads the
-// environment (GOOGLE_CLOUD_PROJECT, SNAPSWEEP_EVENTS_TOPIC); newClient
-// opens the Pub/Sub client (nil: pubsub.NewClient).
-func newPublishCommand(lookup func(string) (string, bool), newClient ops.PubSubFunc) *cobra.Command {
+// publishCommand returns `snapsweep publish`. deps.Lookup reads the
+// environment (GOOGLE_CLOUD_PROJECT, SNAPSWEEP_EVENTS_TOPIC);
+// deps.OpenPubSub opens the Pub/Sub client (nil: pubsub.NewClient).
+func publishCommand(deps ops.Deps) *cobra.Command {
+	newClient := deps.OpenPubSub
 	if newClient == nil {
 		newClient = func(ctx context.Context, project string) (*pubsub.Client, error) {
 			return pubsub.NewClient(ctx, project)
 		}
 	}
-	env := func(name, def string) string {
-		if v, ok := lookup(name); ok && v != "" {
-			return v
-		}
-		return def
-	}
+	env := envconfig.LookuperFunc(deps.Lookup)
 	var set publishSettings
+	var projectFlag envconfig.Lookuper
+	// resolve reads --project, else GOOGLE_CLOUD_PROJECT.
+	resolve := func() { set.project = config.Value("GOOGLE_CLOUD_PROJECT", projectFlag, env) }
 	var stdin bool
 	cmd := &cobra.Command{
 		Use:   "publish {EVENT [flags] | --stdin | -}",
@@ -113,6 +109,7 @@ every bad line is reported and nothing is published.`,
 			if !stdin && len(args) == 0 {
 				return ops.UsageError(cmd, "name an event (%s), or read JSON lines with --stdin", eventNames())
 			}
+			resolve()
 			evs, err := readEvents(cmd.InOrStdin())
 			if err != nil {
 				return &ops.ConfigError{Err: err}
@@ -123,8 +120,9 @@ every bad line is reported and nothing is published.`,
 	cmd.SuggestionsMinimumDistance = 2
 	cmd.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return ops.UsageError(c, "%v", err) })
 	pf := cmd.PersistentFlags()
-	pf.StringVar(&set.project, "project", env("GOOGLE_CLOUD_PROJECT", ""), "project of the Pub/Sub topic (env GOOGLE_CLOUD_PROJECT)")
-	pf.StringVar(&set.topic, "topic", env("SNAPSWEEP_EVENTS_TOPIC", reporter.DefaultTopic),
+	projectFlag = config.FlagsFor(pf, "GOOGLE_CLOUD_PROJECT")
+	// --topic, not --events-topic: the command has one topic.
+	pf.StringVar(&set.topic, "topic", config.Value("SNAPSWEEP_EVENTS_TOPIC", env),
 		"topic id, or projects/P/topics/T (env SNAPSWEEP_EVENTS_TOPIC)")
 	cmd.Flags().BoolVar(&stdin, "stdin", false, "read events as JSON lines from standard input (same as -)")
 
@@ -140,6 +138,7 @@ every bad line is reported and nothing is published.`,
 				return nil
 			},
 			RunE: func(c *cobra.Command, _ []string) error {
+				resolve()
 				ev, err := f.event(ec.typ, ec.task, ec.snapshot, set)
 				if err != nil {
 					return &ops.ConfigError{Err: fmt.Errorf("%s: %w", c.CommandPath(), err)}

@@ -22,6 +22,7 @@ import (
 	"github.com/snapsweep/snapsweep/events"
 	"github.com/snapsweep/snapsweep/internal/emulators"
 	"github.com/snapsweep/snapsweep/ops"
+	"github.com/snapsweep/snapsweep/ops/opstest"
 	"github.com/snapsweep/snapsweep/reporter"
 	"github.com/snapsweep/snapsweep/store"
 )
@@ -158,7 +159,7 @@ func runPublish(t *testing.T, vars map[string]string, stdin string, args ...stri
 	t.Helper()
 	lookup := func(k string) (string, bool) { v, ok := vars[k]; return v, ok }
 	root := &cobra.Command{Use: "snapsweep", SilenceUsage: true, SilenceErrors: true}
-	root.AddCommand(newPublishCommand(lookup, nil))
+	root.AddCommand(publishCommand(ops.Deps{Lookup: lookup}))
 	var out, errOut bytes.Buffer
 	root.SetArgs(args)
 	root.SetIn(strings.NewReader(stdin))
@@ -203,30 +204,6 @@ func pullSetup(t *testing.T, createTopic bool) (string, *pubsub.Client, string) 
 		t.Fatal(err)
 	}
 	return project, ps, sub
-}
-
-// receive pulls until it has want messages or wait has passed.
-func receive(t *testing.T, ps *pubsub.Client, sub string, want int, wait time.Duration) []*pubsub.Message {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), wait)
-	defer cancel()
-	var mu sync.Mutex
-	var got []*pubsub.Message
-	err := ps.Subscriber(sub).Receive(ctx, func(_ context.Context, m *pubsub.Message) {
-		m.Ack()
-		mu.Lock()
-		defer mu.Unlock()
-		got = append(got, m)
-		if len(got) >= want {
-			cancel()
-		}
-	})
-	if err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("receive: %v", err)
-	}
-	mu.Lock()
-	defer mu.Unlock()
-	return got
 }
 
 // printedLines decodes the command's output lines.
@@ -285,7 +262,7 @@ func TestPublishCommandEvents(t *testing.T) {
 	gen := printedLines(t, res.stdout)[0]
 	printed[gen.ID] = gen
 
-	msgs := receive(t, ps, sub, 8, 30*time.Second)
+	msgs := opstest.Receive(t, ps, sub, 8, 30*time.Second)
 	tm, _ := time.Parse(time.RFC3339, at)
 	ev := func(id string, typ events.Type, task string, snap *events.SnapshotRef, reason string) events.Event {
 		return events.Event{ID: id, Type: typ, Time: tm, SessionID: "wave-7", TaskID: task, Snapshot: snap, Error: reason}
@@ -369,7 +346,7 @@ func TestPublishCommandStdin(t *testing.T) {
 		want[e.ID] = e
 	}
 	got := map[string]events.Event{}
-	for _, m := range receive(t, ps, sub, 4, 30*time.Second) {
+	for _, m := range opstest.Receive(t, ps, sub, 4, 30*time.Second) {
 		e, err := events.Decode(m.Data)
 		if err != nil {
 			t.Fatalf("published data does not decode: %v\n%s", err, m.Data)
@@ -453,7 +430,7 @@ func TestPublishCommandInvalidInput(t *testing.T) {
 			}
 		})
 	}
-	if msgs := receive(t, ps, sub, 1, 3*time.Second); len(msgs) != 0 {
+	if msgs := opstest.Receive(t, ps, sub, 1, 3*time.Second); len(msgs) != 0 {
 		t.Errorf("invalid input published %d messages, first: %s", len(msgs), msgs[0].Data)
 	}
 }

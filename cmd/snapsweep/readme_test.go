@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/snapsweep/snapsweep/ops/opstest"
 	"github.com/snapsweep/snapsweep/store"
 )
 
@@ -41,11 +42,11 @@ func TestREADMEFirstHour(t *testing.T) {
 		}
 		args := shellWords(t, strings.TrimPrefix(strings.TrimSpace(cmdline), "snapsweep "))
 		for i, a := range args {
-			args[i] = strings.ReplaceAll(a, "demo-project/", e.project+"/")
+			args[i] = strings.ReplaceAll(a, "demo-project/", e.Project+"/")
 		}
-		r := e.run(t, args...)
-		if r.code != want {
-			t.Errorf("%s: exit %d, want %d (err %v)\nstdout:\n%s\nstderr:\n%s", strings.TrimSpace(cmdline), r.code, want, r.err, r.stdout, r.stderr)
+		r := e.Run(t, args...)
+		if r.Code != want {
+			t.Errorf("%s: exit %d, want %d (err %v)\nstdout:\n%s\nstderr:\n%s", strings.TrimSpace(cmdline), r.Code, want, r.Err, r.Stdout, r.Stderr)
 		}
 		ran++
 	}
@@ -56,15 +57,15 @@ func TestREADMEFirstHour(t *testing.T) {
 
 // seedDemoLike registers what the demo leaves behind for wave-1: a failed
 // task with a retained snapshot, a succeeded one with a deleted snapshot.
-func seedDemoLike(t *testing.T, e *cliEnv) {
+func seedDemoLike(t *testing.T, e *opstest.Env) {
 	t.Helper()
 	now := time.Now().UTC().Truncate(time.Microsecond)
-	if _, err := e.reg.CreateSession(context.Background(), &store.Session{SessionID: "wave-1", State: store.SessionRunning, StartedAt: now.Add(-time.Hour)}); err != nil {
+	if _, err := e.Reg.CreateSession(context.Background(), &store.Session{SessionID: "wave-1", State: store.SessionRunning, StartedAt: now.Add(-time.Hour)}); err != nil {
 		t.Fatal(err)
 	}
-	e.task(t, "wave-1", "vm-01", store.TaskFailed, now.Add(-30*time.Minute))
-	e.task(t, "wave-1", "vm-02", store.TaskSucceeded, now.Add(-30*time.Minute))
-	e.put(t,
+	e.Task(t, "wave-1", "vm-01", store.TaskFailed, now.Add(-30*time.Minute))
+	e.Task(t, "wave-1", "vm-02", store.TaskSucceeded, now.Add(-30*time.Minute))
+	e.Put(t,
 		store.Snapshot{Name: "wave-1-vm-01-boot", SessionID: "wave-1", TaskID: "vm-01", State: store.Retained, CreatedAt: now.Add(-time.Hour), ExpiresAt: now.Add(100 * time.Hour)},
 		store.Snapshot{Name: "wave-1-vm-02-boot", SessionID: "wave-1", TaskID: "vm-02", State: store.Deleted, DeletedBy: "snapsweep", CreatedAt: now.Add(-time.Hour)},
 	)

@@ -2,11 +2,12 @@ package main
 
 import (
 	"fmt"
-	"github.com/snapsweep/snapsweep/ops"
 	"runtime"
 	"runtime/debug"
 
 	"github.com/spf13/cobra"
+
+	"github.com/snapsweep/snapsweep/ops"
 )
 
 func rootCommand() *cobra.Command { return newRootCommand(ops.DefaultDeps()) }
@@ -14,17 +15,7 @@ func rootCommand() *cobra.Command { return newRootCommand(ops.DefaultDeps()) }
 // newRootCommand builds the command tree; the operator commands and the
 // demo reach the outside world through deps (tests inject their own).
 func newRootCommand(deps ops.Deps) *cobra.Command {
-	root := &cobra.Command{
-		Use:           "snapsweep",
-		Short:         "Keep disk migrations from leaking Compute Engine snapshots",
-		Version:       version,
-		SilenceUsage:  true,
-		SilenceErrors: true,
-	}
-	root.AddCommand(serveCommand(), fakeComputeCommand(), publishCommand(), demoCommand(deps), versionCommand())
-	root.AddCommand(ops.Commands(deps)...)
-	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return ops.UsageError(c, "%v", err) })
-	return root
+	return ops.Root(version, deps, serveCommand(deps), fakeComputeCommand(), publishCommand(deps), demoCommand(deps), versionCommand())
 }
 
 // versionCommand is `snapsweep version`.

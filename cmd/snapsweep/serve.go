@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"github.com/snapsweep/snapsweep/ops"
 	"os"
 	"time"
 
@@ -10,11 +9,14 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/snapsweep/snapsweep/config"
+	"github.com/snapsweep/snapsweep/ops"
 	"github.com/snapsweep/snapsweep/service"
 	"github.com/snapsweep/snapsweep/telemetry"
 )
 
-func serveCommand() *cobra.Command {
+// serveCommand is `snapsweep serve`: the service, configured from its flags
+// (config.Flags) and the environment (deps.Lookup).
+func serveCommand(deps ops.Deps) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Run the snapsweep service (Cloud Run): push endpoints, sweep, probes",
@@ -24,7 +26,7 @@ func serveCommand() *cobra.Command {
 	}
 	flags := config.Flags(cmd.Flags())
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
-		cfg, err := config.Load(cmd.Context(), flags, envconfig.OsLookuper())
+		cfg, err := config.Load(cmd.Context(), flags, envconfig.LookuperFunc(deps.Lookup))
 		if err != nil {
 			return &ops.ConfigError{Err: err}
 		}

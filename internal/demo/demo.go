@@ -5,6 +5,10 @@
 // Simulated migration jobs report through the job-side reporter; the demo
 // shows progress, waits until everything settled, runs a sweep and prints
 // what happened, checked against what the Compute fake saw.
+//
+// It builds the service with service.NewComponents and drives it through its
+// public inputs only (push requests, the reporter, the sweep endpoint); it
+// must not reach into the service's parts to change state.
 package demo
 
 import (

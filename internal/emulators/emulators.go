@@ -11,6 +11,9 @@
 // emulator's standard variable (FIRESTORE_EMULATOR_HOST, PUBSUB_EMULATOR_HOST)
 // is already set, as under `make test`, Main uses that emulator and starts
 // nothing.
+//
+// It is test support only: nothing outside tests and scripts uses it, and
+// it never touches a project it did not hand out.
 package emulators
 
 import (

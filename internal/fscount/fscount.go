@@ -1,6 +1,8 @@
 // Package fscount counts Firestore operations with gRPC interceptors, so
 // that benchmarks can report the documents a piece of work reads and
 // writes (what Firestore bills), not just its time.
+//
+// It only counts: it must not change, delay or retry a call.
 package fscount
 
 import (

@@ -1,5 +1,8 @@
 // Package storetest is the contract every registry implementation passes:
 // the Firestore store against the emulator, and the embedded Memory store.
+//
+// It is test support only; it checks records and transactions, not policy
+// (lifecycle's tests do).
 package storetest
 
 import (
