@@ -18,6 +18,7 @@ import (
 	"github.com/snapsweep/snapsweep/service"
 	"github.com/snapsweep/snapsweep/status"
 	"github.com/snapsweep/snapsweep/store"
+	"github.com/snapsweep/snapsweep/sweep"
 )
 
 // snapshotsCommand is `snapsweep snapshots list`.
@@ -510,35 +511,20 @@ deleted. The last column says which.`,
 		tty := o.deps.Terminal(cmd.ErrOrStderr())
 		var found []Orphan
 		listed := 0
-		policy := cfg.Policy()
-		sessions := map[string]bool{}
+		// The sweep's own decision, so the two never disagree.
+		check := &sweep.OrphanCheck{Store: reg, Policy: cfg.Policy(), SessionLabel: cfg.SessionLabel}
 		for _, project := range cfg.Projects {
 			err := compute.ListByLabel(ctx, project, cfg.SessionLabel, func(s gce.Snapshot) error {
 				listed++
 				if tty && listed%50 == 0 {
 					fmt.Fprintf(cmd.ErrOrStderr(), "\r\033[Kchecked %d labelled snapshots", listed)
 				}
-				_, err := reg.GetSnapshot(ctx, store.Key{Project: project, Name: s.Name})
-				switch {
-				case err == nil:
-					return nil
-				case !errors.Is(err, store.ErrNotFound):
+				l, err := check.Check(ctx, project, s, o.deps.Now())
+				if err != nil || !l.Orphan() {
 					return err
 				}
-				session := s.Labels[cfg.SessionLabel]
-				known, ok := sessions[session]
-				if !ok && events.ValidSessionID(session) {
-					_, err := reg.GetSession(ctx, session)
-					if err != nil && !errors.Is(err, store.ErrNotFound) {
-						return err
-					}
-					known = err == nil
-					sessions[session] = known
-				}
-				// The sweep's own decision, so the two never disagree.
-				a := policy.AdoptionFor(session, known, s.CreationTime, o.deps.Now())
-				found = append(found, Orphan{Project: project, Name: s.Name, SessionLabel: session,
-					Status: s.Status, CreatedAt: s.CreationTime, SourceDisk: s.SourceDisk, KnownSession: known, Sweep: a.Why})
+				found = append(found, Orphan{Project: project, Name: s.Name, SessionLabel: l.Session,
+					Status: s.Status, CreatedAt: s.CreationTime, SourceDisk: s.SourceDisk, KnownSession: l.KnownSession, Sweep: l.Adoption.Why})
 				return nil
 			})
 			if err != nil {

@@ -229,7 +229,8 @@ func (f *Firestore) updateSnapshot(ctx context.Context, key Key, tr taskRead, ma
 }
 
 // PutSnapshot writes a record as is, outside any transaction. It is meant
-// for seeding (tests, benchmarks, adoption of orphans uses UpdateSnapshot).
+// for seeding tests and benchmarks and is not part of Registry: the service
+// writes records only in transactions, through lifecycle.
 func (f *Firestore) PutSnapshot(ctx context.Context, s *Snapshot) error {
 	_, err := f.col(CollectionSnapshots).Doc(s.Key().ID()).Set(ctx, s)
 	return classify("put snapshot "+s.Key().String(), err)

@@ -140,7 +140,9 @@ func (m *Memory) updateSnapshot(key Key, tr taskRead, fn SnapshotFunc) (*Snapsho
 	return &out, nil
 }
 
-// PutSnapshot writes a record as is.
+// PutSnapshot writes a record as is, for seeding tests and benchmarks; it
+// is not part of store.Registry: the service writes records only in
+// transactions, through lifecycle.
 func (m *Memory) PutSnapshot(_ context.Context, s *Snapshot) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()

@@ -389,7 +389,6 @@ type Registry interface {
 	UpdateSnapshotHint(ctx context.Context, key Key, hint TaskKey, fn SnapshotFunc) (*Snapshot, error)
 	UpdateSnapshotOnly(ctx context.Context, key Key, fn SnapshotFunc) (*Snapshot, error)
 	ApplySnapshotEvent(ctx context.Context, key Key, task TaskKey, mark Mark, fn SnapshotFunc) (*Snapshot, error)
-	PutSnapshot(ctx context.Context, s *Snapshot) error
 	ListSnapshots(ctx context.Context, q Query) (Page, error)
 	CountSnapshots(ctx context.Context, q Query) (int64, error)
 	CountByState(ctx context.Context) (map[State]int64, error)

@@ -700,19 +700,8 @@ func (s *Sweeper) sessions(ctx context.Context, rep *Report) error {
 // adopted; snapshots of unknown sessions are reported, never adopted.
 func (s *Sweeper) orphans(ctx context.Context, rep *Report) error {
 	now := s.now()
-	known := map[string]bool{}
-	isKnown := func(id string) (bool, error) {
-		if k, ok := known[id]; ok || !events.ValidSessionID(id) {
-			return k, nil
-		}
-		_, err := s.cfg.Store.GetSession(ctx, id)
-		rep.Reads++
-		if err != nil && !errors.Is(err, store.ErrNotFound) {
-			return false, err
-		}
-		known[id] = err == nil
-		return known[id], nil
-	}
+	check := &OrphanCheck{Store: s.cfg.Store, Policy: s.cfg.Policy, SessionLabel: s.cfg.SessionLabel}
+	defer func() { rep.Reads += check.Reads }()
 	rep.listed = map[string]map[string]string{}
 	rep.Storage.Kept = map[cost.Reason]cost.Amount{}
 	var errs []error
@@ -721,26 +710,21 @@ func (s *Sweeper) orphans(ctx context.Context, rep *Report) error {
 		err := s.cfg.Compute.ListByLabel(ctx, project, s.cfg.SessionLabel, func(sn gce.Snapshot) error {
 			names[sn.Name] = sn.ID
 			key := store.Key{Project: project, Name: sn.Name}
-			cur, err := s.cfg.Store.GetSnapshot(ctx, key)
-			rep.Reads++
+			l, err := check.Check(ctx, project, sn, now)
 			switch {
-			case err == nil && cur.State.Live() && (sn.ID == "" || cur.ComputeID == "" || cur.ComputeID == sn.ID):
-				return s.measure(ctx, rep, cur, sn, now) // registered
-			case err == nil && !cur.State.Live() && (sn.ID == "" || cur.ComputeID == sn.ID):
-				return nil // closed; Compute may still be finishing the delete
-			case err != nil && !errors.Is(err, store.ErrNotFound):
+			case err != nil:
 				return err
+			case l.Registered:
+				return s.measure(ctx, rep, l.Record, sn, now)
+			case l.Closed:
+				return nil
 			}
-			session := sn.Labels[s.cfg.SessionLabel]
+			session := l.Session
 			rep.Orphans.Found++
 			if len(rep.Orphans.Names) < 20 {
 				rep.Orphans.Names = append(rep.Orphans.Names, project+"/"+sn.Name)
 			}
-			ok, err := isKnown(session)
-			if err != nil {
-				return err
-			}
-			switch a := s.cfg.Policy.AdoptionFor(session, ok, sn.CreationTime, now); {
+			switch a := l.Adoption; {
 			case a.Unknown:
 				rep.Orphans.UnknownSession++
 				if len(rep.Orphans.UnknownSessionNames) < 20 {

@@ -18,8 +18,13 @@ import (
 	"github.com/snapsweep/snapsweep/store"
 )
 
-// Store is the full surface of a registry implementation.
-type Store = store.Registry
+// Store is the full surface of a registry implementation, plus the
+// seeding that only tests use (PutSnapshot writes a record as is; the
+// service changes records only through transactions and lifecycle).
+type Store interface {
+	store.Registry
+	PutSnapshot(ctx context.Context, s *store.Snapshot) error
+}
 
 var t0 = time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)
 
