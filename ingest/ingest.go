@@ -8,6 +8,9 @@
 // and never resurrected, and the side effects (cleanup scheduling) are
 // derived from the resulting state rather than from the event, so a
 // duplicate or late event re-drives the same work instead of undoing it.
+//
+// It changes records only through package lifecycle; it must not call
+// Compute or decide a deletion itself (the scheduler and the engine do).
 package ingest
 
 import (

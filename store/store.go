@@ -6,7 +6,7 @@
 // The store knows records and transactions, not policy: callers pass a
 // function that computes the next record from the current one, and the store
 // runs it inside a transaction (which may run it more than once, so it must
-// be pure).
+// be pure). It must not encode policy: no rule of the contract lives here.
 package store
 
 import (

@@ -3,6 +3,9 @@
 // orphans in Compute, and the health of everything snapsweep depends on.
 // Its Firestore reads grow with the work it finds, not with the registry:
 // every query is bounded by an index range and the per-sweep cap.
+//
+// It deletes nothing itself: it schedules through cleanup.Scheduler, and
+// every record change goes through package lifecycle.
 package sweep
 
 import (

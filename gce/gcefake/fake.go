@@ -9,6 +9,9 @@
 // wall-clock minutes; see SetQuota), and a call log with counters to assert that nothing was
 // deleted twice. Every setting can change at run time, through Go methods or through the
 // admin endpoints of AdminHandler, which `snapsweep fake-compute` serves on a port.
+//
+// It is test and local-run support only; no production path may depend on it. Every
+// behaviour it models follows Compute's documented behaviour, with the source named.
 package gcefake
 
 import (

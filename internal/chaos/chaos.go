@@ -9,6 +9,10 @@
 // posts of push envelopes, ack on 2xx, nack with backoff otherwise): the
 // emulator's own push delivers about two messages at a time, far below
 // production concurrency.
+//
+// It drives the service only through its public inputs (push requests,
+// the scheduler endpoint, Compute through the fake) and reads the end
+// state; it must not reach into the service's packages to change state.
 package chaos
 
 import (
