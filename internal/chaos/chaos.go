@@ -34,6 +34,7 @@ import (
 	"cloud.google.com/go/pubsub/v2"
 	"cloud.google.com/go/pubsub/v2/apiv1/pubsubpb"
 
+	"github.com/snapsweep/snapsweep/internal/wait"
 	"github.com/snapsweep/snapsweep/store"
 )
 
@@ -546,18 +547,7 @@ func startServe(ctx context.Context, i int, bin, logDir string, env []string) (*
 }
 
 func sleepUntil(ctx context.Context, t time.Time) bool {
-	d := time.Until(t)
-	if d <= 0 {
-		return ctx.Err() == nil
-	}
-	timer := time.NewTimer(d)
-	defer timer.Stop()
-	select {
-	case <-timer.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
+	return wait.Sleep(ctx, time.Until(t)) == nil
 }
 
 func postJSON(ctx context.Context, url string, body, out any) error {
