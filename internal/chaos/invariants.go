@@ -10,8 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"time"
 
+	"github.com/snapsweep/snapsweep/gce/gcefake"
 	"github.com/snapsweep/snapsweep/store"
 )
 
@@ -39,18 +39,9 @@ func (iv Invariant) String() string {
 	return s
 }
 
-// fakeFacts is one entry of the fake's GET /fake/snapshots.
-type fakeFacts struct {
-	Name              string            `json:"name"`
-	Exists            bool              `json:"exists"`
-	Status            string            `json:"status"`
-	Labels            map[string]string `json:"labels"`
-	DeleteCalls       int               `json:"deleteCalls"`
-	SuccessfulDeletes int               `json:"successfulDeletes"`
-	QuotaRejected     int               `json:"quotaRejected"`
-	// DeletedAt is when a delete operation last removed the snapshot.
-	DeletedAt time.Time `json:"deletedAt"`
-}
+// fakeFacts is one entry of the fake's GET /fake/snapshots: gcefake's
+// own type, read over HTTP from the `snapsweep fake-compute` process.
+type fakeFacts = gcefake.Facts
 
 // endState is everything the invariants are judged on.
 type endState struct {
