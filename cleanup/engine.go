@@ -367,33 +367,44 @@ func (e *Engine) handle(ctx context.Context, m events.CleanupMessage) (Outcome, 
 		e.metrics.results.Add(ctx, 1, metric.WithAttributes(attribute.String("result", string(out.Result))))
 		return out, nil
 	}
-	c, err := e.claim(ctx, key, m, dry)
-	// Another delivery holds the lease (often a duplicate of this message
-	// being worked on right now): look again a few times before nacking;
-	// the other delivery usually finishes within seconds.
-	for i := 0; errors.Is(err, errBusy) && i < waitSteps(e.cfg.LeaseWait, leaseStep); i++ {
-		if serr := e.cfg.Sleep(ctx, leaseStep); serr != nil {
-			break
+	// Another delivery holds the lease, or took it between this
+	// delivery's look and its first write (often a duplicate of this
+	// message being worked on right now): look again a few times before
+	// nacking; the other delivery usually finishes within seconds. Looking
+	// again is what a redelivery would do: this delivery wrote nothing.
+	steps := waitSteps(e.cfg.LeaseWait, leaseStep)
+	for i := 0; ; i++ {
+		c, err := e.claim(ctx, key, m, dry)
+		if errors.Is(err, errBusy) && i < steps {
+			if serr := e.cfg.Sleep(ctx, leaseStep); serr != nil {
+				return Outcome{}, err
+			}
+			continue
 		}
-		c, err = e.claim(ctx, key, m, dry)
+		if err != nil {
+			return Outcome{}, err
+		}
+		if c.outcome != nil {
+			e.metrics.results.Add(ctx, 1, metric.WithAttributes(attribute.String("result", string(c.outcome.Result))))
+			return *c.outcome, nil
+		}
+		out, err := e.delete(ctx, c, dry)
+		if errors.Is(err, errChanged) && !*c.taken && i < steps {
+			if serr := e.cfg.Sleep(ctx, leaseStep); serr != nil {
+				return out, err
+			}
+			continue
+		}
+		if err == nil && (out.Result == ResultDryRun || out.Result == ResultPending || out.Result == ResultSkipped) {
+			e.metrics.results.Add(ctx, 1, metric.WithAttributes(attribute.String("result", string(out.Result))))
+		}
+		if err != nil {
+			sctx, cancel := settleContext(ctx)
+			defer cancel()
+			return out, e.release(sctx, c, err, false)
+		}
+		return out, nil
 	}
-	if err != nil {
-		return Outcome{}, err
-	}
-	if c.outcome != nil {
-		e.metrics.results.Add(ctx, 1, metric.WithAttributes(attribute.String("result", string(c.outcome.Result))))
-		return *c.outcome, nil
-	}
-	out, err := e.delete(ctx, c, dry)
-	if err == nil && (out.Result == ResultDryRun || out.Result == ResultPending || out.Result == ResultSkipped) {
-		e.metrics.results.Add(ctx, 1, metric.WithAttributes(attribute.String("result", string(out.Result))))
-	}
-	if err != nil {
-		sctx, cancel := settleContext(ctx)
-		defer cancel()
-		return out, e.release(sctx, c, err, false)
-	}
-	return out, nil
 }
 
 // claim looks whether this message may take the record's lease

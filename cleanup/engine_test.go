@@ -485,3 +485,33 @@ func TestBreakerTripsOnRatioNotOnSickness(t *testing.T) {
 		}
 	})
 }
+
+// TestDuplicateDeliveriesAreAnsweredWithoutANack: duplicates of one
+// cleanup message delivered at once (Pub/Sub delivers at least once) all
+// look, one takes the lease first. The others look again inside their
+// request instead of answering 503: a nack shrinks Pub/Sub's push window
+// for every message of the subscription. The snapshot is deleted once.
+func TestDuplicateDeliveriesAreAnsweredWithoutANack(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, gcefake.Options{}, nil)
+	msg := f.register(t, "proj-a", "dup", "s1", store.TaskSucceeded, store.CleanupPending, map[string]string{label: "s1"})
+	const n = 8
+	errs := make(chan error, n)
+	start := make(chan struct{})
+	for range n {
+		go func() {
+			<-start
+			_, err := f.engine.Handle(context.Background(), msg)
+			errs <- err
+		}()
+	}
+	close(start)
+	for range n {
+		if err := <-errs; err != nil {
+			t.Errorf("a duplicate delivery was not answered 2xx: %v", err)
+		}
+	}
+	if got := f.fake.SuccessfulDeletes("proj-a", "dup"); got != 1 {
+		t.Errorf("successful deletes = %d, want 1", got)
+	}
+}

@@ -181,8 +181,14 @@ func (p *Pusher) Run(ctx context.Context) {
 		}
 		if len(msgs) == 0 {
 			p.lastEmpty.Store(time.Now().UnixNano())
-			if err != nil && ctx.Err() == nil {
-				time.Sleep(100 * time.Millisecond)
+			// An empty pull can answer at once (pstest does): pause a
+			// little rather than spin on the CPU the service needs.
+			pause := 20 * time.Millisecond
+			if err != nil {
+				pause = 100 * time.Millisecond
+			}
+			if wait.Sleep(ctx, pause) != nil {
+				return
 			}
 			continue
 		}
