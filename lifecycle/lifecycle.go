@@ -213,9 +213,17 @@ func (p Policy) RegisterReport(cur *store.Snapshot, t *store.Task, r Report, now
 			}
 			return nil, Registered{Note: "duplicate report of a closed record"}, nil
 		}
-		if r.CreatedAt.Before(cur.CreatedAt) {
+		if r.CreatedAt.Before(cur.CreatedAt.Add(-p.skew())) {
+			// Clearly older than the closed record's snapshot, even with
+			// the clocks as far apart as MaxClockSkew allows.
 			return nil, Registered{Note: "late report of an older generation"}, nil
 		}
+		// Newer, or older by less than the clock skew: nothing says this
+		// is a late report of the closed record's snapshot rather than a
+		// snapshot created after it under the name (a skewed clock stamps
+		// a later snapshot earlier). When in doubt the report is kept, as
+		// a new generation with its task's rules; dropping it would leave
+		// the snapshot to adoption, which knows no task.
 		return p.newGeneration(cur, fresh, "name reused after "+string(cur.State), now)
 	case sameTask && r.CreatedAt.After(cur.CreatedAt):
 		// The task reports the name again, later: it deleted the first

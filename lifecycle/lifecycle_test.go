@@ -75,6 +75,8 @@ func TestRegisterReport(t *testing.T) {
 	deleted.ComputeID = "11"
 	adopted := rec(store.Active)
 	adopted.TaskID, adopted.Orphan, adopted.ComputeID = "", true, "11"
+	jobDeleted := rec(store.Deleted)
+	jobDeleted.ComputeID, jobDeleted.DeletedBy, jobDeleted.DeletedAt = "2", "job", t0
 	liveOther := rec(store.Active)
 	liveOther.TaskID, liveOther.CreatedAt = "t0", t0.Add(-time.Hour)
 	cases := []struct {
@@ -91,6 +93,15 @@ func TestRegisterReport(t *testing.T) {
 		{"a reused name without ids, newer report of another task", deleted, lifecycle.Report{SessionID: "s1", TaskID: "t2", CreatedAt: t0.Add(time.Hour)}, 2, "t2", false},
 		{"a late report takes an adopted record over", adopted, report, 1, "t1", false},
 		{"a newer report of a live record of another task: the first is gone", liveOther, report, 2, "t1", false},
+		// Found by the adversary (seed 1796177104111504766): the job
+		// deleted its snapshot and took another under the same name, its
+		// clock stamping the second report 4 min before the first. Dropped
+		// as "an older generation", the snapshot was adopted without its
+		// task and expired while the task's failure kept it.
+		{"a report within the clock skew before a job-deleted record: kept as a new generation", jobDeleted,
+			lifecycle.Report{SessionID: "s1", TaskID: "t1", CreatedAt: t0.Add(-4 * time.Minute)}, 2, "t1", false},
+		{"a report clearly older than a job-deleted record: a late report of an older generation", jobDeleted,
+			lifecycle.Report{SessionID: "s1", TaskID: "t1", CreatedAt: t0.Add(-11 * time.Minute)}, 0, "", true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
