@@ -7,6 +7,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"maps"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -51,13 +52,7 @@ func bench(args []string) int {
 	cfg := chaos.BenchConfig{Out: os.Stderr, SnapsPerTask: 3}
 	fs := flag.NewFlagSet("snapsweep-chaos bench", flag.ContinueOnError)
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "usage: snapsweep-chaos bench [flags] SCENARIO...\nscenarios: %s\n", strings.Join(slices.Sorted(func(yield func(string) bool) {
-			for k := range scenarios {
-				if !yield(k) {
-					return
-				}
-			}
-		}), ", ")+", "+peerScenario)
+		fmt.Fprintf(fs.Output(), "usage: snapsweep-chaos bench [flags] SCENARIO...\nscenarios: %s\n", strings.Join(slices.Sorted(maps.Keys(scenarios)), ", ")+", "+peerScenario)
 		fs.PrintDefaults()
 	}
 	fs.StringVar(&cfg.Bin, "bin", "bin/snapsweep", "the snapsweep binary")

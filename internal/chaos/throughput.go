@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"slices"
 	"strings"
@@ -110,13 +111,7 @@ func (f FaultThroughput) String() string {
 		mins = append(mins, fmt.Sprintf("%s %d (%.2f, %d quota errors)", m.Minute, m.Deleted, m.Ratio, m.QuotaErrors))
 	}
 	var open []string
-	for _, name := range slices.Sorted(func(yield func(string) bool) {
-		for k := range f.BreakerOpen {
-			if !yield(k) {
-				return
-			}
-		}
-	}) {
+	for _, name := range slices.Sorted(maps.Keys(f.BreakerOpen)) {
 		open = append(open, fmt.Sprintf("%s %s", name, f.BreakerOpen[name].Round(100*time.Millisecond)))
 	}
 	return fmt.Sprintf("%d deleted in %s of faults (%d delete calls, %d quota errors) against %d/min: %.2f of the granted quota; whole minutes: [%s] = %.2f; breaker open: %s",
