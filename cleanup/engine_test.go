@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"net/http/httptest"
 	"strconv"
 	"strings"
 	"sync"
@@ -29,16 +28,6 @@ const label = "migration-session"
 
 var t0 = time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)
 
-// handlerTransport serves requests from an http.Handler in-process: no
-// sockets, so tests can run inside a synctest bubble with fake time.
-type handlerTransport struct{ h http.Handler }
-
-func (t handlerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
-	rec := httptest.NewRecorder()
-	t.h.ServeHTTP(rec, r)
-	return rec.Result(), nil
-}
-
 type fixture struct {
 	fake   *gcefake.Fake
 	store  *store.Memory
@@ -50,7 +39,7 @@ func newFixture(t *testing.T, fopts gcefake.Options, mod func(*cleanup.EngineCon
 	t.Helper()
 	f := &fixture{fake: gcefake.New(fopts), store: store.NewMemory(), now: t0.Add(time.Hour)}
 	client, err := gce.New(context.Background(), gce.Config{Endpoint: "http://compute.test"},
-		option.WithHTTPClient(&http.Client{Transport: handlerTransport{f.fake}}))
+		option.WithHTTPClient(f.fake.Client()))
 	if err != nil {
 		t.Fatal(err)
 	}

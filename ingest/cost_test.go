@@ -3,8 +3,6 @@ package ingest_test
 import (
 	"context"
 	"fmt"
-	"net/http"
-	"net/http/httptest"
 	"strconv"
 	"sync"
 	"testing"
@@ -26,15 +24,6 @@ import (
 )
 
 const label = "migration-session"
-
-// handlerTransport serves Compute requests from the fake in-process.
-type handlerTransport struct{ h http.Handler }
-
-func (t handlerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
-	rec := httptest.NewRecorder()
-	t.h.ServeHTTP(rec, r)
-	return rec.Result(), nil
-}
 
 // outbox stands in for the cleanup topic: the messages are handed to the
 // engine as push would.
@@ -106,7 +95,7 @@ func TestFirestoreOpsPerSnapshotLife(t *testing.T) {
 	t.Cleanup(func() { client.Close() })
 	reg := store.NewFirestore(client)
 	fake := gcefake.New(gcefake.Options{})
-	compute, err := gce.New(ctx, gce.Config{Endpoint: "http://compute.test"}, option.WithHTTPClient(&http.Client{Transport: handlerTransport{fake}}))
+	compute, err := gce.New(ctx, gce.Config{Endpoint: "http://compute.test"}, option.WithHTTPClient(fake.Client()))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,8 +2,6 @@ package lifecycle_test
 
 import (
 	"context"
-	"net/http"
-	"net/http/httptest"
 	"strings"
 	"sync"
 	"time"
@@ -24,16 +22,6 @@ func (c *advClock) Advance(d time.Duration) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.t = c.t.Add(d)
-}
-
-// advTransport serves the Compute client's requests from an http.Handler
-// in-process.
-type advTransport struct{ h http.Handler }
-
-func (t advTransport) RoundTrip(r *http.Request) (*http.Response, error) {
-	rec := httptest.NewRecorder()
-	t.h.ServeHTTP(rec, r)
-	return rec.Result(), nil
 }
 
 // advMessage is one cleanup message in the adversary's queue.

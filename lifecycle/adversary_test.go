@@ -264,7 +264,7 @@ func newAdvWorldWith(seed uint64, calm bool) *advWorld {
 	}
 	w.fake = gcefake.New(opts)
 	client, err := gce.New(w.ctx, gce.Config{Endpoint: "http://compute.test"},
-		option.WithHTTPClient(&http.Client{Transport: advTransport{http.HandlerFunc(w.serveCompute)}}))
+		option.WithHTTPClient(&http.Client{Transport: gcefake.InProcess(http.HandlerFunc(w.serveCompute))}))
 	if err != nil {
 		panic(err)
 	}

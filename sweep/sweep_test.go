@@ -40,14 +40,6 @@ const label = "migration-session"
 
 var t0 = time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)
 
-type handlerTransport struct{ h http.Handler }
-
-func (t handlerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
-	rec := httptest.NewRecorder()
-	t.h.ServeHTTP(rec, r)
-	return rec.Result(), nil
-}
-
 type fixture struct {
 	project string
 	store   *store.Firestore
@@ -91,7 +83,7 @@ func newFixture(t testing.TB) *fixture {
 	pub := bus.NewPublisher(client, topic)
 	t.Cleanup(pub.Stop)
 
-	compute, err := gce.New(ctx, gce.Config{Endpoint: "http://compute.test"}, option.WithHTTPClient(&http.Client{Transport: handlerTransport{f.fake}}))
+	compute, err := gce.New(ctx, gce.Config{Endpoint: "http://compute.test"}, option.WithHTTPClient(f.fake.Client()))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -22,6 +22,7 @@ import (
 	"maps"
 	"math/rand/v2"
 	"net/http"
+	"net/http/httptest"
 	"regexp"
 	"slices"
 	"strconv"
@@ -1060,4 +1061,21 @@ func genericReason(code int) string {
 	default:
 		return "unknown"
 	}
+}
+
+// Client returns an HTTP client that serves every request from f in this process, without
+// a listener: tests pass it to the real Compute client (option.WithHTTPClient) with any
+// endpoint URL.
+func (f *Fake) Client() *http.Client { return &http.Client{Transport: InProcess(f)} }
+
+// InProcess is an http.RoundTripper that answers every request from h in this process (the
+// fake, a handler wrapping it, or a service handler that a local run pushes to).
+func InProcess(h http.Handler) http.RoundTripper { return inProcess{h} }
+
+type inProcess struct{ h http.Handler }
+
+func (t inProcess) RoundTrip(r *http.Request) (*http.Response, error) {
+	rec := httptest.NewRecorder()
+	t.h.ServeHTTP(rec, r)
+	return rec.Result(), nil
 }

@@ -3,13 +3,13 @@ package demo
 import (
 	"context"
 	"net/http"
-	"net/http/httptest"
 	"sync"
 	"time"
 
 	"cloud.google.com/go/pubsub/v2"
 
 	"github.com/snapsweep/snapsweep/events"
+	"github.com/snapsweep/snapsweep/gce/gcefake"
 	"github.com/snapsweep/snapsweep/internal/pushsim"
 )
 
@@ -35,7 +35,7 @@ const (
 // to h.
 func newPushBridge(h http.Handler, ps *pubsub.Client, eventsSub, cleanupSub string) *pushBridge {
 	b := &pushBridge{applied: map[string]time.Time{}}
-	client := &http.Client{Transport: handlerTransport{h}}
+	client := &http.Client{Transport: gcefake.InProcess(h)} // posts to the service in this process
 	target := func() []pushsim.Target { return []pushsim.Target{{Name: "demo", URL: "http://demo"}} }
 	p := func(name, path, sub string, inFlight int, onAck func([]byte)) *pushsim.Pusher {
 		return pushsim.New(pushsim.Config{Name: name, Path: path, Subscription: sub, API: ps.SubscriptionAdminClient,
@@ -63,15 +63,6 @@ func (b *pushBridge) deliveries() int64 {
 	return int64(b.events.Stats().Deliveries + b.cleanups.Stats().Deliveries)
 }
 func (b *pushBridge) nacks() int64 { return int64(b.events.Stats().Nacked + b.cleanups.Stats().Nacked) }
-
-// handlerTransport posts to a handler in this process.
-type handlerTransport struct{ h http.Handler }
-
-func (t handlerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
-	rec := httptest.NewRecorder()
-	t.h.ServeHTTP(rec, r)
-	return rec.Result(), nil
-}
 
 // eventKey names what an event reports, for latency accounting.
 func eventKey(typ events.Type, session, taskOrSnapshot string) string {
