@@ -540,9 +540,52 @@ func (p *Private) Freeze() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.e != nil {
-		for _, g := range p.e.groups() {
+		groups := p.e.groups()
+		for _, g := range groups {
 			syscall.Kill(-g, syscall.SIGSTOP)
 		}
+		// A signal to a process group is delivered asynchronously: on a
+		// busy machine the JVM can still answer a request or two after
+		// kill returns. The stall begins when every member is stopped.
+		waitStopped(groups, 2*time.Second)
+	}
+}
+
+// waitStopped waits, at most d, until every process in the groups is
+// stopped (state T in /proc/PID/stat).
+func waitStopped(groups []int, d time.Duration) {
+	in := map[int]bool{}
+	for _, g := range groups {
+		in[g] = true
+	}
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		running := false
+		entries, _ := os.ReadDir("/proc")
+		for _, ent := range entries {
+			pid, err := strconv.Atoi(ent.Name())
+			if err != nil {
+				continue
+			}
+			b, err := os.ReadFile("/proc/" + ent.Name() + "/stat")
+			if err != nil {
+				continue
+			}
+			// pid (comm) state ppid pgrp ...: comm may hold spaces.
+			f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+			if len(f) < 3 {
+				continue
+			}
+			pgrp, _ := strconv.Atoi(f[2])
+			if in[pgrp] && pid > 0 && f[0] != "T" && f[0] != "t" && f[0] != "Z" {
+				running = true
+				break
+			}
+		}
+		if !running {
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }
 
