@@ -23,10 +23,12 @@ type Counter struct {
 	reads   int
 	writes  int
 	methods map[string]int
+	// byColl counts the documents written per collection id.
+	byColl map[string]int
 }
 
 // New returns an empty counter.
-func New() *Counter { return &Counter{methods: map[string]int{}} }
+func New() *Counter { return &Counter{methods: map[string]int{}, byColl: map[string]int{}} }
 
 // Options returns the client options that route a Firestore client's
 // calls through the counter. Against the emulator the client dials its own
@@ -71,7 +73,29 @@ func (c *Counter) Snapshot() (reads, writes int, methods map[string]int) {
 func (c *Counter) Reset() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.reads, c.writes, c.methods = 0, 0, map[string]int{}
+	c.reads, c.writes, c.methods, c.byColl = 0, 0, map[string]int{}, map[string]int{}
+}
+
+// WritesByCollection returns the documents written per collection id
+// (the last collection of the document's path: "snapshots", "tasks", ...).
+func (c *Counter) WritesByCollection() map[string]int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	m := make(map[string]int, len(c.byColl))
+	for k, v := range c.byColl {
+		m[k] = v
+	}
+	return m
+}
+
+// collection is the collection id of a document name
+// (projects/p/databases/d/documents/col/doc or .../col/doc/sub/doc).
+func collection(name string) string {
+	parts := strings.Split(name, "/")
+	if len(parts) < 2 {
+		return ""
+	}
+	return parts[len(parts)-2]
 }
 
 func short(method string) string { return method[strings.LastIndex(method, "/")+1:] }
@@ -84,6 +108,16 @@ func (c *Counter) unary(ctx context.Context, method string, req, reply any, cc *
 	switch r := req.(type) {
 	case *firestorepb.CommitRequest:
 		c.writes += len(r.GetWrites())
+		for _, w := range r.GetWrites() {
+			name := w.GetDelete()
+			if d := w.GetUpdate(); d != nil {
+				name = d.GetName()
+			}
+			if name == "" {
+				name = w.GetTransform().GetDocument()
+			}
+			c.byColl[collection(name)]++
+		}
 	case *firestorepb.GetDocumentRequest:
 		c.reads++
 	}
