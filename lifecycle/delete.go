@@ -397,6 +397,19 @@ func (p Policy) JobDeletedFor(cur *store.Snapshot, sessionID, taskID, computeID 
 		(computeID != "" && cur.ComputeID != "" && computeID != cur.ComputeID) || at.Before(cur.CreatedAt)) {
 		return nil, nil
 	}
+	if cur != nil && computeID == "" && cur.ComputeID != "" && cur.Generation > 1 && at.Before(cur.CreatedAt.Add(2*p.WithDefaults().MaxClockSkew)) {
+		// A deletion that names no Compute id, stamped near the report of
+		// the name's newer generation, may be of the earlier snapshot (a
+		// job deleting a snapshot and creating another of the name in the
+		// same minute; either stamp may be off by the skew). Closing on it
+		// would leak the newer snapshot for good (its record says deleted,
+		// and a closed record of its very id is never adopted); keeping the
+		// record costs at most a read that finds the snapshot gone. Only a
+		// record that knows its Compute id is kept: the last check then
+		// tells its snapshot from any later one of the name (without the
+		// id, a later snapshot created within the skew could pass for it).
+		return nil, nil
+	}
 	next := &store.Snapshot{SessionID: sessionID, TaskID: taskID, RegisteredAt: now, ComputeID: computeID, Generation: 1}
 	if cur != nil {
 		next = clone(cur)

@@ -240,3 +240,51 @@ func TestAContestedNameKeepsBothReports(t *testing.T) {
 		t.Errorf("a deletion stamped before the report closed the record: %+v", next)
 	}
 }
+
+// TestAnUnidentifiedJobDeletionNearANameReuseKeepsTheRecord: a
+// snapshot.deleted without a Compute id, stamped near the report of the
+// name's newer generation, may be the job's deletion of the earlier
+// snapshot (the job deletes a snapshot and creates another of the name in
+// the same minute; each stamp may be off by the clock skew). Closing the
+// newer record on it leaked the newer snapshot for good: neither deleted
+// (its record said deleted) nor adopted (a closed record of its very id).
+// Found by the adversarial test, seeds 1796177762049456821 and
+// 1796177762050264559. Keeping the record live costs at most a Compute read
+// that finds the snapshot gone.
+func TestAnUnidentifiedJobDeletionNearANameReuseKeepsTheRecord(t *testing.T) {
+	t.Parallel()
+	p := policy()
+	skew := p.WithDefaults().MaxClockSkew
+	gen2 := rec(store.Active) // reported at t0
+	gen2.Generation, gen2.ComputeID = 2, "23"
+	gen1 := rec(store.Active)
+	gen1.Generation, gen1.ComputeID = 1, "14"
+	gen2NoID := rec(store.Active)
+	gen2NoID.Generation = 2
+	cases := []struct {
+		name   string
+		cur    *store.Snapshot
+		id     string
+		at     time.Time
+		closes bool
+	}{
+		{"same stamp as the newer report", gen2, "", t0, false},
+		{"within twice the skew after it", gen2, "", t0.Add(2*skew - time.Second), false},
+		{"later than twice the skew", gen2, "", t0.Add(2*skew + time.Second), true},
+		{"with the newer snapshot's id", gen2, "23", t0, true},
+		{"with the earlier snapshot's id", gen2, "14", t0, false},
+		{"a first generation", gen1, "", t0.Add(time.Minute), true},
+		// Without its Compute id the record could not tell its snapshot
+		// from a later one of the name: closed, as before.
+		{"a newer generation without its id", gen2NoID, "", t0, true},
+	}
+	for _, tc := range cases {
+		next, err := p.JobDeletedFor(tc.cur, "s1", "t1", tc.id, tc.at, tc.at.Add(time.Hour))
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		if closes := next != nil && next.State == store.Deleted; closes != tc.closes {
+			t.Errorf("%s: closed = %v, want %v (%+v)", tc.name, closes, tc.closes, next)
+		}
+	}
+}
