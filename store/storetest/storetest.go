@@ -378,6 +378,82 @@ func Run(t *testing.T, newStore func(t *testing.T) Store) {
 		}
 	})
 
+	t.Run("ApplyTaskEventRefusesAnAppliedEvent", func(t *testing.T) {
+		t.Parallel()
+		ctx := context.Background()
+		s := newStore(t)
+		key := store.TaskKey{SessionID: "s1", TaskID: "vm-1"}
+		calls := 0
+		started := func(cur *store.Task) (*store.Task, error) {
+			calls++
+			return &store.Task{State: store.TaskRunning, StateTime: t0, UpdatedAt: t0}, nil
+		}
+		got, err := s.ApplyTaskEvent(ctx, key, "ev-1", started)
+		if err != nil || got == nil || got.State != store.TaskRunning || got.SessionID != "s1" || got.TaskID != "vm-1" {
+			t.Fatalf("first ApplyTaskEvent = %+v, %v; want the running task vm-1 of s1", got, err)
+		}
+		// The marker is written once the event's work is done.
+		if err := s.MarkProcessed(ctx, "ev-1", "hash-1", t0, t0.Add(time.Hour)); err != nil {
+			t.Fatal(err)
+		}
+		_, err = s.ApplyTaskEvent(ctx, key, "ev-1", func(cur *store.Task) (*store.Task, error) {
+			t.Error("the function ran for an event applied before")
+			return &store.Task{State: store.TaskFailed}, nil
+		})
+		var applied *store.ProcessedError
+		if !errors.As(err, &applied) || applied.EventID != "ev-1" || applied.Hash != "hash-1" {
+			t.Errorf("ApplyTaskEvent of an applied event = %v; want *ProcessedError for ev-1 with hash-1", err)
+		}
+		if cur, err := s.GetTask(ctx, key); err != nil || cur.State != store.TaskRunning {
+			t.Errorf("task after the refused event = %+v, %v; want it unchanged (running)", cur, err)
+		}
+		// A function that writes nothing returns the task as read.
+		if got, err := s.ApplyTaskEvent(ctx, key, "ev-2", func(*store.Task) (*store.Task, error) { return nil, nil }); err != nil || got == nil || got.State != store.TaskRunning {
+			t.Errorf("ApplyTaskEvent writing nothing = %+v, %v; want the running task", got, err)
+		}
+		if calls != 1 {
+			t.Errorf("the first function ran %d times, want 1", calls)
+		}
+	})
+
+	t.Run("SessionsByOutcomeAndJudgedSince", func(t *testing.T) {
+		t.Parallel()
+		ctx := context.Background()
+		s := newStore(t)
+		for i, o := range []store.Outcome{store.OutcomePending, store.OutcomeCleaned, store.OutcomePending} {
+			id := fmt.Sprintf("s%d", i)
+			if _, err := s.UpdateSession(ctx, id, func(*store.Session) (*store.Session, error) {
+				return &store.Session{State: store.SessionCompleted, Outcome: o, OutcomeAt: t0.Add(time.Duration(i) * time.Minute), StartedAt: t0, UpdatedAt: t0}, nil
+			}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		ids := func(ss []store.Session) []string {
+			var out []string
+			for _, x := range ss {
+				out = append(out, x.SessionID)
+			}
+			return out
+		}
+		pending, err := s.ListSessionsByOutcome(ctx, store.OutcomePending, 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := ids(pending); len(got) != 2 || !(got[0] == "s0" && got[1] == "s2" || got[0] == "s2" && got[1] == "s0") {
+			t.Errorf("pending sessions = %v, want s0 and s2", got)
+		}
+		recent, err := s.ListSessionsJudgedSince(ctx, t0.Add(time.Minute), 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff([]string{"s2", "s1"}, ids(recent)); diff != "" {
+			t.Errorf("sessions judged since t0+1m, most recent first (-want +got):\n%s", diff)
+		}
+		if one, err := s.ListSessionsJudgedSince(ctx, t0, 1); err != nil || len(one) != 1 || one[0].SessionID != "s2" {
+			t.Errorf("ListSessionsJudgedSince with limit 1 = %v, %v; want [s2]", ids(one), err)
+		}
+	})
+
 	t.Run("RejectedProcessedLeasesHealth", func(t *testing.T) {
 		t.Parallel()
 		ctx := context.Background()
