@@ -138,8 +138,9 @@ type EngineConfig struct {
 	Now func() time.Time
 	// Sleep waits (default a timer honouring ctx); tests may drive it.
 	Sleep func(ctx context.Context, d time.Duration) error
-	// QuotaRefill returns when a spent Compute quota refills after now
-	// (default gce.RetryAt: the next whole minute, as Compute does).
+	// QuotaRefill returns when a spent Compute quota refills for a call
+	// refused that was sent at the given time (default gce.RetryAt: the
+	// next whole minute, as Compute counts calls in synchronized minutes).
 	QuotaRefill func(now time.Time) time.Time
 	// Judge is told when a snapshot reached a final state, so that the
 	// session's outcome can be judged (optional).
@@ -555,9 +556,18 @@ func (e *Engine) retryable(ctx context.Context, op, project string, attempts *in
 			return nil
 		}
 	}
+	// sent is when the last call went out: a rate-limited answer is about
+	// the quota minute the call reached Compute in, which may have ended
+	// before the answer came back.
+	var sent time.Time
+	timed := func(ctx context.Context) error {
+		sent = e.cfg.Now()
+		return fn(ctx)
+	}
 	for {
 		*attempts++
-		err := e.call(ctx, op, project, wrapped, fn)
+		sent = time.Time{}
+		err := e.call(ctx, op, project, wrapped, timed)
 		var stop errStop
 		if err == nil || errors.Is(err, ErrRetryLater) || errors.As(err, &stop) {
 			return err
@@ -574,7 +584,15 @@ func (e *Engine) retryable(ctx context.Context, op, project string, attempts *in
 		}
 		d, stop2 := b.Next()
 		if class == gce.ClassRateLimited {
-			refill := e.cfg.QuotaRefill(e.cfg.Now())
+			// The quota refills after the minute the call was sent in (and
+			// counted in, give or take the way there): an answer that
+			// arrives after the next minute began must not pause the
+			// project until the minute after that (the pacing benchmark
+			// lost a whole minute of one project so).
+			if sent.IsZero() {
+				sent = e.cfg.Now()
+			}
+			refill := e.cfg.QuotaRefill(sent)
 			if op == opDelete {
 				// The delete quota (Compute's write group) is spent; a spent
 				// read quota is another group and leaves deletes alone.
