@@ -232,6 +232,7 @@ func Bench(ctx context.Context, cfg BenchConfig) (*BenchResult, error) {
 		total += p.Snapshots
 	}
 	var facts map[string]map[string]fakeFacts
+	lastProgress := time.Now()
 	done := waitFor(ctx, cfg.Timeout, func() bool {
 		f, err := readFacts(ctx, fakeURL, projects)
 		if err != nil {
@@ -239,12 +240,25 @@ func Bench(ctx context.Context, cfg BenchConfig) (*BenchResult, error) {
 		}
 		facts = f
 		gone := 0
-		for _, byName := range f {
+		byProject := map[string]int{}
+		for p, byName := range f {
 			for _, fc := range byName {
 				if !fc.Exists {
 					gone++
+					byProject[p]++
 				}
 			}
+		}
+		// Where the time goes: deletions so far by project, the events
+		// still to apply (they publish the cleanup messages), and each
+		// cleanup subscription's push window and backlog.
+		if time.Since(lastProgress) >= 5*time.Second {
+			lastProgress = time.Now()
+			var parts []string
+			for _, p := range projects {
+				parts = append(parts, fmt.Sprintf("%s %d", p, byProject[p]))
+			}
+			logf("deleted: %s; events pending %d; cleanup pushers: %s", strings.Join(parts, ", "), evPush.pending(), clPush.windows())
 		}
 		return gone >= total
 	})

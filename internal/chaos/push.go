@@ -122,6 +122,16 @@ func (g *pushGroup) byRoute() string {
 	return strings.Join(parts, "; ")
 }
 
+// windows says, per subscription, the push window, the pushes in flight and
+// the messages pulled but not acked.
+func (g *pushGroup) windows() string {
+	var parts []string
+	for i, p := range g.pushers {
+		parts = append(parts, fmt.Sprintf("%s window %d, in flight %d, pending %d", g.routes[i], p.Window(), p.Active(), p.pending()))
+	}
+	return strings.Join(parts, "; ")
+}
+
 func (g *pushGroup) sum(f func(*pusher) int) int {
 	n := 0
 	for _, p := range g.pushers {

@@ -385,6 +385,13 @@ func (p *Pusher) IdleFor(d time.Duration) bool {
 	return time.Since(last) >= d && empty.After(last)
 }
 
+// Window is the push window now: how many pushes may be in flight.
+func (p *Pusher) Window() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return int(p.window)
+}
+
 // Active is the number of pushes in flight.
 func (p *Pusher) Active() int64 { return p.active.Load() }
 
