@@ -2,6 +2,13 @@
 // Pub/Sub, carrying the W3C trace context in message attributes so that a
 // trace continues from the migration event into the deletion.
 //
+// Every cleanup message carries its snapshot's project in the attribute
+// ProjectAttribute, so that Pub/Sub can route each project's messages to a
+// push subscription of its own (ProjectFilter): push flow control is per
+// subscription, and one project's quota-paused deliveries, answered 503,
+// must not shrink the push window of every other project (docs/cleanup.md,
+// "Pacing").
+//
 // It owns the publish only: what to publish, and what a failed publish
 // means for the record, is the caller's (cleanup.Scheduler).
 package bus
@@ -9,6 +16,7 @@ package bus
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"time"
 
 	"cloud.google.com/go/pubsub/v2"
@@ -17,6 +25,23 @@ import (
 
 	"github.com/snapsweep/snapsweep/events"
 )
+
+// ProjectAttribute is the message attribute that holds a cleanup message's
+// project (events.CleanupMessage.Project).
+const ProjectAttribute = "project"
+
+// ProjectFilter is the subscription filter that selects the cleanup
+// messages of project p: the filter of p's push subscription (Terraform's
+// google_pubsub_subscription.cleanup_push) and of the chaos harness's.
+func ProjectFilter(p string) string {
+	return "attributes." + ProjectAttribute + " = " + strconv.Quote(p)
+}
+
+// UnroutedFilter selects the cleanup messages without a project attribute:
+// those published before the attribute existed, or by an older revision
+// during a rollout. The catch-all subscription has it, so that no
+// per-project filter strands them.
+const UnroutedFilter = "NOT attributes:" + ProjectAttribute
 
 // Publisher publishes cleanup messages to one topic.
 type Publisher struct {
@@ -62,6 +87,8 @@ func (p *Publisher) Publish(ctx context.Context, m events.CleanupMessage) error 
 	attrs := map[string]string{
 		"sessionId": m.SessionID,
 		"reason":    string(m.Reason),
+		// Routes the message to its project's push subscription.
+		ProjectAttribute: m.Project,
 	}
 	otel.GetTextMapPropagator().Inject(ctx, propagation.MapCarrier(attrs))
 	timeout := p.timeout

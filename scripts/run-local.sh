@@ -50,6 +50,11 @@ put() { # put PATH JSON: create a Pub/Sub resource; 409 (exists) is fine.
 		;;
 	esac
 }
+# One push subscription per topic. Production has one cleanup subscription
+# per managed project (filtered on the project attribute, terraform/pubsub.tf);
+# the Pub/Sub emulator stores filters but does not apply them (measured:
+# bus.TestProjectFiltersOnTheEmulator), so filtered subscriptions here would
+# each push every cleanup message. One unfiltered one serves locally.
 for pair in "$SNAPSWEEP_EVENTS_TOPIC:/pubsub/migration-events" "$SNAPSWEEP_CLEANUP_TOPIC:/pubsub/snapshot-cleanup"; do
 	topic=${pair%%:*} path=${pair#*:}
 	put "topics/$topic" '{}'

@@ -67,3 +67,8 @@ output "scheduler_job" {
   description = "Name of the Cloud Scheduler sweep job."
   value       = google_cloud_scheduler_job.sweep.name
 }
+
+output "push_subscriptions" {
+  description = "Push subscription of each stream by key: events; cleanup-PROJECT for each managed project (filtered on the cleanup message's project attribute); cleanup-unrouted for cleanup messages without that attribute."
+  value       = { for k, s in google_pubsub_subscription.push : k => s.name }
+}

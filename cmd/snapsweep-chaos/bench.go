@@ -151,16 +151,20 @@ func printBench(results []*chaos.BenchResult, peer *chaos.PeerResult) {
 }
 
 func printTable(results []*chaos.BenchResult) {
-	fmt.Println("| scenario | project | quota/min | snapshots | deleted | whole minutes (deleted) | deleted per quota minute ÷ quota | deletes/s first→last | quota errors (per instance per minute) |")
-	fmt.Println("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+	fmt.Println("| scenario | project | quota/min | snapshots | deleted | whole minutes (deleted) | deleted per quota minute ÷ quota | deletes/s first→last | quota errors (per instance per minute) | worst instance-minute (where) |")
+	fmt.Println("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
 	for _, r := range results {
 		for _, p := range r.Projects {
 			var mins []string
 			for _, m := range p.Minutes {
 				mins = append(mins, fmt.Sprintf("%s %d", m.Minute, m.Deleted))
 			}
-			fmt.Printf("| %s | %s | %d | %d | %d | %s | %.2f | %.1f | %d (%.2f) |\n", r.Name, p.ID, p.QuotaPerMinute, p.Snapshots, p.Deleted,
-				strings.Join(mins, ", "), p.QuotaRatio, p.TopSpeed, p.QuotaErrors, p.QuotaErrorsPerInstanceMinute)
+			where := ""
+			if p.WorstAt != "" {
+				where = " (" + p.WorstAt + ")"
+			}
+			fmt.Printf("| %s | %s | %d | %d | %d | %s | %.2f | %.1f | %d (%.2f) | %d%s |\n", r.Name, p.ID, p.QuotaPerMinute, p.Snapshots, p.Deleted,
+				strings.Join(mins, ", "), p.QuotaRatio, p.TopSpeed, p.QuotaErrors, p.QuotaErrorsPerInstanceMinute, p.WorstInstanceMinute, where)
 		}
 	}
 }

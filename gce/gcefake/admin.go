@@ -1,9 +1,11 @@
 package gcefake
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"strings"
 	"time"
 )
 
@@ -22,7 +24,8 @@ const AdminPaths = `  POST /fake/snapshots  {"project","name","labels"}        c
                                                            read or set a rate quota per minute: group "writes"
                                                            (deletes, the default), "reads" (get, list) or
                                                            "operation reads"; project "" for every project
-  GET  /fake/calls                                         call statistics, quota errors by project and minute`
+  GET  /fake/calls                                         call statistics, quota errors by project and minute,
+                                                           and by caller (calls under /caller/NAME/compute/v1/...)`
 
 // Faults is the body of POST /fake/faults and the answer of both /fake/faults methods.
 // Omitted fields keep their value.
@@ -95,6 +98,16 @@ func (f *Fake) AdminHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/compute/v1/", f)
 	mux.Handle("/batch/compute/v1", f)
+	// A caller that puts its name in the base URL (SNAPSWEEP_COMPUTE_ENDPOINT
+	// http://HOST/caller/serve-0; the Compute client keeps the path) gets its
+	// calls counted under it (Call.Caller, Stats.QuotaErrorsByCaller).
+	mux.HandleFunc("/caller/{caller}/", func(w http.ResponseWriter, r *http.Request) {
+		caller := r.PathValue("caller")
+		r2 := r.Clone(context.WithValue(r.Context(), callerKey{}, caller))
+		r2.URL.Path = strings.TrimPrefix(r.URL.Path, "/caller/"+caller)
+		r2.URL.RawPath = ""
+		f.ServeHTTP(w, r2)
+	})
 	mux.HandleFunc("POST /fake/snapshots", func(w http.ResponseWriter, r *http.Request) {
 		var req struct {
 			Project string            `json:"project"`
@@ -183,6 +196,14 @@ func (f *Fake) AdminHandler() http.Handler {
 		writeJSON(w, http.StatusOK, f.Stats())
 	})
 	return mux
+}
+
+// callerKey carries the caller named by a /caller/{name}/ prefix.
+type callerKey struct{}
+
+func callerOf(ctx context.Context) string {
+	c, _ := ctx.Value(callerKey{}).(string)
+	return c
 }
 
 func decode(w http.ResponseWriter, r *http.Request, v any) error {

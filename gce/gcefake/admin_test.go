@@ -165,3 +165,57 @@ func jsonEqual(t *testing.T, want, got string) bool {
 	}
 	return cmp.Equal(w, g)
 }
+
+// TestCallerPrefix: a client whose endpoint names its caller
+// (http://HOST/caller/NAME) reaches the same API, its delete operation can
+// be waited for through the same prefix, and its quota errors are counted
+// under its name, apart from another caller's.
+func TestCallerPrefix(t *testing.T) {
+	t.Parallel()
+	clk := newClock()
+	fake := gcefake.New(gcefake.Options{Now: clk.Now})
+	srv := httptest.NewServer(fake.AdminHandler())
+	t.Cleanup(srv.Close)
+	client := func(caller string) *compute.SnapshotsClient {
+		s, err := compute.NewSnapshotsRESTClient(t.Context(), option.WithEndpoint(srv.URL+"/caller/"+caller),
+			option.WithoutAuthentication(), option.WithHTTPClient(srv.Client()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		return s
+	}
+	for i := range 3 {
+		if code, body := call(t, "POST", srv.URL+"/fake/snapshots", fmt.Sprintf(`{"project":"proj-a","name":"s-%d"}`, i)); code != 201 {
+			t.Fatalf("POST /fake/snapshots = %d %s", code, body)
+		}
+	}
+	if code, body := call(t, "POST", srv.URL+"/fake/faults", `{"quota":1}`); code != 200 {
+		t.Fatalf("POST /fake/faults = %d %s", code, body)
+	}
+	a, b := client("serve-0"), client("serve-1")
+	op, err := a.Delete(t.Context(), &computepb.DeleteSnapshotRequest{Project: "proj-a", Snapshot: "s-0", RequestId: new(uuid.NewString())})
+	if err != nil {
+		t.Fatalf("delete through the prefix: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	if err := op.Wait(ctx); err != nil {
+		t.Fatalf("wait through the prefix: %v", err)
+	}
+	var codes []int
+	for _, c := range []*compute.SnapshotsClient{a, b} {
+		_, err := c.Delete(t.Context(), &computepb.DeleteSnapshotRequest{Project: "proj-a", Snapshot: "s-1", RequestId: new(uuid.NewString())})
+		codes = append(codes, httpCode(err))
+	}
+	if diff := cmp.Diff([]int{403, 403}, codes); diff != "" {
+		t.Errorf("deletes over the quota (-want +got):\n%s", diff)
+	}
+	want := map[string]map[string]map[string]int{
+		"serve-0": {"proj-a": {"2026-03-04T05:06Z": 1}},
+		"serve-1": {"proj-a": {"2026-03-04T05:06Z": 1}},
+	}
+	if diff := cmp.Diff(want, fake.Stats().QuotaErrorsByCaller); diff != "" {
+		t.Errorf("quota errors by caller (-want +got):\n%s", diff)
+	}
+}

@@ -104,8 +104,11 @@ type Call struct {
 	Project   string
 	Name      string // snapshot or operation name; empty for list
 	RequestID string // the requestId query parameter of a delete
-	Status    int    // HTTP status of the answer
-	Time      time.Time
+	// Caller names who made the call: the name in a /caller/{name}/ prefix
+	// of the path (AdminHandler), empty without one.
+	Caller string
+	Status int // HTTP status of the answer
+	Time   time.Time
 }
 
 // Stats sums up the calls the fake answered.
@@ -120,6 +123,11 @@ type Stats struct {
 	// project and wall-clock minute of the Now clock ("2006-01-02T15:04Z").
 	QuotaErrorsByProject       map[string]int
 	QuotaErrorsByProjectMinute map[string]map[string]int
+	// QuotaErrorsByCaller counts the quota errors of calls that named their
+	// caller (Call.Caller), by caller, project and wall-clock minute: what
+	// each of several service instances given the fake's URL with a
+	// /caller/{name} path was answered.
+	QuotaErrorsByCaller map[string]map[string]map[string]int
 	// Deleted counts snapshots removed by delete operations.
 	Deleted int
 }
@@ -212,7 +220,8 @@ func New(opts Options) *Fake {
 		deleted:    map[key]int{},
 		deletedAt:  map[key]time.Time{},
 		stats: Stats{ByStatus: map[int]int{}, ByMethod: map[string]int{},
-			QuotaErrorsByProject: map[string]int{}, QuotaErrorsByProjectMinute: map[string]map[string]int{}},
+			QuotaErrorsByProject: map[string]int{}, QuotaErrorsByProjectMinute: map[string]map[string]int{},
+			QuotaErrorsByCaller: map[string]map[string]map[string]int{}},
 		quotaDefault:   map[string]int{},
 		quotaByProject: map[quotaKey]int{},
 		windows:        map[quotaKey]window{},
@@ -270,7 +279,7 @@ type response struct {
 func (f *Fake) serve(method string, h func(r *http.Request, c *Call) response) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		f.mu.Lock()
-		c := Call{Method: method, Project: r.PathValue("project"), Name: r.PathValue("name"), Time: f.now()}
+		c := Call{Method: method, Project: r.PathValue("project"), Name: r.PathValue("name"), Time: f.now(), Caller: callerOf(r.Context())}
 		f.settleLocked(c.Time)
 		resp := h(r, &c)
 		f.logLocked(c, resp)
@@ -305,6 +314,17 @@ func (f *Fake) logLocked(c Call, resp response) {
 			f.stats.QuotaErrorsByProjectMinute[c.Project] = byMinute
 		}
 		byMinute[minuteLabel(c.Time)]++
+		if c.Caller != "" {
+			byProject := f.stats.QuotaErrorsByCaller[c.Caller]
+			if byProject == nil {
+				byProject = map[string]map[string]int{}
+				f.stats.QuotaErrorsByCaller[c.Caller] = byProject
+			}
+			if byProject[c.Project] == nil {
+				byProject[c.Project] = map[string]int{}
+			}
+			byProject[c.Project][minuteLabel(c.Time)]++
+		}
 		if c.Method == "snapshots.delete" {
 			f.quotaRejected[k]++
 		}
@@ -839,6 +859,13 @@ func (f *Fake) Stats() Stats {
 	st.QuotaErrorsByProjectMinute = map[string]map[string]int{}
 	for p, m := range f.stats.QuotaErrorsByProjectMinute {
 		st.QuotaErrorsByProjectMinute[p] = maps.Clone(m)
+	}
+	st.QuotaErrorsByCaller = map[string]map[string]map[string]int{}
+	for c, byProject := range f.stats.QuotaErrorsByCaller {
+		st.QuotaErrorsByCaller[c] = map[string]map[string]int{}
+		for p, m := range byProject {
+			st.QuotaErrorsByCaller[c][p] = maps.Clone(m)
+		}
 	}
 	return st
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -75,6 +76,13 @@ type ProjectFigures struct {
 	// QuotaErrors over the run, and per instance and minute of deletion.
 	QuotaErrors                  int     `json:"quotaErrors"`
 	QuotaErrorsPerInstanceMinute float64 `json:"quotaErrorsPerInstanceMinute"`
+	// WorstInstanceMinute is the most quota errors one serve instance was
+	// answered in one synchronized minute, and WorstAt where ("serve-1
+	// 10:41"; empty without errors): each instance reaches the fake under
+	// a base URL of its own (/caller/serve-N), so the fake counts them
+	// apart, whatever the instance logs.
+	WorstInstanceMinute int    `json:"worstInstanceMinuteQuotaErrors"`
+	WorstAt             string `json:"worstInstanceMinute,omitempty"`
 }
 
 // BenchResult is one benchmark's figures.
@@ -108,7 +116,11 @@ func Bench(ctx context.Context, cfg BenchConfig) (*BenchResult, error) {
 	if err := os.MkdirAll(cfg.LogDir, 0o755); err != nil {
 		return nil, err
 	}
-	ps, subs, err := newPubSub(ctx, cfg.Project, time.Minute)
+	var projects []string
+	for _, p := range cfg.Projects {
+		projects = append(projects, p.ID)
+	}
+	ps, evSub, routes, err := newPubSub(ctx, cfg.Project, projects, time.Minute)
 	if err != nil {
 		return nil, err
 	}
@@ -120,9 +132,7 @@ func Bench(ctx context.Context, cfg BenchConfig) (*BenchResult, error) {
 	defer fake.stop(5 * time.Second)
 
 	var tasks []*benchTask
-	var projects []string
 	for _, p := range cfg.Projects {
-		projects = append(projects, p.ID)
 		if err := postJSON(ctx, fakeURL+"/fake/quota", map[string]any{"project": p.ID, "group": "writes", "perMinute": p.QuotaPerMinute}, nil); err != nil {
 			return nil, fmt.Errorf("set the quota of %s: %w", p.ID, err)
 		}
@@ -151,7 +161,9 @@ func Bench(ctx context.Context, cfg BenchConfig) (*BenchResult, error) {
 		extra = append(extra, "SNAPSWEEP_DELETE_RATE_BY_PROJECT="+cfg.RateByProject)
 	}
 	for i := range cfg.Instances {
-		in, err := startServe(ctx, i, cfg.Bin, cfg.LogDir, serveEnv(cfg.Project, fakeURL, cfg.Rate, extra...))
+		// Each instance names itself in its Compute endpoint, so that the
+		// fake counts its quota errors apart (gcefake's /caller/ prefix).
+		in, err := startServe(ctx, i, cfg.Bin, cfg.LogDir, serveEnv(cfg.Project, fakeURL+"/caller/"+instanceName(i), cfg.Rate, extra...))
 		if in != nil {
 			instances = append(instances, in)
 		}
@@ -160,9 +172,11 @@ func Bench(ctx context.Context, cfg BenchConfig) (*BenchResult, error) {
 		}
 	}
 	targets := func() []*instance { return instances }
-	evPush := newPusher("migration-events", "/pubsub/migration-events", subs["migration-events"], ps.SubscriptionAdminClient,
-		targets, cfg.Inflight, false, time.Minute, time.Second, 10*time.Second)
-	clPush := newPusher("snapshot-cleanup", "/pubsub/snapshot-cleanup", subs["snapshot-cleanup"], ps.SubscriptionAdminClient,
+	evPush := newPusher("migration-events", "/pubsub/migration-events", evSub, ps.SubscriptionAdminClient,
+		targets, cfg.Inflight, false, time.Minute, time.Second, 10*time.Second, nil)
+	// One cleanup subscription per project (and the catch-all), each with
+	// a push window of its own, as in production (terraform/pubsub.tf).
+	clPush := newCleanupPushers(routes, ps.SubscriptionAdminClient,
 		targets, cfg.Inflight, false, time.Minute, time.Second, 10*time.Second)
 	pushCtx, stopPush := context.WithCancel(ctx)
 	var pushWG sync.WaitGroup
@@ -218,6 +232,7 @@ func Bench(ctx context.Context, cfg BenchConfig) (*BenchResult, error) {
 		total += p.Snapshots
 	}
 	var facts map[string]map[string]fakeFacts
+	lastProgress := time.Now()
 	done := waitFor(ctx, cfg.Timeout, func() bool {
 		f, err := readFacts(ctx, fakeURL, projects)
 		if err != nil {
@@ -225,12 +240,25 @@ func Bench(ctx context.Context, cfg BenchConfig) (*BenchResult, error) {
 		}
 		facts = f
 		gone := 0
-		for _, byName := range f {
+		byProject := map[string]int{}
+		for p, byName := range f {
 			for _, fc := range byName {
 				if !fc.Exists {
 					gone++
+					byProject[p]++
 				}
 			}
+		}
+		// Where the time goes: deletions so far by project, the events
+		// still to apply (they publish the cleanup messages), and each
+		// cleanup subscription's push window and backlog.
+		if time.Since(lastProgress) >= 5*time.Second {
+			lastProgress = time.Now()
+			var parts []string
+			for _, p := range projects {
+				parts = append(parts, fmt.Sprintf("%s %d", p, byProject[p]))
+			}
+			logf("deleted: %s; events pending %d; cleanup pushers: %s", strings.Join(parts, ", "), evPush.pending(), clPush.windows())
 		}
 		return gone >= total
 	})
@@ -238,18 +266,21 @@ func Bench(ctx context.Context, cfg BenchConfig) (*BenchResult, error) {
 		logf("not every snapshot deleted within %s", cfg.Timeout)
 	}
 	var calls struct {
-		QuotaErrorsByProject map[string]int `json:"QuotaErrorsByProject"`
+		QuotaErrorsByProject map[string]int                       `json:"QuotaErrorsByProject"`
+		QuotaErrorsByCaller  map[string]map[string]map[string]int `json:"QuotaErrorsByCaller"`
 	}
 	if err := getJSON(ctx, fakeURL+"/fake/calls", &calls); err != nil {
 		return nil, fmt.Errorf("read the fake's calls: %w", err)
 	}
 	stopPush()
 	pushWG.Wait()
-	logf("events: %s; cleanups: %s", evPush.stats(), clPush.stats())
+	logf("events: %s; cleanups: %s (by subscription: %s)", evPush.stats(), clPush.stats(), clPush.byRoute())
 
 	res := &BenchResult{Name: cfg.Name, Instances: cfg.Instances, Rate: cfg.Rate, Tasks: len(tasks)}
 	for _, p := range cfg.Projects {
-		res.Projects = append(res.Projects, projectFigures(p, facts[p.ID], calls.QuotaErrorsByProject[p.ID], cfg.Instances))
+		f := projectFigures(p, facts[p.ID], calls.QuotaErrorsByProject[p.ID], cfg.Instances)
+		f.WorstInstanceMinute, f.WorstAt = worstInstanceMinute(calls.QuotaErrorsByCaller, p.ID)
+		res.Projects = append(res.Projects, f)
 	}
 	var lat []time.Duration
 	for _, tk := range tasks {
@@ -317,6 +348,27 @@ func projectFigures(p BenchProject, facts map[string]fakeFacts, quotaErrors, ins
 		f.QuotaRatio = float64(sum) / float64(len(f.Minutes)*p.QuotaPerMinute)
 	}
 	return f
+}
+
+// worstInstanceMinute returns the most quota errors one caller (serve
+// instance) got in project in one synchronized minute, from the fake's
+// counts by caller, project and minute ("2006-01-02T15:04Z"), and where
+// ("serve-1 10:41"). Ties go to the first instance and minute in order.
+func worstInstanceMinute(byCaller map[string]map[string]map[string]int, project string) (int, string) {
+	worst, at := 0, ""
+	for _, caller := range slices.Sorted(maps.Keys(byCaller)) {
+		byMinute := byCaller[caller][project]
+		for _, minute := range slices.Sorted(maps.Keys(byMinute)) {
+			if n := byMinute[minute]; n > worst {
+				label := minute
+				if t, err := time.Parse("2006-01-02T15:04Z", minute); err == nil {
+					label = t.Format("15:04")
+				}
+				worst, at = n, caller+" "+label
+			}
+		}
+	}
+	return worst, at
 }
 
 var benchSeq struct {

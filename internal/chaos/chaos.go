@@ -25,6 +25,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -180,7 +181,7 @@ type runner struct {
 	fakeURL   string
 	instances []*instance
 	events    *pusher
-	cleanups  *pusher
+	cleanups  *pushGroup
 }
 
 func (r *runner) logf(format string, args ...any) {
@@ -246,7 +247,7 @@ func (r *runner) run(ctx context.Context) error {
 		r.logf("warning: the delete rates (sum %g/s, %g/min) do not exceed the quota (%d/min)", sum, sum*60, cfg.Quota)
 	}
 
-	ps, subs, err := newPubSub(ctx, cfg.Project, cfg.AckDeadline)
+	ps, evSub, routes, err := newPubSub(ctx, cfg.Project, []string{cfg.Project}, cfg.AckDeadline)
 	if err != nil {
 		return err
 	}
@@ -305,9 +306,9 @@ func (r *runner) run(ctx context.Context) error {
 	bgWG.Go(func() { r.sampleMemory(bg) })
 
 	targets := func() []*instance { return r.instances }
-	r.events = newPusher("migration-events", "/pubsub/migration-events", subs["migration-events"], ps.SubscriptionAdminClient,
-		targets, cfg.Inflight, cfg.FixedWindow, cfg.AckDeadline, cfg.BackoffMin, cfg.BackoffMax)
-	r.cleanups = newPusher("snapshot-cleanup", "/pubsub/snapshot-cleanup", subs["snapshot-cleanup"], ps.SubscriptionAdminClient,
+	r.events = newPusher("migration-events", "/pubsub/migration-events", evSub, ps.SubscriptionAdminClient,
+		targets, cfg.Inflight, cfg.FixedWindow, cfg.AckDeadline, cfg.BackoffMin, cfg.BackoffMax, nil)
+	r.cleanups = newCleanupPushers(routes, ps.SubscriptionAdminClient,
 		targets, cfg.Inflight, cfg.FixedWindow, cfg.AckDeadline, cfg.BackoffMin, cfg.BackoffMax)
 	pushCtx, stopPush := context.WithCancel(ctx)
 	var pushWG sync.WaitGroup
@@ -421,7 +422,7 @@ func (r *runner) run(ctx context.Context) error {
 	pushWG.Wait()
 	r.res.Events, r.res.Cleanups = r.events.stats(), r.cleanups.stats()
 	r.logf("event pushes:   %s", r.res.Events)
-	r.logf("cleanup pushes: %s", r.res.Cleanups)
+	r.logf("cleanup pushes: %s (by subscription: %s)", r.res.Cleanups, r.cleanups.byRoute())
 	var calls map[string]any
 	if err := getJSON(ctx, r.fakeURL+"/fake/calls", &calls); err == nil {
 		r.res.Compute = calls
@@ -486,31 +487,51 @@ func serveEnv(project, fakeURL string, rate float64, extra ...string) []string {
 	return append(env, extra...)
 }
 
-// newPubSub creates the two topics and a pull subscription on each (the
-// driver plays push from them) and returns the client and the
-// subscriptions by topic.
-func newPubSub(ctx context.Context, project string, ackDeadline time.Duration) (*pubsub.Client, map[string]string, error) {
+// newPubSub creates the two topics, a pull subscription on the events topic
+// and the cleanup topic's subscriptions as Terraform makes them (one per
+// project, filtered on the project attribute, and the catch-all; see
+// cleanupRoute), and returns the client, the events subscription and the
+// cleanup routes. The driver plays push from them.
+func newPubSub(ctx context.Context, project string, projects []string, ackDeadline time.Duration) (*pubsub.Client, string, []cleanupRoute, error) {
 	ps, err := pubsub.NewClient(ctx, project)
 	if err != nil {
-		return nil, nil, fmt.Errorf("pubsub client: %w", err)
+		return nil, "", nil, fmt.Errorf("pubsub client: %w", err)
 	}
-	subs := map[string]string{}
+	fail := func(err error) (*pubsub.Client, string, []cleanupRoute, error) {
+		ps.Close()
+		return nil, "", nil, err
+	}
+	topics := map[string]string{}
 	for _, topic := range []string{"migration-events", "snapshot-cleanup"} {
 		tname := "projects/" + project + "/topics/" + topic
 		if _, err := ps.TopicAdminClient.CreateTopic(ctx, &pubsubpb.Topic{Name: tname}); err != nil {
-			ps.Close()
-			return nil, nil, fmt.Errorf("create topic %s: %w", topic, err)
+			return fail(fmt.Errorf("create topic %s: %w", topic, err))
 		}
-		sname := "projects/" + project + "/subscriptions/chaos-" + topic
-		if _, err := ps.SubscriptionAdminClient.CreateSubscription(ctx, &pubsubpb.Subscription{
-			Name: sname, Topic: tname, AckDeadlineSeconds: int32(ackDeadline / time.Second),
-		}); err != nil {
-			ps.Close()
-			return nil, nil, fmt.Errorf("create subscription %s: %w", sname, err)
-		}
-		subs[topic] = sname
+		topics[topic] = tname
 	}
-	return ps, subs, nil
+	create := func(name, topic, filter string) (string, error) {
+		sname := "projects/" + project + "/subscriptions/" + name
+		if _, err := ps.SubscriptionAdminClient.CreateSubscription(ctx, &pubsubpb.Subscription{
+			Name: sname, Topic: topics[topic], AckDeadlineSeconds: int32(ackDeadline / time.Second), Filter: filter,
+		}); err != nil {
+			return "", fmt.Errorf("create subscription %s: %w", sname, err)
+		}
+		return sname, nil
+	}
+	events, err := create("chaos-migration-events", "migration-events", "")
+	if err != nil {
+		return fail(err)
+	}
+	var routes []cleanupRoute
+	for _, p := range append(slices.Clone(projects), "") {
+		r := cleanupRoute{project: p}
+		name := "chaos-snapshot-cleanup-" + r.String()
+		if r.sub, err = create(name, "snapshot-cleanup", r.filter()); err != nil {
+			return fail(err)
+		}
+		routes = append(routes, r)
+	}
+	return ps, events, routes, nil
 }
 
 // startFake starts `snapsweep fake-compute` with args on a free port and
@@ -541,10 +562,14 @@ func startServe(ctx context.Context, i int, bin, logDir string, env []string) (*
 	if err != nil {
 		return nil, err
 	}
-	in := &instance{idx: i, name: fmt.Sprintf("serve-%d", i), port: port, bin: bin,
+	in := &instance{idx: i, name: instanceName(i), port: port, bin: bin,
 		log: filepath.Join(logDir, fmt.Sprintf("serve-%d.log", i)), env: append(env, "PORT="+strconv.Itoa(port))}
 	return in, in.start(ctx)
 }
+
+// instanceName is serve instance i's name in logs, pushes and the Compute
+// fake's counts.
+func instanceName(i int) string { return fmt.Sprintf("serve-%d", i) }
 
 func sleepUntil(ctx context.Context, t time.Time) bool {
 	return wait.Sleep(ctx, time.Until(t)) == nil

@@ -50,6 +50,7 @@ type Pusher struct {
 	maxBack  time.Duration
 	client   *http.Client
 	onAck    func(data []byte)
+	accept   func(attrs map[string]string) bool
 
 	rr        atomic.Uint64
 	active    atomic.Int64
@@ -94,6 +95,12 @@ type Config struct {
 	Client *http.Client
 	// OnAck, when set, is called with the data of every message answered 2xx.
 	OnAck func(data []byte)
+	// Accept, when set, is the subscription's filter on message attributes:
+	// a message it does not accept is acknowledged at once and never
+	// pushed, as Pub/Sub acknowledges what a subscription's filter does not
+	// match. For an emulator that stores filters without applying them
+	// (the Pub/Sub emulator, bus.TestProjectFiltersOnTheEmulator).
+	Accept func(attrs map[string]string) bool
 }
 
 // Stats counts what a Pusher did.
@@ -107,8 +114,10 @@ type Stats struct {
 	Messages        int         `json:"messages"`
 	MaxAttempts     int         `json:"maxAttempts"`
 	MaxTimeToAckMs  int64       `json:"maxTimeToAckMs"`
-	MinWindow       int         `json:"minWindow"`
-	MaxWindow       int         `json:"maxWindow"`
+	// Filtered counts messages acknowledged unpushed: Accept refused them.
+	Filtered  int `json:"filtered"`
+	MinWindow int `json:"minWindow"`
+	MaxWindow int `json:"maxWindow"`
 	// Over10 counts messages delivered more than 10 times (production
 	// dead-letters after max_delivery_attempts, 10 by default, though with
 	// its 10 s minimum backoff a message gets fewer attempts per minute).
@@ -121,7 +130,7 @@ const initialWindow = 3
 // New returns a Pusher; Run starts it.
 func New(c Config) *Pusher {
 	p := &Pusher{name: c.Name, path: c.Path, sub: c.Subscription, api: c.API, targets: c.Targets, inflight: c.InFlight, fixed: c.Fixed,
-		deadline: c.Deadline, minBack: c.MinBackoff, maxBack: c.MaxBackoff, finished: make(chan struct{}, 1), client: c.Client, onAck: c.OnAck,
+		deadline: c.Deadline, minBack: c.MinBackoff, maxBack: c.MaxBackoff, finished: make(chan struct{}, 1), client: c.Client, onAck: c.OnAck, accept: c.Accept,
 		outstanding: map[string]bool{}, attempts: map[string]int{}, firstSeen: map[string]time.Time{},
 		acked: map[string]bool{}, toTarget: map[string]int{}, st: Stats{ByStatus: map[int]int{}}}
 	if p.client == nil {
@@ -176,8 +185,18 @@ func (p *Pusher) Run(ctx context.Context) {
 		resp, err := p.api.Pull(pctx, &pubsubpb.PullRequest{Subscription: p.sub, MaxMessages: int32(n)})
 		cancel()
 		var msgs []*pubsubpb.ReceivedMessage
+		refused := 0
 		if err == nil {
-			msgs = resp.GetReceivedMessages()
+			all := resp.GetReceivedMessages()
+			msgs = p.filter(ctx, all)
+			refused = len(all) - len(msgs)
+		}
+		if len(msgs) == 0 && refused > 0 {
+			// Only messages the filter refuses: Pub/Sub would never have
+			// delivered them, so they must cost no pause. Look again at
+			// once, or a small window would skim another project's backlog
+			// a message per pause.
+			continue
 		}
 		if len(msgs) == 0 {
 			p.lastEmpty.Store(time.Now().UnixNano())
@@ -207,6 +226,34 @@ func (p *Pusher) Run(ctx context.Context) {
 			})
 		}
 	}
+}
+
+// filter acknowledges the messages Accept refuses and returns the others.
+func (p *Pusher) filter(ctx context.Context, msgs []*pubsubpb.ReceivedMessage) []*pubsubpb.ReceivedMessage {
+	if p.accept == nil {
+		return msgs
+	}
+	var keep []*pubsubpb.ReceivedMessage
+	var drop []string
+	for _, m := range msgs {
+		if p.accept(m.GetMessage().GetAttributes()) {
+			keep = append(keep, m)
+		} else {
+			drop = append(drop, m.GetAckId())
+		}
+	}
+	if len(drop) > 0 {
+		actx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := p.api.Acknowledge(actx, &pubsubpb.AcknowledgeRequest{Subscription: p.sub, AckIds: drop})
+		cancel()
+		p.mu.Lock()
+		p.st.Filtered += len(drop)
+		if err != nil {
+			p.st.AckErrors++
+		}
+		p.mu.Unlock()
+	}
+	return keep
 }
 
 // pick returns the next live target, round-robin.
@@ -348,6 +395,13 @@ func (p *Pusher) IdleFor(d time.Duration) bool {
 	return time.Since(last) >= d && empty.After(last)
 }
 
+// Window is the push window now: how many pushes may be in flight.
+func (p *Pusher) Window() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return int(p.window)
+}
+
 // Active is the number of pushes in flight.
 func (p *Pusher) Active() int64 { return p.active.Load() }
 
@@ -374,6 +428,33 @@ func (p *Pusher) Stats() Stats {
 		}
 	}
 	return st
+}
+
+// Sum adds up the stats of several Pushers (one per subscription of a
+// topic): counts add, the longest time to ack and the most deliveries of
+// one message are the largest, the window range spans them all.
+func Sum(all ...Stats) Stats {
+	out := Stats{ByStatus: map[int]int{}}
+	for i, s := range all {
+		out.Deliveries += s.Deliveries
+		out.Acked += s.Acked
+		out.Nacked += s.Nacked
+		for c, n := range s.ByStatus {
+			out.ByStatus[c] += n
+		}
+		out.TransportErrors += s.TransportErrors
+		out.AckErrors += s.AckErrors
+		out.Messages += s.Messages
+		out.MaxAttempts = max(out.MaxAttempts, s.MaxAttempts)
+		out.MaxTimeToAckMs = max(out.MaxTimeToAckMs, s.MaxTimeToAckMs)
+		out.Filtered += s.Filtered
+		out.Over10 += s.Over10
+		if i == 0 {
+			out.MinWindow, out.MaxWindow = s.MinWindow, s.MaxWindow
+		}
+		out.MinWindow, out.MaxWindow = min(out.MinWindow, s.MinWindow), max(out.MaxWindow, s.MaxWindow)
+	}
+	return out
 }
 
 func (s Stats) String() string {
