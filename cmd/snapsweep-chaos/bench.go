@@ -119,7 +119,7 @@ func bench(args []string) int {
 	code := 0
 	var results []*chaos.BenchResult
 	var peer *chaos.PeerResult
-	for _, name := range fs.Args() {
+	for i, name := range fs.Args() {
 		if name == peerScenario {
 			res, err := chaos.Peer(ctx, cfg.Bin, filepath.Join(*logRoot, name), peerProject)
 			if err != nil {
@@ -131,8 +131,11 @@ func bench(args []string) int {
 		}
 		c := cfg
 		c.Name = name
-		c.Project = "snapsweep-bench-" + hex.EncodeToString(suffix) + "-" + name
-		c.Project = c.Project[:min(len(c.Project), 30)]
+		// A Pub/Sub and Firestore project of its own per scenario run: the
+		// index keeps two names that share their first characters apart
+		// (three-projects and three-projects-paced) within the 30 allowed.
+		c.Project = fmt.Sprintf("snapsweep-bench-%s-%d-%s", hex.EncodeToString(suffix), i, name)
+		c.Project = strings.TrimRight(c.Project[:min(len(c.Project), 30)], "-")
 		c.LogDir = filepath.Join(*logRoot, name)
 		scenarios[name](&c)
 		res, err := chaos.Bench(ctx, c)
