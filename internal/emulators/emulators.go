@@ -304,7 +304,11 @@ var errExited = errors.New("emulator exited before it answered")
 //     start notices at once instead of waiting for the timeout.
 //
 // In the first case it also removes the emulator's directory
-// ($WATCHDOG_DIR); in the second, start still needs the log in it.
+// ($WATCHDOG_DIR); in the second, start still needs the log in it. When
+// the first case kills gcloud, the second path sees gcloud exit too: it
+// waits for the first to finish instead of ending the shell (and the
+// removal with it) at once, a race that left the directory behind on a
+// loaded machine (TestStopKillsJavaChild).
 const watchdog = `exec 3<&0 </dev/null
 setsid /bin/sh -c 'echo $$ >"$WATCHDOG_PIDFILE"; exec "$@"' gcloud "$@" &
 child=$!
@@ -319,9 +323,14 @@ stop_group() {
 	if [ "$1" = clean ]; then rm -rf "$WATCHDOG_DIR"; fi
 	kill -KILL 0
 }
-{ cat <&3 >/dev/null; stop_group clean; } &
+{ cat <&3 >/dev/null; : >"$WATCHDOG_DIR/eof"; stop_group clean; } &
+reader=$!
 wait "$child"
-echo "emulator-watchdog: gcloud exited with status $?" >&2
+status=$?
+# gcloud ended because the reader is stopping it: let the reader finish
+# (it removes the directory); its kill ends this shell too.
+if [ -e "$WATCHDOG_DIR/eof" ]; then wait "$reader"; fi
+echo "emulator-watchdog: gcloud exited with status $status" >&2
 stop_group keep-log`
 
 func startOnce(k Kind) (*emulator, error) {
